@@ -1,0 +1,65 @@
+# payment-analysis — the newcomer's two commands are `make up` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOTSTRAP ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+export UV_CACHE_DIR := $(CURDIR)/.cache/uv
+export PYTHONPATH := $(CURDIR)
+export PYSPARK_PYTHON := $(CURDIR)/$(PY)
+export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
+
+.PHONY: help install install-python install-system jars up up-detached down status test lock bench \
+        bench-simulator bench-score bench-stream bench-etl bench-train clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+# --- installation (idempotent; caches in .cache/ and the venv, both git-ignored) -----------------
+$(VENV)/.installed: requirements.lock
+	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || { echo "error: $(PYTHON_BOOTSTRAP) not found (fix: install Python 3.11)"; exit 2; }
+	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	@$(PY) -m pip -q install --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	@touch $@
+
+install-python: $(VENV)/.installed ## Python environment from requirements.lock
+
+install-system: install-python ## Debian packages (redis-server, postgresql) when missing; checks Java/Maven
+	$(PY) -m launcher install-system
+
+jars: install-python ## Kafka broker + Spark Kafka/Delta jars from Maven Central into .cache/jars
+	$(PY) -m launcher jars
+
+install: install-python install-system jars ## Everything the platform needs
+
+lock: ## Re-resolve pyproject.toml into requirements.lock (exact pins)
+	@test -x $(VENV)/bin/uv || { $(PYTHON_BOOTSTRAP) -m venv $(VENV) && $(PY) -m pip -q install uv==$(UV_VERSION); }
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --no-header
+
+# --- running -------------------------------------------------------------------------------------
+up: install ## Whole system: Kafka, Redis, topics, bootstrap, 4 services; streams logs (Ctrl-C stops)
+	$(PY) -m launcher up
+
+up-detached: install ## Same as `up`, in the background (logs in .data/logs)
+	$(PY) -m launcher up --detach --no-open
+
+down: ## Stop everything `make up` started
+	@test -x $(PY) && $(PY) -m launcher down || echo "not installed"
+
+status: ## What runs where
+	@$(PY) -m launcher status
+
+# --- tests and benchmarks ------------------------------------------------------------------------
+test: install ## Unit + integration tests against real Kafka, Redis, PostgreSQL, Spark, Delta, MLflow
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: bench-simulator bench-score bench-stream bench-etl bench-train ## All benchmarks (one at a time)
+
+bench-%: install ## One benchmark: simulator, score, stream, etl, train -> bench/results/<area>.json
+	$(PY) -m bench.$* $(BENCH_ARGS)
+
+clean: down ## Remove local data (topics, tables, models); keeps caches
+	rm -rf .data

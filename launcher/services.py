@@ -1,0 +1,151 @@
+"""What `make up` runs: the infrastructure servers and the four services, as supervisord programs."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher import infra
+from launcher.settings import REPO_ROOT, PlatformSettings
+
+
+@dataclass
+class Program:
+    name: str
+    argv: list[str]
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    group: str = "infra"  # infra starts first; services after topics and bootstrap
+    stop_signal: str = "TERM"
+    stop_wait_s: int = 20
+
+
+def service_env(settings: PlatformSettings) -> dict[str, str]:
+    """Environment every service gets: endpoints of the local platform."""
+    env = {
+        "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PA_REDIS_URL": settings.redis_url,
+        "PA_DATA_DIR": str(settings.data_dir),
+        "PA_WAREHOUSE_DIR": str(settings.warehouse_dir),
+        "PA_TOPIC_PREFIX": settings.topic_prefix,
+        "PA_SCORING_API_URL": f"http://{settings.host}:{settings.scoring_api_port}",
+        "PA_MLFLOW_TRACKING_URI": f"sqlite:///{settings.data_dir / 'mlflow.db'}",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if settings.with_postgres:
+        env["PA_CONTROL_PLANE_DATABASE_URL"] = settings.postgres_url
+    return env
+
+
+def infrastructure(settings: PlatformSettings) -> list[Program]:
+    data = settings.data_dir
+    kafka = infra.kafka_server(data / "kafka", settings.host, settings.kafka_port,
+                               settings.kafka_controller_port, settings.kafka_heap)
+    redis = infra.redis_server(data / "redis", settings.host, settings.redis_port)
+    programs = [Program("kafka", kafka.argv(), settings.kafka_port, stop_wait_s=30),
+                Program("redis", redis.argv(), settings.redis_port)]
+    if settings.with_postgres:
+        pg = infra.postgres_server(data / "postgres", settings.host, settings.postgres_port)
+        # SIGINT is PostgreSQL's "fast shutdown".
+        programs.append(Program("postgres", pg.argv(), settings.postgres_port, stop_signal="INT"))
+    return programs
+
+
+def applications(settings: PlatformSettings) -> list[Program]:
+    py = sys.executable
+    env = service_env(settings)
+    return [
+        Program("simulator", [py, "-m", "services.simulator", "run"], None, env, group="services"),
+        Program("stream_processor", [py, "-m", "services.stream_processor", "run"], None, env,
+                group="services", stop_signal="INT", stop_wait_s=60),
+        Program("scoring_api", [py, "-m", "services.scoring_api", "serve", "--port", str(settings.scoring_api_port)],
+                settings.scoring_api_port, env, group="services"),
+        Program("control_plane", [py, "-m", "services.control_plane", "serve", "--port", str(settings.control_plane_port)],
+                settings.control_plane_port, env, group="services"),
+    ]
+
+
+def first_run_steps(settings: PlatformSettings) -> list[tuple[str, list[str]]]:
+    """One-time bootstrap after the topics exist: run in order, each once (stamped in data_dir)."""
+    py = sys.executable
+    return [
+        ("lakehouse bootstrap", [py, "-m", "spark.jobs.bootstrap"]),
+    ]
+
+
+def supervisord_conf(settings: PlatformSettings, programs: list[Program], foreground: bool) -> str:
+    """supervisord configuration. In the foreground every program writes to supervisord's own stdout
+    so `make up` streams all logs; detached, each program logs to .data/logs/<name>.log."""
+    run = settings.data_dir / "run"
+    lines = [
+        "[supervisord]",
+        f"nodaemon={'true' if foreground else 'false'}",
+        f"logfile={settings.log_dir / 'supervisord.log'}",
+        f"pidfile={run / 'supervisord.pid'}",
+        f"directory={REPO_ROOT}",
+        "loglevel=info",
+        "",
+        "[unix_http_server]",
+        f"file={run / 'supervisor.sock'}",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{run / 'supervisor.sock'}",
+        "",
+    ]
+    for priority, prog in enumerate(programs, start=1):
+        env = {**prog.env}
+        lines += [
+            f"[program:{prog.name}]",
+            "command=" + " ".join(_quote(a) for a in prog.argv),
+            f"priority={priority * 10}",
+            f"autostart={'true' if prog.group == 'infra' else 'false'}",
+            "autorestart=unexpected",
+            "startsecs=2",
+            "startretries=3",
+            f"stopsignal={prog.stop_signal}",
+            f"stopwaitsecs={prog.stop_wait_s}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+        ]
+        if foreground:
+            lines += ["stdout_logfile=/dev/fd/1", "stdout_logfile_maxbytes=0"]
+        else:
+            lines += [f"stdout_logfile={settings.log_dir / (prog.name + '.log')}",
+                      "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=2"]
+        if env:
+            lines.append("environment=" + ",".join(f'{k}="{_env_escape(v)}"' for k, v in env.items()))
+        lines.append("")
+    groups: dict[str, list[str]] = {}
+    for prog in programs:
+        groups.setdefault(prog.group, []).append(prog.name)
+    for group, names in groups.items():
+        lines += [f"[group:{group}]", "programs=" + ",".join(names), ""]
+    return "\n".join(lines)
+
+
+def _quote(arg: str) -> str:
+    # supervisord splits `command` with shlex; "%" must be doubled (it expands %(ENV_X)s).
+    import shlex
+
+    return shlex.quote(arg).replace("%", "%%")
+
+
+def _env_escape(value: str) -> str:
+    return value.replace("%", "%%").replace('"', '\\"')
+
+
+def sock_path(settings: PlatformSettings) -> Path:
+    return settings.data_dir / "run" / "supervisor.sock"
+
+
+def ensure_dirs(settings: PlatformSettings) -> None:
+    for d in (settings.data_dir, settings.log_dir, settings.data_dir / "run", settings.warehouse_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

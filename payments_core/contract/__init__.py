@@ -1,0 +1,34 @@
+"""The event contract, defined once.
+
+The pydantic models in :mod:`payments_core.contract.events` are the single definition. JSON Schema
+comes from pydantic; the Spark StructType is derived from the same models by
+``spark.common.schema.struct_type_for`` (kept out of the core so the core never imports pyspark).
+"""
+from payments_core.contract.events import (
+    SCHEMA_VERSION,
+    DecisionEvent,
+    DecisionOutcome,
+    ReasonCode,
+    RetryAdvice,
+    TransactionEvent,
+    TransactionRequest,
+    json_schemas,
+)
+from payments_core.contract.money import CURRENCY_EXPONENT, from_minor_units, to_minor_units
+from payments_core.contract.topics import TOPICS, TopicSpec
+
+__all__ = [
+    "CURRENCY_EXPONENT",
+    "SCHEMA_VERSION",
+    "TOPICS",
+    "DecisionEvent",
+    "DecisionOutcome",
+    "ReasonCode",
+    "RetryAdvice",
+    "TopicSpec",
+    "TransactionEvent",
+    "TransactionRequest",
+    "from_minor_units",
+    "json_schemas",
+    "to_minor_units",
+]

@@ -1,0 +1,164 @@
+"""Transaction and decision events (SPEC "Transaction event" and "Decisions").
+
+These pydantic models are the one definition of the contract. Field groups:
+
+* ``TransactionRequest``: what a merchant / gateway knows before authorisation; ``POST /score``
+  takes exactly this.
+* ``TransactionEvent``: the request plus the processor's outcome and the hidden ground-truth fraud
+  label; this is what flows on ``payments.transactions``.
+* ``DecisionEvent``: what ``POST /score`` returns and the stream processor publishes on
+  ``payments.decisions``.
+
+Money is integer minor units (``amount_minor`` + ``currency``). Scores are plain floats in [0, 1].
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+MerchantSegment = Literal[
+    "Travel", "Retail", "Gaming", "Digital", "Entertainment", "Grocery", "Fuel", "Subscription"
+]
+CardNetwork = Literal["visa", "mastercard", "amex", "discover"]
+PaymentMethodType = Literal["credit", "debit"]
+Currency = Literal["BRL", "USD", "MXN", "ARS", "CLP", "EUR"]
+EntrySystem = Literal["PD", "WS", "SEP", "CHECKOUT"]
+FlowType = Literal["payment_link", "payment_link_sep", "recurring", "legacy_ws", "standard_ecom"]
+EntryMode = Literal["ecommerce", "card_on_file", "in_app", "moto"]
+PaymentSolution = Literal["standard", "3ds", "network_token", "passkey", "apple_pay", "google_pay"]
+DeviceType = Literal["desktop", "mobile_web", "mobile_app", "tablet"]
+AntifraudResult = Literal["pass", "review", "fail"]
+DeclineReason = Literal[
+    "INSUFFICIENT_FUNDS",
+    "LIMIT_EXCEEDED",
+    "EXPIRED_CARD",
+    "CVV_MISMATCH",
+    "ISSUER_UNAVAILABLE",
+    "DO_NOT_HONOR",
+    "FRAUD_SUSPECTED",
+    "3DS_AUTH_FAILED",
+]
+DecisionOutcome = Literal["approve", "challenge_3ds", "review", "decline"]
+
+COUNTRY = Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["BR"])]
+SCORE = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _upper(value: str) -> str:
+    return value.upper()
+
+
+def enum_values(literal: Any) -> tuple[str, ...]:
+    """The allowed values of one of the Literal enums above (for generators and SQL)."""
+    return tuple(get_args(literal))
+
+
+class _Model(BaseModel):
+    # Unknown fields are an error: a misspelt field must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransactionRequest(_Model):
+    """A card-not-present transaction as known before authorisation."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version")
+    transaction_id: str = Field(
+        pattern=r"^txn_[0-9a-f]{16}$", description="Unique id", examples=["txn_00c0ffee00c0ffee"]
+    )
+    event_timestamp: datetime = Field(description="When the transaction was attempted (UTC)")
+    merchant_id: str = Field(min_length=1, max_length=64, examples=["m_000123"])
+    merchant_segment: MerchantSegment
+    cardholder_id: str = Field(min_length=1, max_length=64, examples=["ch_0004567"])
+    card_token_id: str = Field(min_length=1, max_length=64, examples=["tok_0009876"])
+    card_bin: str = Field(pattern=r"^[0-9]{6,8}$", examples=["411111"])
+    card_network: CardNetwork
+    payment_method_type: PaymentMethodType
+    issuer_country: Annotated[COUNTRY, AfterValidator(_upper)]
+    geo_country: Annotated[COUNTRY, AfterValidator(_upper)]
+    amount_minor: int = Field(ge=0, le=10**12, description="Amount in integer minor units")
+    currency: Currency
+    entry_system: EntrySystem
+    flow_type: FlowType
+    entry_mode: EntryMode
+    payment_solution: PaymentSolution
+    device_type: DeviceType
+    device_fingerprint: str = Field(min_length=1, max_length=128)
+    ip_address: str = Field(min_length=3, max_length=45)
+    uses_3ds: bool = False
+    three_ds_routed: bool = False
+    three_ds_friction: bool = False
+    three_ds_authenticated: bool = False
+    antifraud_used: bool = False
+    antifraud_result: AntifraudResult | None = None
+    is_network_token: bool = False
+    has_passkey: bool = False
+    is_recurring: bool = False
+    is_retry: bool = False
+    retry_count: int = Field(0, ge=0, le=50)
+    attempt_number: int = Field(1, ge=1, le=51)
+    previous_decline_code: DeclineReason | None = None
+    fraud_score: SCORE = Field(description="Upstream fraud score, 0 (safe) to 1 (fraud)")
+    aml_risk_score: SCORE
+    device_trust_score: SCORE = Field(description="1 = fully trusted device")
+
+
+class TransactionEvent(TransactionRequest):
+    """A transaction with the processor's outcome, as produced to ``payments.transactions``."""
+
+    is_approved: bool
+    decline_reason: DeclineReason | None = None
+    decline_code_raw: str | None = Field(None, max_length=16)
+    processing_time_ms: int = Field(ge=0, le=600_000)
+    # Hidden ground truth (chargeback-confirmed fraud). Never a model feature; used for training
+    # labels and backtests only.
+    is_fraud: bool = False
+
+
+class RetryAdvice(_Model):
+    should_retry: bool
+    retry_after_seconds: int | None = Field(None, ge=0)
+    max_attempts: int = Field(ge=0)
+
+
+class ReasonCode(_Model):
+    code: str = Field(description="Rule id or model factor name")
+    kind: Literal["rule", "model_factor", "policy"]
+    detail: str = ""
+
+
+class DecisionEvent(_Model):
+    """One decision per transaction: the body of ``POST /score`` and of ``payments.decisions``."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    decision_id: str = Field(description="Deterministic id: same inputs and versions, same id")
+    transaction_id: str
+    outcome: DecisionOutcome
+    approval_probability: SCORE
+    risk_score: SCORE
+    recommended_route: PaymentSolution
+    retry: RetryAdvice | None = Field(None, description="Present for declines only")
+    reason_codes: list[ReasonCode]
+    shadow_reason_codes: list[ReasonCode] = Field(
+        default_factory=list, description="Shadow rules that fired; never change the outcome"
+    )
+    challenger_outcome: DecisionOutcome | None = Field(
+        None, description="What the challenger model would have decided (logged only)"
+    )
+    rule_set_version: str
+    model_versions: dict[str, str]
+    latency_ms: float = Field(ge=0.0)
+    decided_at: datetime
+    source: Literal["api", "stream", "backtest"]
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every contract event, derived from the models above."""
+    return {
+        "TransactionRequest": TransactionRequest.model_json_schema(),
+        "TransactionEvent": TransactionEvent.model_json_schema(),
+        "DecisionEvent": DecisionEvent.model_json_schema(),
+    }

@@ -1,0 +1,81 @@
+"""Session-scoped real infrastructure for the whole suite.
+
+Each server starts only when a test asks for it, on free loopback ports in a temporary folder, and
+stops at the end of the session. Topic names carry a per-run prefix so runs never see each other's
+data, and Redis keys a per-run namespace.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from launcher import local
+from launcher.topics import ensure_topics
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def platform_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("platform")
+    # PostgreSQL runs as the postgres user and must traverse the folder
+    for parent in [path, *path.parents]:
+        if str(parent).startswith("/tmp"):
+            os.chmod(parent, 0o755) if parent != Path("/tmp") else None
+    return path
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(platform_dir: Path) -> Iterator[str]:
+    with local.kafka(platform_dir) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def topic_prefix() -> str:
+    return f"test{RUN_ID}."
+
+
+@pytest.fixture(scope="session")
+def kafka_topics(kafka_bootstrap: str, topic_prefix: str) -> str:
+    """The contract's topics, created under this run's prefix. Returns the prefix."""
+    ensure_topics(kafka_bootstrap, topic_prefix)
+    return topic_prefix
+
+
+@pytest.fixture(scope="session")
+def redis_url(platform_dir: Path) -> Iterator[str]:
+    with local.redis(platform_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(platform_dir: Path) -> Iterator[str]:
+    with local.postgres(platform_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def warehouse_dir(platform_dir: Path) -> Path:
+    path = platform_dir / "warehouse"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def spark(warehouse_dir: Path):
+    """One local SparkSession for the whole test session (with Kafka and Delta jars)."""
+    from spark.common.session import get_spark
+
+    session = get_spark("payment-analysis-tests", warehouse_dir=warehouse_dir,
+                        extra_conf={"spark.sql.shuffle.partitions": "2"})
+    yield session
+    session.stop()
