@@ -1,0 +1,1 @@
+"""The four services. Each is a thin shell around payments_core; they never import each other."""
