@@ -25,10 +25,13 @@ class PlatformSettings(BaseSettings):
     scoring_api_port: int = Field(8000, description="Scoring API port")
     control_plane_port: int = Field(8080, description="Control plane web app port")
     topic_prefix: str = Field("", description="Prefix for every topic name (isolation)")
+    kafka_bootstrap_override: str = Field(
+        "", validation_alias="PA_KAFKA_BOOTSTRAP",
+        description="Use an external broker instead of the local one (compose, Databricks)")
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return self.kafka_bootstrap_override or f"{self.host}:{self.kafka_port}"
 
     @property
     def redis_url(self) -> str:

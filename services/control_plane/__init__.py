@@ -1,0 +1,1 @@
+"""Control plane: launches the batch steps (Setup & Run), shows platform status."""

@@ -1,0 +1,80 @@
+"""The launcher: supervisord configuration, `up`/`status`/`down` with real servers, clear errors."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from launcher import infra, jars, services
+from launcher.settings import REPO_ROOT, PlatformSettings
+
+
+def _env(tmp_path: Path, **extra: int | str) -> dict[str, str]:
+    ports = {"PA_KAFKA_PORT": infra.free_port(), "PA_KAFKA_CONTROLLER_PORT": infra.free_port(),
+             "PA_REDIS_PORT": infra.free_port(), "PA_SCORING_API_PORT": infra.free_port(),
+             "PA_CONTROL_PLANE_PORT": infra.free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
+    env.update({k: str(v) for k, v in {**ports, **extra}.items()})
+    env["PA_DATA_DIR"] = str(tmp_path / "data")
+    env["PA_KAFKA_HEAP"] = "384m"
+    return env
+
+
+def _launcher(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_up_status_down_infrastructure(tmp_path):
+    env = _env(tmp_path)
+    up = _launcher(env, "up", "--infra-only", "--detach", "--no-open")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "created topics: payments.transactions" in up.stdout
+        status = _launcher(env, "status")
+        assert status.returncode == 0
+        assert "infra:kafka" in status.stdout and "RUNNING" in status.stdout
+        with socket.create_connection(("127.0.0.1", int(env["PA_REDIS_PORT"])), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(16).startswith(b"+PONG")
+        # a second `up` is a no-op, not a second broker
+        assert "already running" in _launcher(env, "up", "--infra-only", "--detach", "--no-open").stdout
+    finally:
+        down = _launcher(env, "down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert _launcher(env, "status").returncode == 3
+    # data survives: storage is formatted once
+    assert (tmp_path / "data" / "kafka" / "data" / "meta.properties").exists()
+
+
+def test_taken_port_is_named_with_the_fix(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _launcher(_env(tmp_path, PA_REDIS_PORT=port), "up", "--infra-only", "--detach", "--no-open")
+    assert result.returncode == 2
+    assert f"port 127.0.0.1:{port} for redis is already taken" in result.stderr
+    assert "PA_REDIS_PORT" in result.stderr
+
+
+def test_supervisord_conf_runs_every_program_with_its_environment(tmp_path):
+    settings = PlatformSettings(data_dir=tmp_path, with_postgres=False)
+    programs = [services.Program("kafka", ["java", "-cp", "x/*", "kafka.Kafka"], 1),
+                *services.applications(settings)]
+    conf = services.supervisord_conf(settings, programs, foreground=True)
+    assert "[program:kafka]" in conf and "[group:services]" in conf
+    assert "stdout_logfile=/dev/fd/1" in conf  # foreground: all logs stream to the terminal
+    assert 'PA_KAFKA_BOOTSTRAP="127.0.0.1:9092"' in conf
+    assert "autostart=false" in conf.split("[program:simulator]")[1].split("[")[0]
+    detached = services.supervisord_conf(settings, programs, foreground=False)
+    assert f"stdout_logfile={tmp_path / 'logs' / 'kafka.log'}" in detached
+
+
+def test_spark_jars_leave_out_what_pyspark_ships():
+    names = [p.name for p in jars.spark_jars()]
+    assert any(n.startswith("spark-sql-kafka-0-10_2.13-4.2.0") for n in names)
+    assert any(n.startswith("delta-spark_4.2_2.13-") for n in names)
+    assert not any(n.startswith(("scala-library", "hadoop-client", "jackson-", "slf4j-api")) for n in names)
