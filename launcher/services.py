@@ -57,7 +57,7 @@ def infrastructure(settings: PlatformSettings) -> list[Program]:
 def applications(settings: PlatformSettings) -> list[Program]:
     py = sys.executable
     env = service_env(settings)
-    return [
+    programs = [
         Program("simulator", [py, "-m", "services.simulator", "run"], None, env, group="services"),
         Program("stream_processor", [py, "-m", "services.stream_processor", "run"], None, env,
                 group="services", stop_signal="INT", stop_wait_s=60),
@@ -66,14 +66,26 @@ def applications(settings: PlatformSettings) -> list[Program]:
         Program("control_plane", [py, "-m", "services.control_plane", "serve", "--port", str(settings.control_plane_port)],
                 settings.control_plane_port, env, group="services"),
     ]
+    return [p for p in programs if module_available(p.argv[2])]
 
 
 def first_run_steps(settings: PlatformSettings) -> list[tuple[str, list[str]]]:
     """One-time bootstrap after the topics exist: run in order, each once (stamped in data_dir)."""
     py = sys.executable
-    return [
+    steps = [
         ("lakehouse bootstrap", [py, "-m", "spark.jobs.bootstrap"]),
     ]
+    return [(label, argv) for label, argv in steps if module_available(argv[2])]
+
+
+def module_available(module: str) -> bool:
+    """Whether `python -m module` exists in this checkout (parts of the system land over time)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def supervisord_conf(settings: PlatformSettings, programs: list[Program], foreground: bool) -> str:

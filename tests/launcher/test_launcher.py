@@ -62,8 +62,10 @@ def test_taken_port_is_named_with_the_fix(tmp_path):
 
 def test_supervisord_conf_runs_every_program_with_its_environment(tmp_path):
     settings = PlatformSettings(data_dir=tmp_path, with_postgres=False)
+    env = services.service_env(settings)
     programs = [services.Program("kafka", ["java", "-cp", "x/*", "kafka.Kafka"], 1),
-                *services.applications(settings)]
+                services.Program("simulator", [sys.executable, "-m", "services.simulator", "run"], None, env,
+                                 group="services")]
     conf = services.supervisord_conf(settings, programs, foreground=True)
     assert "[program:kafka]" in conf and "[group:services]" in conf
     assert "stdout_logfile=/dev/fd/1" in conf  # foreground: all logs stream to the terminal
@@ -71,6 +73,12 @@ def test_supervisord_conf_runs_every_program_with_its_environment(tmp_path):
     assert "autostart=false" in conf.split("[program:simulator]")[1].split("[")[0]
     detached = services.supervisord_conf(settings, programs, foreground=False)
     assert f"stdout_logfile={tmp_path / 'logs' / 'kafka.log'}" in detached
+
+
+def test_services_not_in_this_checkout_are_left_out():
+    settings = PlatformSettings()
+    assert all(services.module_available(p.argv[2]) for p in services.applications(settings))
+    assert not services.module_available("services.no_such_service")
 
 
 def test_spark_jars_leave_out_what_pyspark_ships():
