@@ -7,7 +7,7 @@ The Spark adapter (``spark.common.features``) builds Column expressions from the
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -75,8 +75,11 @@ def _bucket(value: float, table: tuple[tuple[float, str], ...]) -> str:
 
 def composite_risk(fraud_score: float, aml_risk_score: float, device_trust_score: float) -> float:
     w = COMPOSITE_RISK_WEIGHTS
-    return round(w["fraud_score"] * fraud_score + w["aml_risk_score"] * aml_risk_score
-                 + w["device_distrust"] * (1.0 - device_trust_score), 6)
+    raw = (w["fraud_score"] * fraud_score + w["aml_risk_score"] * aml_risk_score
+           + w["device_distrust"] * (1.0 - device_trust_score))
+    # round half-even at 6 decimals exactly as numpy/pandas ``round(6)`` does (scale, rint,
+    # unscale), so the scalar and vectorised paths give bit-identical numbers.
+    return round(raw * 1e6) / 1e6
 
 
 def service_path(entry_system: str, flow_type: str, payment_solution: str) -> str:
@@ -86,6 +89,8 @@ def service_path(entry_system: str, flow_type: str, payment_solution: str) -> st
 def derive_one(tx: dict[str, Any]) -> dict[str, Any]:
     """Derived features of one transaction (a request/event dict; timestamps as datetime)."""
     ts: datetime = tx["event_timestamp"]
+    if ts.tzinfo is not None:  # time fields are UTC, as in derive_frame (naive means UTC)
+        ts = ts.astimezone(UTC)
     amt = amount_major(tx["amount_minor"], tx["currency"])
     risk = composite_risk(tx["fraud_score"], tx["aml_risk_score"], tx["device_trust_score"])
     dow = ts.weekday()

@@ -1,0 +1,237 @@
+"""Fast, deterministic scoring of scikit-learn binary classifiers without the pyfunc wrapper.
+
+A ``FastModel`` turns a fitted estimator into plain numpy arrays once, at load time:
+
+* linear: ``LogisticRegression`` (optionally after ``StandardScaler`` steps in a ``Pipeline``) ->
+  one weight vector, a centre and an intercept;
+* trees: ``DecisionTreeClassifier``, ``RandomForestClassifier``, ``ExtraTreesClassifier``,
+  ``GradientBoostingClassifier`` (binary, log-loss) and ``HistGradientBoostingClassifier``
+  (numeric features) -> packed node arrays walked level by level for all trees at once;
+* anything else: the raw estimator's ``predict_proba`` (slower, no factors).
+
+``predict(X)`` takes a float32 matrix ``(n, n_features)`` and returns the positive-class
+probability ``(n,)`` and per-feature contributions ``(n, n_features)`` (linear terms, or Saabas path
+contributions for trees). The same code serves one row (``X[None, :]``) and a batch, so the scoring
+API, the stream processor and the backtest get bit-identical numbers; the logistic function uses
+``math.exp`` element by element for the same reason (numpy's SIMD ``exp`` may differ by an ulp).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out = np.empty(len(z), dtype=np.float64)
+    for i, v in enumerate(z.tolist()):
+        out[i] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+    return out
+
+
+class FastModel:
+    kind: str = "generic"
+    supports_factors: bool = False
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+
+@dataclass
+class LinearModel(FastModel):
+    """logit = sum((x - centre) * weights) + intercept."""
+
+    weights: np.ndarray  # float64 (F,)
+    centre: np.ndarray  # float64 (F,)
+    intercept: float
+    kind: str = "linear"
+    supports_factors: bool = True
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        contrib = (X.astype(np.float64) - self.centre) * self.weights
+        logit = contrib.sum(axis=1) + self.intercept
+        return _sigmoid(logit), contrib
+
+
+class TreeEnsemble(FastModel):
+    """Trees packed into (T, M) arrays; ``mode`` "mean" (forests: mean leaf probability) or
+    "logit" (boosting: base + sum of leaf values, then the logistic function)."""
+
+    kind = "trees"
+    supports_factors = True
+
+    def __init__(self, trees: list[dict[str, np.ndarray]], mode: str, base: float, n_features: int,
+                 pre_centre: np.ndarray | None = None, pre_scale: np.ndarray | None = None):
+        T = len(trees)
+        M = max(len(t["left"]) for t in trees)
+        self.left = np.zeros((T, M), dtype=np.intp)
+        self.right = np.zeros((T, M), dtype=np.intp)
+        self.feature = np.zeros((T, M), dtype=np.intp)
+        self.threshold = np.zeros((T, M), dtype=np.float64)
+        self.value = np.zeros((T, M), dtype=np.float64)
+        self.is_leaf = np.ones((T, M), dtype=bool)
+        depth = 0
+        for t, tree in enumerate(trees):
+            m = len(tree["left"])
+            leaf = tree["is_leaf"]
+            idx = np.arange(m)
+            self.left[t, :m] = np.where(leaf, idx, tree["left"])
+            self.right[t, :m] = np.where(leaf, idx, tree["right"])
+            self.feature[t, :m] = np.where(leaf, 0, tree["feature"])
+            self.threshold[t, :m] = tree["threshold"]
+            self.value[t, :m] = tree["value"]
+            self.is_leaf[t, :m] = leaf
+            depth = max(depth, _tree_depth(tree["left"], tree["right"], leaf))
+        self.depth = depth
+        self.mode = mode
+        self.base = float(base)
+        self.n_trees = T
+        self.n_features = n_features
+        self.pre_centre = pre_centre
+        self.pre_scale = pre_scale
+        self._tidx = np.arange(T)[None, :]
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = X.astype(np.float64)
+        if self.pre_centre is not None:
+            X = (X - self.pre_centre) / self.pre_scale
+        n = X.shape[0]
+        tidx = self._tidx
+        node = np.zeros((n, self.n_trees), dtype=np.intp)
+        contrib = np.zeros((n, self.n_features), dtype=np.float64)
+        rows = np.repeat(np.arange(n), self.n_trees)
+        for _ in range(self.depth):
+            feat = self.feature[tidx, node]
+            xv = np.take_along_axis(X, feat, axis=1)
+            nxt = np.where(xv <= self.threshold[tidx, node], self.left[tidx, node], self.right[tidx, node])
+            delta = self.value[tidx, nxt] - self.value[tidx, node]
+            np.add.at(contrib, (rows, feat.ravel()), delta.ravel())
+            node = nxt
+        leaf_values = self.value[tidx, node]
+        total = leaf_values.sum(axis=1)
+        if self.mode == "mean":
+            return total / self.n_trees, contrib / self.n_trees
+        return _sigmoid(total + self.base), contrib
+
+
+def _tree_depth(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> int:
+    depth, frontier = 0, [0]
+    while frontier:
+        nxt = []
+        for i in frontier:
+            if not leaf[i]:
+                nxt += [int(left[i]), int(right[i])]
+        if nxt:
+            depth += 1
+        frontier = nxt
+    return depth
+
+
+class RawEstimator(FastModel):
+    """Fallback: the estimator's own ``predict_proba`` (no model factors)."""
+
+    kind = "raw"
+
+    def __init__(self, estimator: Any, positive_index: int):
+        self.estimator = estimator
+        self.positive_index = positive_index
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, None]:
+        import sklearn
+
+        with sklearn.config_context(assume_finite=True):
+            proba = self.estimator.predict_proba(X)[:, self.positive_index]
+        return np.asarray(proba, dtype=np.float64), None
+
+
+# --------------------------------------------------------------------------------------- builders
+def _positive_index(est: Any) -> int:
+    classes = list(getattr(est, "classes_", [0, 1]))
+    if len(classes) != 2:
+        raise ValueError(f"binary classifier expected, classes={classes}")
+    return 1
+
+
+def _sk_tree(tree: Any, classifier: bool) -> dict[str, np.ndarray]:
+    t = tree.tree_
+    leaf = t.children_left == -1
+    if classifier:
+        v = t.value[:, 0, :]
+        v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-300)
+        value = v[:, 1]
+    else:
+        value = t.value[:, 0, 0]
+    return {"left": t.children_left, "right": t.children_right, "feature": t.feature,
+            "threshold": t.threshold, "value": value, "is_leaf": leaf}
+
+
+def build_fast_model(estimator: Any, n_features: int) -> FastModel:
+    """The fastest exact scorer for ``estimator`` (see module docstring)."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    final = estimator
+    centre = np.zeros(n_features)
+    scale = np.ones(n_features)
+    if isinstance(estimator, Pipeline):
+        for _, step in estimator.steps[:-1]:
+            if step in (None, "passthrough"):
+                continue
+            if not isinstance(step, StandardScaler):
+                return RawEstimator(estimator, _positive_index(estimator))
+            mean = step.mean_ if step.with_mean and step.mean_ is not None else np.zeros(n_features)
+            sc = step.scale_ if step.with_std and step.scale_ is not None else np.ones(n_features)
+            # compose: (((x - c) / s) - m) / sc == (x - (c + m*s)) / (s*sc)
+            centre = centre + mean * scale
+            scale = scale * sc
+        final = estimator.steps[-1][1]
+    try:
+        _positive_index(final)
+    except ValueError:
+        return RawEstimator(estimator, 1)
+    scaled = not (np.all(centre == 0) and np.all(scale == 1))
+    pre = (centre, scale) if scaled else (None, None)
+
+    if isinstance(final, LogisticRegression) and final.coef_.shape[0] == 1:
+        w = final.coef_[0].astype(np.float64) / scale
+        return LinearModel(weights=w, centre=centre.astype(np.float64), intercept=float(final.intercept_[0]))
+    if isinstance(final, DecisionTreeClassifier):
+        return TreeEnsemble([_sk_tree(final, True)], "mean", 0.0, n_features, *pre)
+    if isinstance(final, RandomForestClassifier | ExtraTreesClassifier):
+        return TreeEnsemble([_sk_tree(t, True) for t in final.estimators_], "mean", 0.0, n_features, *pre)
+    if isinstance(final, GradientBoostingClassifier) and final.estimators_.shape[1] == 1 \
+            and getattr(final, "init", None) in (None, "zero") and final.loss == "log_loss":
+        base = float(np.ravel(final._raw_predict_init(np.zeros((1, n_features), dtype=np.float32)))[0])
+        trees = []
+        for reg in final.estimators_[:, 0]:
+            t = _sk_tree(reg, False)
+            t["value"] = t["value"] * final.learning_rate
+            trees.append(t)
+        return TreeEnsemble(trees, "logit", base, n_features, *pre)
+    if isinstance(final, HistGradientBoostingClassifier) and final.n_trees_per_iteration_ == 1:
+        trees = []
+        for (pred,) in final._predictors:
+            nodes = pred.nodes
+            if nodes["is_categorical"].any():
+                return RawEstimator(estimator, 1)
+            leaf = nodes["is_leaf"].astype(bool)
+            # leaves carry shrunk values, inner nodes raw ones: shrink those too, so that path
+            # contributions (child - parent) are on one scale
+            value = np.where(leaf, nodes["value"], nodes["value"] * final.learning_rate).astype(np.float64)
+            trees.append({"left": nodes["left"].astype(np.intp), "right": nodes["right"].astype(np.intp),
+                          "feature": nodes["feature_idx"].astype(np.intp),
+                          "threshold": nodes["num_threshold"].astype(np.float64),
+                          "value": value, "is_leaf": leaf})
+        base = float(np.ravel(final._baseline_prediction)[0])
+        return TreeEnsemble(trees, "logit", base, n_features, *pre)
+    return RawEstimator(estimator, 1)

@@ -1,0 +1,255 @@
+"""Velocity features: per card, device and merchant, counts and amount sums over sliding windows.
+
+Semantics (identical in every implementation, tests keep them in agreement):
+
+* entities: card = ``card_token_id``, device = ``device_fingerprint``, merchant = ``merchant_id``;
+  windows per entity from ``payments_core.features.VELOCITY_WINDOWS``;
+* the features of transaction *t* count the OTHER recorded transactions of the same entity whose
+  event time ``s`` (millisecond precision, floored) satisfies ``t - w <= s < t``: as of the
+  transaction's own event time, excluding itself and anything at the same millisecond or later.
+  So the result does not depend on processing order once earlier transactions are recorded;
+* ``*_txn_count_<w>s`` is the number of such transactions, ``*_amount_minor_<w>s`` the sum of their
+  ``amount_minor`` (minor units as recorded, whatever the currency);
+* recording is idempotent by ``transaction_id``: a transaction is a sorted-set member
+  ``<transaction_id>|<amount_minor>`` scored by its event time, so recording it again changes nothing.
+
+Redis layout: one sorted set per entity value, ``{prefix}:{entity}:{value}``; a Lua script records and
+computes in one call (one round trip per transaction, or one per pipelined batch). Members older
+than the largest window plus ``grace_seconds`` (relative to the transaction being recorded) are
+trimmed, and keys expire after the largest window plus grace of inactivity.
+
+Batches (``features_batch`` / ``features_frame``) first record every transaction of the batch, then
+compute features, all in ONE pipelined round trip; so within a batch the result is the same as if
+the transactions had been recorded one by one in event-time order.
+
+``InMemoryVelocityStore`` has the same semantics without Redis (backtests, tests).
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from payments_core.features import VELOCITY_FEATURES, VELOCITY_WINDOWS
+
+ENTITY_FIELDS: dict[str, str] = {"card": "card_token_id", "device": "device_fingerprint", "merchant": "merchant_id"}
+DEFAULT_PREFIX = "pa:vel"
+DEFAULT_GRACE_SECONDS = 3600
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_LUA = """
+local member = ARGV[1]
+local ts = tonumber(ARGV[2])
+local mode = ARGV[3]
+local grace = tonumber(ARGV[4])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local windows = {}
+  for w in string.gmatch(ARGV[4 + i], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
+  local maxw = windows[#windows]
+  if mode ~= '0' then
+    redis.call('ZADD', key, ts, member)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(ts - maxw - grace))
+    redis.call('PEXPIRE', key, maxw + grace)
+  end
+  if mode ~= '2' then
+    local counts, sums = {}, {}
+    for j = 1, #windows do counts[j] = 0; sums[j] = 0 end
+    local items = redis.call('ZRANGEBYSCORE', key, tostring(ts - maxw), '(' .. tostring(ts), 'WITHSCORES')
+    for k = 1, #items, 2 do
+      local s = tonumber(items[k + 1])
+      local amt = tonumber(string.match(items[k], '|(%d+)$')) or 0
+      for j = 1, #windows do
+        if s >= ts - windows[j] then counts[j] = counts[j] + 1; sums[j] = sums[j] + amt end
+      end
+    end
+    for j = 1, #windows do out[#out + 1] = counts[j]; out[#out + 1] = sums[j] end
+  end
+end
+return out
+"""
+
+_ENTITIES = tuple(VELOCITY_WINDOWS)
+_WINDOW_ARGS = tuple(",".join(str(w) for w in sorted(VELOCITY_WINDOWS[e])) for e in _ENTITIES)
+# output order of the Lua script: entity, window ascending, (count, sum)
+_OUTPUT_NAMES: tuple[str, ...] = tuple(
+    name
+    for e in _ENTITIES
+    for w in sorted(VELOCITY_WINDOWS[e])
+    for name in (f"{e}_txn_count_{w}s", f"{e}_amount_minor_{w}s")
+)
+assert set(_OUTPUT_NAMES) == set(VELOCITY_FEATURES)
+
+
+def event_millis(ts: Any) -> int:
+    """Event time in integer epoch milliseconds (floored); naive datetimes are UTC."""
+    if isinstance(ts, pd.Timestamp):
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        return int(ts.value // 1_000_000)
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        return (ts - _EPOCH) // _MS
+    if isinstance(ts, str):
+        return event_millis(datetime.fromisoformat(ts.replace("Z", "+00:00")))
+    if isinstance(ts, int | float):
+        return int(ts)
+    raise TypeError(f"unsupported timestamp {ts!r}")
+
+
+_MS = pd.Timedelta(milliseconds=1).to_pytimedelta()
+
+
+def member_of(tx: Mapping[str, Any]) -> str:
+    return f"{tx['transaction_id']}|{int(tx['amount_minor'])}"
+
+
+def zero_features() -> dict[str, int]:
+    return {name: 0 for name in VELOCITY_FEATURES}
+
+
+class RedisVelocityStore:
+    """Velocity over Redis with a synchronous client (``redis.Redis``): stream processor, jobs."""
+
+    def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, grace_seconds: int = DEFAULT_GRACE_SECONDS):
+        self.client = client
+        self.prefix = prefix
+        self.grace_ms = int(grace_seconds) * 1000
+        self._script = client.register_script(_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> RedisVelocityStore:
+        import redis
+
+        return cls(redis.Redis.from_url(url), **kw)
+
+    # the arguments of one script call: shared with the async store
+    def keys_args(self, tx: Mapping[str, Any], mode: str) -> tuple[list[str], list[Any]]:
+        keys = [f"{self.prefix}:{e}:{tx[ENTITY_FIELDS[e]]}" for e in _ENTITIES]
+        args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, *_WINDOW_ARGS]
+        return keys, args
+
+    @staticmethod
+    def parse(reply: Sequence[Any]) -> dict[str, int]:
+        return {name: int(v) for name, v in zip(_OUTPUT_NAMES, reply, strict=True)}
+
+    def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:
+        """Features of one transaction as of its event time; records it first when ``record``."""
+        keys, args = self.keys_args(tx, "1" if record else "0")
+        return self.parse(self._script(keys=keys, args=args))
+
+    def record(self, tx: Mapping[str, Any]) -> None:
+        keys, args = self.keys_args(tx, "2")
+        self._script(keys=keys, args=args)
+
+    def features_batch(self, txs: Sequence[Mapping[str, Any]], record: bool = True) -> list[dict[str, int]]:
+        """Features of many transactions in one pipelined round trip (record all, then read)."""
+        if not txs:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        if record:
+            for tx in txs:
+                keys, args = self.keys_args(tx, "2")
+                self._script(keys=keys, args=args, client=pipe)
+        for tx in txs:
+            keys, args = self.keys_args(tx, "0")
+            self._script(keys=keys, args=args, client=pipe)
+        replies = pipe.execute()
+        return [self.parse(r) for r in replies[len(txs) if record else 0:]]
+
+    def features_frame(self, df: pd.DataFrame, record: bool = True) -> pd.DataFrame:
+        """``features_batch`` over a DataFrame: VELOCITY_FEATURES columns, aligned to ``df.index``."""
+        cols = ["transaction_id", "event_timestamp", "amount_minor", *ENTITY_FIELDS.values()]
+        rows = df[cols].to_dict("records")
+        return _frame(self.features_batch(rows, record=record), df.index)
+
+
+class AsyncRedisVelocityStore(RedisVelocityStore):
+    """The same over ``redis.asyncio.Redis`` (scoring API). ``keys_args``/``parse`` let callers put
+    the script call into their own pipeline next to other commands (one round trip)."""
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> AsyncRedisVelocityStore:
+        import redis.asyncio
+
+        return cls(redis.asyncio.Redis.from_url(url), **kw)
+
+    def add_to_pipeline(self, pipe: Any, tx: Mapping[str, Any], record: bool = True) -> None:
+        keys, args = self.keys_args(tx, "1" if record else "0")
+        self._script(keys=keys, args=args, client=pipe)
+
+    async def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:  # type: ignore[override]
+        keys, args = self.keys_args(tx, "1" if record else "0")
+        return self.parse(await self._script(keys=keys, args=args))
+
+    async def record(self, tx: Mapping[str, Any]) -> None:  # type: ignore[override]
+        keys, args = self.keys_args(tx, "2")
+        await self._script(keys=keys, args=args)
+
+    async def features_batch(self, txs: Sequence[Mapping[str, Any]],  # type: ignore[override]
+                             record: bool = True) -> list[dict[str, int]]:
+        if not txs:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        if record:
+            for tx in txs:
+                keys, args = self.keys_args(tx, "2")
+                self._script(keys=keys, args=args, client=pipe)
+        for tx in txs:
+            keys, args = self.keys_args(tx, "0")
+            self._script(keys=keys, args=args, client=pipe)
+        replies = await pipe.execute()
+        return [self.parse(r) for r in replies[len(txs) if record else 0:]]
+
+
+class InMemoryVelocityStore:
+    """Pure-Python store with the Redis store's semantics (backtests, tests). Not thread-safe."""
+
+    def __init__(self, grace_seconds: int | None = None):
+        # key -> sorted list of (ts_ms, member); member -> amount
+        self._index: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        self._members: dict[tuple[str, str], set[str]] = {}
+
+    def record(self, tx: Mapping[str, Any]) -> None:
+        ts = event_millis(tx["event_timestamp"])
+        member = member_of(tx)
+        for e in _ENTITIES:
+            key = (e, str(tx[ENTITY_FIELDS[e]]))
+            members = self._members.setdefault(key, set())
+            if member in members:
+                continue
+            members.add(member)
+            bisect.insort(self._index.setdefault(key, []), (ts, member))
+
+    def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:
+        if record:
+            self.record(tx)
+        ts = event_millis(tx["event_timestamp"])
+        out: dict[str, int] = {}
+        for e in _ENTITIES:
+            items = self._index.get((e, str(tx[ENTITY_FIELDS[e]])), [])
+            hi = bisect.bisect_left(items, (ts, ""))
+            for w in sorted(VELOCITY_WINDOWS[e]):
+                lo = bisect.bisect_left(items, (ts - w * 1000, ""))
+                window = items[lo:hi]
+                out[f"{e}_txn_count_{w}s"] = len(window)
+                out[f"{e}_amount_minor_{w}s"] = sum(int(m.rsplit("|", 1)[1]) for _, m in window)
+        return {name: out[name] for name in _OUTPUT_NAMES}
+
+    def features_batch(self, txs: Sequence[Mapping[str, Any]], record: bool = True) -> list[dict[str, int]]:
+        if record:
+            for tx in txs:
+                self.record(tx)
+        return [self.features(tx, record=False) for tx in txs]
+
+    def features_frame(self, df: pd.DataFrame, record: bool = True) -> pd.DataFrame:
+        cols = ["transaction_id", "event_timestamp", "amount_minor", *ENTITY_FIELDS.values()]
+        return _frame(self.features_batch(df[cols].to_dict("records"), record=record), df.index)
+
+
+def _frame(rows: list[dict[str, int]], index: pd.Index) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(VELOCITY_FEATURES), index=index).fillna(0).astype("int64")
