@@ -63,7 +63,7 @@ class TreeEnsemble(FastModel):
     supports_factors = True
 
     def __init__(self, trees: list[dict[str, np.ndarray]], mode: str, base: float, n_features: int,
-                 pre_centre: np.ndarray | None = None, pre_scale: np.ndarray | None = None):
+                 pre_steps: list[tuple[np.ndarray | None, np.ndarray | None]] | None = None):
         T = len(trees)
         M = max(len(t["left"]) for t in trees)
         self.left = np.zeros((T, M), dtype=np.intp)
@@ -89,14 +89,18 @@ class TreeEnsemble(FastModel):
         self.base = float(base)
         self.n_trees = T
         self.n_features = n_features
-        self.pre_centre = pre_centre
-        self.pre_scale = pre_scale
+        # StandardScaler steps before the trees, applied as scikit-learn does on float32 input
+        # (float32 arithmetic) so splits match exactly
+        self.pre_steps = pre_steps or []
         self._tidx = np.arange(T)[None, :]
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        for mean, scale in self.pre_steps:
+            if mean is not None:
+                X = X - mean
+            if scale is not None:
+                X = X / scale
         X = X.astype(np.float64)
-        if self.pre_centre is not None:
-            X = (X - self.pre_centre) / self.pre_scale
         n = X.shape[0]
         tidx = self._tidx
         node = np.zeros((n, self.n_trees), dtype=np.intp)
@@ -183,6 +187,7 @@ def build_fast_model(estimator: Any, n_features: int) -> FastModel:
     final = estimator
     centre = np.zeros(n_features)
     scale = np.ones(n_features)
+    steps: list[tuple[np.ndarray | None, np.ndarray | None]] = []
     if isinstance(estimator, Pipeline):
         for _, step in estimator.steps[:-1]:
             if step in (None, "passthrough"):
@@ -191,6 +196,8 @@ def build_fast_model(estimator: Any, n_features: int) -> FastModel:
                 return RawEstimator(estimator, _positive_index(estimator))
             mean = step.mean_ if step.with_mean and step.mean_ is not None else np.zeros(n_features)
             sc = step.scale_ if step.with_std and step.scale_ is not None else np.ones(n_features)
+            steps.append((step.mean_.astype(np.float32) if step.with_mean else None,
+                          step.scale_.astype(np.float32) if step.with_std else None))
             # compose: (((x - c) / s) - m) / sc == (x - (c + m*s)) / (s*sc)
             centre = centre + mean * scale
             scale = scale * sc
@@ -199,8 +206,7 @@ def build_fast_model(estimator: Any, n_features: int) -> FastModel:
         _positive_index(final)
     except ValueError:
         return RawEstimator(estimator, 1)
-    scaled = not (np.all(centre == 0) and np.all(scale == 1))
-    pre = (centre, scale) if scaled else (None, None)
+    pre = (steps,)
 
     if isinstance(final, LogisticRegression) and final.coef_.shape[0] == 1:
         w = final.coef_[0].astype(np.float64) / scale

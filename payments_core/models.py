@@ -140,7 +140,7 @@ def log_and_register(kind: str, estimator: Any, *, threshold: float, metrics: Ma
         info = mlflow.sklearn.log_model(
             estimator, name=f"{kind}_model", serialization_format="skops",
             skops_trusted_types=sorted(untrusted) or None, signature=signature,
-            registered_model_name=name, metadata=meta,
+            registered_model_name=name, metadata=meta, pip_requirements=_pip_requirements(),
         )
         mlflow.log_dict(meta, f"{kind}_model_meta/{META_ARTIFACT}")
         version = str(info.registered_model_version)
@@ -158,6 +158,13 @@ def log_and_register(kind: str, estimator: Any, *, threshold: float, metrics: Ma
     finally:
         if started:
             mlflow.end_run()
+
+
+def _pip_requirements() -> list[str]:
+    # explicit, so MLflow does not load the model in a subprocess to infer them (slow)
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "numpy", "scipy")]
 
 
 # ------------------------------------------------------------------------------------------ scoring models

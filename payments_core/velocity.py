@@ -22,7 +22,10 @@ Batches (``features_batch`` / ``features_frame``) first record every transaction
 compute features, all in ONE pipelined round trip; so within a batch the result is the same as if
 the transactions had been recorded one by one in event-time order.
 
-``InMemoryVelocityStore`` has the same semantics without Redis (backtests, tests).
+``InMemoryVelocityStore`` has the same semantics without Redis (backtests, tests), trimming
+included; only the key expiry (wall-clock inactivity) has no equivalent. Events later than the
+grace period (relative to a newer event of the same entity) are not counted: keep ``grace_seconds``
+above the stream's allowed lateness.
 """
 from __future__ import annotations
 
@@ -178,9 +181,11 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
 
         return cls(redis.asyncio.Redis.from_url(url), **kw)
 
-    def add_to_pipeline(self, pipe: Any, tx: Mapping[str, Any], record: bool = True) -> None:
-        keys, args = self.keys_args(tx, "1" if record else "0")
-        self._script(keys=keys, args=args, client=pipe)
+    def add_to_pipeline(self, pipe: Any, tx: Mapping[str, Any], record: bool = True, mode: str | None = None) -> None:
+        """Queue the script call on an asyncio pipeline (its reply: ``parse`` it)."""
+        keys, args = self.keys_args(tx, mode or ("1" if record else "0"))
+        pipe.scripts.add(self._script)
+        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
 
     async def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:  # type: ignore[override]
         keys, args = self.keys_args(tx, "1" if record else "0")
@@ -197,11 +202,9 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
         pipe = self.client.pipeline(transaction=False)
         if record:
             for tx in txs:
-                keys, args = self.keys_args(tx, "2")
-                self._script(keys=keys, args=args, client=pipe)
+                self.add_to_pipeline(pipe, tx, mode="2")
         for tx in txs:
-            keys, args = self.keys_args(tx, "0")
-            self._script(keys=keys, args=args, client=pipe)
+            self.add_to_pipeline(pipe, tx, mode="0")
         replies = await pipe.execute()
         return [self.parse(r) for r in replies[len(txs) if record else 0:]]
 
@@ -209,10 +212,12 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
 class InMemoryVelocityStore:
     """Pure-Python store with the Redis store's semantics (backtests, tests). Not thread-safe."""
 
-    def __init__(self, grace_seconds: int | None = None):
-        # key -> sorted list of (ts_ms, member); member -> amount
+    def __init__(self, grace_seconds: int | None = DEFAULT_GRACE_SECONDS):
+        # key -> sorted list of (ts_ms, member)
         self._index: dict[tuple[str, str], list[tuple[int, str]]] = {}
         self._members: dict[tuple[str, str], set[str]] = {}
+        # trimming like Redis (None: keep everything, e.g. for a backtest replaying out of order)
+        self.grace_ms = None if grace_seconds is None else int(grace_seconds) * 1000
 
     def record(self, tx: Mapping[str, Any]) -> None:
         ts = event_millis(tx["event_timestamp"])
@@ -220,10 +225,15 @@ class InMemoryVelocityStore:
         for e in _ENTITIES:
             key = (e, str(tx[ENTITY_FIELDS[e]]))
             members = self._members.setdefault(key, set())
-            if member in members:
-                continue
-            members.add(member)
-            bisect.insort(self._index.setdefault(key, []), (ts, member))
+            items = self._index.setdefault(key, [])
+            if member not in members:
+                members.add(member)
+                bisect.insort(items, (ts, member))
+            if self.grace_ms is not None:
+                cut = bisect.bisect_left(items, (ts - max(VELOCITY_WINDOWS[e]) * 1000 - self.grace_ms, ""))
+                for _, m in items[:cut]:
+                    members.discard(m)
+                del items[:cut]
 
     def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:
         if record:

@@ -1,0 +1,117 @@
+"""Velocity features against a real Redis, and the in-memory store with the same semantics."""
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import redis
+import redis.asyncio
+
+from payments_core.features import VELOCITY_FEATURES
+from payments_core.samples import sample_request
+from payments_core.velocity import AsyncRedisVelocityStore, InMemoryVelocityStore, RedisVelocityStore
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(redis_url):
+    return RedisVelocityStore(redis.Redis.from_url(redis_url), prefix=f"test:vel:{uuid.uuid4().hex[:8]}")
+
+
+def _tx(i, seconds, card="tok_a", device="dev_a", merchant="m_a", amount=1000):
+    return {"transaction_id": f"txn_{i:016x}", "event_timestamp": T0 + timedelta(seconds=seconds),
+            "card_token_id": card, "device_fingerprint": device, "merchant_id": merchant, "amount_minor": amount}
+
+
+def test_windows_counts_and_sums_as_of_event_time(store):
+    assert store.features(_tx(1, 0)) == {name: 0 for name in VELOCITY_FEATURES}  # nothing before it
+    store.features(_tx(2, 100, amount=2000))
+    store.features(_tx(3, 400, merchant="m_b", amount=500))
+    f = store.features(_tx(4, 700, amount=300))
+    # card: 600 s window = [100, 700): txns 2 and 3; 3600 s: 1, 2, 3
+    assert (f["card_txn_count_600s"], f["card_amount_minor_600s"]) == (2, 2500)
+    assert (f["card_txn_count_3600s"], f["card_amount_minor_3600s"]) == (3, 3500)
+    assert f["card_txn_count_86400s"] == 3
+    # merchant m_a, 300 s window = [400, 700): nothing (3 was m_b)
+    assert f["merchant_txn_count_300s"] == 0
+    # the lower bound is inclusive, the upper bound exclusive
+    g = store.features(_tx(5, 700 + 600 - 0.0, card="tok_a"), record=False)
+    assert g["card_txn_count_600s"] == 1  # [700, 1300): only txn 4 (at exactly 700)
+
+
+def test_recording_is_idempotent_and_excludes_itself(store):
+    tx = _tx(10, 0)
+    store.features(tx)
+    later = _tx(11, 10)
+    first = store.features(later)
+    for _ in range(3):
+        store.features(tx)
+        assert store.features(later) == first  # re-recording changes nothing
+    assert first["card_txn_count_600s"] == 1
+    same_time = _tx(12, 10)
+    assert store.features(same_time)["card_txn_count_600s"] == 1  # same millisecond: not counted
+
+
+def test_order_independent_once_recorded(store):
+    txs = [_tx(i, s) for i, s in enumerate([50, 10, 30, 20, 40], start=100)]
+    out = store.features_batch(txs)
+    counts = [o["card_txn_count_600s"] for o in out]
+    assert counts == [4, 0, 2, 1, 3]
+
+
+def test_redis_and_in_memory_agree(store):
+    rng = random.Random(5)
+    txs = []
+    for _ in range(300):
+        tx = sample_request(rng, base_time=T0, card_token_id=f"tok_{rng.randrange(8)}",
+                            device_fingerprint=f"dev_{rng.randrange(5)}", merchant_id=f"m_{rng.randrange(3)}")
+        tx["event_timestamp"] = T0 + timedelta(seconds=rng.randrange(0, 7200), milliseconds=rng.randrange(1000))
+        txs.append(tx)
+    mem = InMemoryVelocityStore()
+    half = len(txs) // 2
+    # first half one by one (in arrival order), second half as one pipelined batch
+    got = [store.features(tx) for tx in txs[:half]] + store.features_batch(txs[half:])
+    want = [mem.features(tx) for tx in txs[:half]] + mem.features_batch(txs[half:])
+    assert got == want
+    # and as of the final state, in any order, both agree again
+    shuffled = txs[:]
+    rng.shuffle(shuffled)
+    assert store.features_batch(shuffled, record=False) == mem.features_batch(shuffled, record=False)
+    frame = store.features_frame(pd.DataFrame(shuffled), record=False)
+    assert list(frame.columns) == list(VELOCITY_FEATURES)
+    assert frame.to_dict("records") == mem.features_frame(pd.DataFrame(shuffled), record=False).to_dict("records")
+    assert any(r["card_txn_count_86400s"] > 10 for r in got)
+
+
+def test_old_members_are_trimmed_and_keys_expire(store):
+    store.features(_tx(200, 0, card="tok_trim"))
+    store.features(_tx(201, 86400 + 3600 + 10, card="tok_trim"))
+    key = f"{store.prefix}:card:tok_trim"
+    assert store.client.zcard(key) == 1  # the first is older than the largest window + grace
+    ttl = store.client.pttl(key)
+    assert 0 < ttl <= (86400 + 3600) * 1000
+
+
+def test_async_store_matches_sync(redis_url):
+    asyncio.run(_async_store_matches_sync(redis_url))
+
+
+async def _async_store_matches_sync(redis_url):
+    prefix = f"test:vel:{uuid.uuid4().hex[:8]}"
+    sync = RedisVelocityStore(redis.Redis.from_url(redis_url), prefix=prefix)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        astore = AsyncRedisVelocityStore(client, prefix=prefix)
+        a = await astore.features(_tx(300, 0))
+        b = await astore.features(_tx(301, 5, amount=70))
+        assert a["card_txn_count_600s"] == 0 and b["card_amount_minor_600s"] == 1000
+        assert sync.features(_tx(302, 6), record=False)["card_amount_minor_600s"] == 1070
+        batch = await astore.features_batch([_tx(303, 7), _tx(304, 8)])
+        assert [r["card_txn_count_600s"] for r in batch] == [2, 3]
+    finally:
+        await client.aclose()
