@@ -1,0 +1,86 @@
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request size limit and latency metric."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from services.scoring_api.metrics import REQUEST_SECONDS
+
+_ROUTES = {"/score", "/score/batch", "/health", "/ready", "/metrics"}
+
+
+def route_label(path: str) -> str:
+    if path in _ROUTES:
+        return path
+    if path.startswith("/decisions/"):
+        return "/decisions/{transaction_id}"
+    return "other"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class LimitAndMeasure:
+    def __init__(self, app: Any, max_body_bytes: int):
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        scope.setdefault("state", {})["started"] = started
+        label = route_label(scope["path"])
+        try:
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    try:
+                        too_big = int(value) > self.max_body
+                    except ValueError:
+                        too_big = False
+                    if too_big:
+                        await _send_413(send, self.max_body)
+                        return
+            seen = 0
+            exceeded = False
+            replaced = False
+
+            async def limited_receive() -> dict:
+                nonlocal seen, exceeded
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > self.max_body:
+                        exceeded = True
+                        raise _TooLarge()
+                return message
+
+            async def guarded_send(message: dict) -> None:
+                # the framework may turn the read error into its own 400: answer 413 instead
+                nonlocal replaced
+                if exceeded:
+                    if message["type"] == "http.response.start" and not replaced:
+                        replaced = True
+                        await _send_413(send, self.max_body)
+                    return
+                await send(message)
+
+            try:
+                await self.app(scope, limited_receive, guarded_send)
+            except _TooLarge:
+                if not replaced:
+                    await _send_413(send, self.max_body)
+        finally:
+            REQUEST_SECONDS.labels(label, scope.get("method", "")).observe(time.perf_counter() - started)
+
+
+async def _send_413(send: Any, limit: int) -> None:
+    body = orjson.dumps({"detail": f"request body larger than {limit} bytes"})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

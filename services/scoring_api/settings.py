@@ -1,0 +1,55 @@
+"""Settings of the scoring API: one class, environment variables prefixed ``PA_``."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PA_", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = Field(
+        "prod", description="dev (what `make up` uses) turns API-key auth off unless PA_AUTH=on")
+    auth: Literal["auto", "on", "off"] = Field("auto", description="auto: on unless PA_ENV=dev")
+    api_keys: str = Field("", description="Comma-separated API keys / bearer tokens")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("pa", description="Prefix of every Redis key the service writes")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    data_dir: Path | None = Field(None, description="Rules are read from <data_dir>/rules/ruleset.json")
+    mlflow_tracking_uri: str | None = None
+    uc_catalog: str | None = None
+    uc_schema: str | None = None
+
+    decision_ttl_seconds: int = Field(3600, ge=1, description="How long decisions stay in Redis (idempotency)")
+    refresh_seconds: float = Field(15.0, gt=0, description="How often rules and model aliases are checked")
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_batch: int = Field(500, ge=1, le=10_000)
+    consumer_group: str = "pa-scoring-api-decisions"
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth == "auto":
+            return self.env != "dev"
+        return self.auth == "on"
+
+    def check(self) -> None:
+        """Refuse to start with auth on and no keys (every request would be refused)."""
+        if self.auth_enabled and not self.keys:
+            raise SystemExit(
+                "scoring_api: API-key auth is on (PA_ENV=%s, PA_AUTH=%s) but PA_API_KEYS is empty. "
+                "Set PA_API_KEYS=key1,key2, or PA_ENV=dev for local development." % (self.env, self.auth))
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
