@@ -408,7 +408,7 @@ class TransactionGenerator:
         trust = pop.device_trust[device] + rng.normal(0.0, 0.02, n)
         ip = (pop.ch_ip24[holder] << np.uint32(8)) | (100 + (u[6] * 155).astype(np.uint32))
         # a legit customer on a new phone / computer
-        new_dev = u[7] < 0.05
+        new_dev = u[7] < 0.08
         # --- stolen card fraud: more at night, cross-border, risky segments
         local_hour = ((ts // US_PER_H) + P.UTC_OFFSET_H[geo]) % 24
         night = local_hour < 6
@@ -420,7 +420,7 @@ class TransactionGenerator:
         if n_swap:
             device_fp[swap] = rng.integers(1 << 40, 1 << 48, n_swap, dtype=np.int64).astype(np.uint64)
             device_type[swap] = rng.choice(4, n_swap, p=P.DEVICE_TYPE_SHARE)
-            trust[swap] = np.where(stolen[swap], rng.uniform(0.05, 0.45, n_swap), rng.uniform(0.3, 0.8, n_swap))
+            trust[swap] = np.where(stolen[swap], rng.uniform(0.10, 0.70, n_swap), rng.uniform(0.20, 0.80, n_swap))
         if stolen.any():
             k = int(stolen.sum())
             first = FIRST_OCTET_ANY[rng.integers(0, FIRST_OCTET_ANY.size, k)]
@@ -502,8 +502,11 @@ class TransactionGenerator:
         # --- scores
         fraudish = kind > KIND_LEGIT
         trust = np.clip(trust, 0.0, 1.0)
-        fs_legit = rng.beta(1.3, 14.0, n) + 0.12 * (1 - trust) + 0.04 * xborder
-        fs_fraud = 0.9 * rng.beta(3.2, 2.4, n) + 0.1 * (1 - trust)
+        # most good customers score low; a few (new, unusual basket) score like fraud: false positives
+        fs_legit = np.where(u[19] < 0.03, rng.beta(2.0, 4.5, n), rng.beta(1.3, 14.0, n)) \
+            + 0.12 * (1 - trust) + 0.04 * xborder
+        # a third of fraud looks clean to the upstream model (the signal is elsewhere: devices, velocity)
+        fs_fraud = np.where(u[20] < 0.35, rng.beta(1.5, 8.0, n), 0.9 * rng.beta(3.2, 2.4, n)) + 0.1 * (1 - trust)
         fraud_score = np.clip(np.where(fraudish, fs_fraud, fs_legit), 0.0, 1.0)
         aml = np.clip(rng.beta(1.1, 25.0, n) + 0.08 * xborder + 0.05 * (amount_brl > 2000) + 0.05 * (tier == 2)
                       + 0.04 * fraudish, 0.0, 1.0)
@@ -521,7 +524,7 @@ class TransactionGenerator:
         solution = np.select([wallet & ios, wallet, passkey, uses_3ds, nt], [4, 5, 3, 1, 2], 0).astype(np.int8)
         af_used = pop.merchant_antifraud[merchant]
         af_score = fraud_score + 0.05 * rng.standard_normal(n)
-        af_result = np.where(af_used, np.select([af_score >= 0.88, af_score >= 0.65], [3, 2], 1), 0).astype(np.int8)
+        af_result = np.where(af_used, np.select([af_score >= 0.80, af_score >= 0.55], [3, 2], 1), 0).astype(np.int8)
         return {
             "ts": ts, "merchant": merchant.astype(np.int64), "segment": segment.astype(np.int8), "geo": geo,
             "holder_num": holder_num.astype(np.int64), "token_num": token_num.astype(np.int64),
@@ -600,7 +603,8 @@ class TransactionGenerator:
         tds_fail = c["routed"] & c["friction"] & ~c["authenticated"]
         # 5 issuer fraud screen
         thr = pop.issuer_fraud_threshold[issuer]
-        p_fd = 0.6 / (1.0 + np.exp(-12.0 * (fs - thr)))
+        p_fd = 0.6 / (1.0 + np.exp(-12.0 * (fs - thr))) + 0.002 * (1.0 + 4.0 * fs) * np.choose(
+            c["tier"], [0.7, 1.0, 1.6]) * np.where(c["xborder"], 2.0, 1.0)
         p_fd = np.where(fraudish, np.maximum(p_fd, np.where(kind == KIND_TESTING, 0.2, 0.3)), p_fd)
         p_fd = p_fd * np.where(authed, 0.35, 1.0) * np.where(c["nt"], 0.6, 1.0)
         fraud_decl = u[2] < p_fd
@@ -681,6 +685,10 @@ class TransactionGenerator:
         delay_s = np.where(by_merchant, RETRY_AFTER_S[r] * np.exp(0.35 * rng.standard_normal(k)),
                            40.0 * np.exp(0.6 * rng.standard_normal(k)))
         delay_s = np.maximum(delay_s, 2.0)
+        # merchants schedule slow retries in business hours, not in the local small hours
+        due_local_h = ((c["ts"][idx] + delay_s * US_PER_S) // US_PER_H + P.UTC_OFFSET_H[c["geo"][idx]]) % 24
+        night = by_merchant & (delay_s >= 3_600) & (due_local_h < 6)
+        delay_s = np.where(night, delay_s + (7 - due_local_h) * 3_600.0 + 21_600.0 * u[2], delay_s)
         upgrade = (by_merchant & (r == R["DO_NOT_HONOR"]) & (pop.merchant_3ds_policy[merchant] > 0)
                    & ~c["recurring"][idx] & ~c["uses_3ds"][idx] & (u[2] < 0.6))
         sel = idx[go]

@@ -98,7 +98,7 @@ ISSUERS: tuple[IssuerSpec, ...] = (
     IssuerSpec("iss_pt_01", 7, 1.00, 0.028, 0.0012, 0.78, 120),
 )
 DEFAULT_OUTAGE_ISSUER = 1  # iss_br_02, ~13% of all traffic
-BINS_PER_ISSUER = 4
+BIN_NETWORKS = (0, 0, 1, 1, 2, 3)  # every issuer: two visa, two mastercard, one amex, one discover BIN
 BIN_PREFIXES = {0: ("4",), 1: ("51", "52", "53", "54", "55", "22", "23", "25", "27"), 2: ("34", "37"),
                 3: ("6011", "65")}
 
@@ -244,12 +244,10 @@ def build_population(config: PopulationConfig | None = None) -> Population:
     issuer_country = np.array([s.country for s in ISSUERS], np.int8)
     used_bins: set[int] = set()
     bin_issuer, bin_value, bin_network = [], [], []
-    for i, spec in enumerate(ISSUERS):
-        shares = NETWORK_SHARE_BY_COUNTRY.get(spec.country, NETWORK_SHARE_DEFAULT)
-        nets = [0, 1] + list(rng.choice(4, BINS_PER_ISSUER - 2, p=shares))
-        for net in nets:
+    for i in range(len(ISSUERS)):
+        for net in BIN_NETWORKS:
             while True:
-                prefix = str(rng.choice(BIN_PREFIXES[int(net)]))
+                prefix = str(rng.choice(BIN_PREFIXES[net]))
                 rest = "".join(str(d) for d in rng.integers(0, 10, 6 - len(prefix)))
                 value = int(prefix + rest)
                 if value not in used_bins:
@@ -257,7 +255,7 @@ def build_population(config: PopulationConfig | None = None) -> Population:
                     break
             bin_issuer.append(i)
             bin_value.append(value)
-            bin_network.append(int(net))
+            bin_network.append(net)
     bin_issuer_a = np.array(bin_issuer, np.int16)
     bin_value_a = np.array(bin_value, np.int64)
     bin_network_a = np.array(bin_network, np.int8)
@@ -320,16 +318,21 @@ def build_population(config: PopulationConfig | None = None) -> Population:
         iss = issuer_by_country[c]
         shares = np.array([ISSUERS[i].share for i in iss])
         card_issuer[mask] = rng.choice(iss, int(mask.sum()), p=shares / shares.sum())
-    # a BIN of that issuer, weighted toward the country's network mix
+    # the card's network follows the country's mix; then a BIN of that issuer on that network
+    card_net = np.empty(n_cards, np.int8)
+    for c in range(n_countries):
+        mask = card_country == c
+        shares = NETWORK_SHARE_BY_COUNTRY.get(c, NETWORK_SHARE_DEFAULT)
+        card_net[mask] = rng.choice(4, int(mask.sum()), p=shares)
+    bin_lookup = {(int(i), int(n)): np.flatnonzero((bin_issuer_a == i) & (bin_network_a == n))
+                  for i in range(len(ISSUERS)) for n in range(4)}
     card_bin = np.empty(n_cards, np.int32)
-    for i in range(len(ISSUERS)):
-        mask = card_issuer == i
-        bins = np.flatnonzero(bin_issuer_a == i)
+    for (i, net), bins in bin_lookup.items():
+        mask = (card_issuer == i) & (card_net == net)
         card_bin[mask] = rng.choice(bins, int(mask.sum()))
-    card_net = bin_network_a[card_bin]
     card_method = np.where(card_net >= 2, 0, rng.random(n_cards) < DEBIT_SHARE[card_country]).astype(np.int8)
     card_nt = rng.random(n_cards) < np.where(card_net >= 2, 0.15, 0.40)
-    card_expired = rng.random(n_cards) < 0.012
+    card_expired = rng.random(n_cards) < 0.006
     card_token = 1 + rng.choice(49_999_998, n_cards, replace=False)
 
     # --- devices
@@ -349,7 +352,7 @@ def build_population(config: PopulationConfig | None = None) -> Population:
         start = len(rdev_fp)
         rdev_fp.extend(_unique_fp(rng, k).tolist())
         rdev_type.extend(rng.choice([0, 1], k).tolist())
-        rdev_trust.extend(rng.uniform(0.30, 0.60, k).tolist())
+        rdev_trust.extend(rng.uniform(0.30, 0.70, k).tolist())
         ring_devices.append(np.arange(start, start + k))
         home_cards = np.flatnonzero(card_country == c)
         ring_cards.append(rng.choice(home_cards, int(rng.integers(80, 250)), replace=False))

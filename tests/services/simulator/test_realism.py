@@ -147,9 +147,12 @@ def test_bin_attack_shows_small_amount_card_testing_on_one_bin():
     assert small.mean() > 0.12 and small.mean() > 3 * base_small.mean()
     assert df.loc[small, "card_bin"].value_counts(normalize=True).iloc[0] > 0.6
     assert base.loc[base_small, "card_bin"].value_counts(normalize=True).iloc[0] < 0.1
-    testing = df[small & df["is_fraud"]]
-    assert testing["card_token_id"].nunique() > 0.9 * len(testing)  # new card every attempt
-    assert testing["cardholder_id"].nunique() <= 5 and testing["device_fingerprint"].nunique() <= 3
+    top_bin = df.loc[small, "card_bin"].value_counts().index[0]
+    testing = df[small & df["is_fraud"] & (df["card_bin"] == top_bin)]
+    assert testing["card_token_id"].nunique() > 0.9 * len(testing)  # a new card every attempt
+    # from a handful of accounts and devices
+    assert testing["cardholder_id"].value_counts().iloc[:5].sum() > 0.99 * len(testing)
+    assert testing["device_fingerprint"].value_counts().iloc[:3].sum() > 0.99 * len(testing)
     assert df.loc[small & df["is_fraud"], "is_approved"].mean() < 0.5
     assert (df["decline_reason"] == "CVV_MISMATCH").mean() > 5 * (base["decline_reason"] == "CVV_MISMATCH").mean()
     assert df["is_approved"].mean() < base["is_approved"].mean() - 0.05
