@@ -1,0 +1,136 @@
+"""The Delta decision log: exactly one row per transaction, from the ``payments.decisions`` topic.
+
+The scoring query publishes to Kafka at least once: after a crash it replays its last micro-batch,
+so a decision may appear twice on the topic (the scoring API's Redis consumer is keyed by
+``transaction_id`` and does not care). The decision log must not have duplicates, so this separate
+micro-batch query (``foreachBatch``) turns the topic into the table idempotently:
+
+1. parse each record with the contract's ``DecisionEvent`` schema, plus the ``pa.context`` header
+   (event time, source offset and a few transaction facts) the scoring query attaches;
+2. keep the first record of each ``transaction_id`` within the batch (by Kafka timestamp, offset);
+3. ``MERGE ... WHEN NOT MATCHED THEN INSERT`` on ``transaction_id``, restricted to the batch's
+   event-time range (duplicates carry the same event time, so the restriction is exact; it lets
+   Delta prune by ``event_date`` partition and ``event_timestamp`` file statistics instead of
+   scanning the whole log). Replaying a batch of this query is harmless: the merge inserts nothing.
+
+Then the one-minute metrics of the minutes this batch touched are recomputed (``metrics.py``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from payments_core.contract.events import DecisionEvent, TransactionEvent
+from services.stream_processor.scoring import CONTEXT_FIELDS, CONTEXT_HEADER
+from services.stream_processor.tables import DeltaTarget
+from spark.common.schema import struct_type_for
+
+log = logging.getLogger(__name__)
+
+DECISION_SCHEMA: T.StructType = struct_type_for(DecisionEvent)
+_TX_TYPES = {f.name: f.dataType for f in struct_type_for(TransactionEvent).fields}
+CONTEXT_SCHEMA = T.StructType(
+    [T.StructField(name, _TX_TYPES[name]) for name in CONTEXT_FIELDS]
+    + [T.StructField("event_timestamp_ms", T.LongType()), T.StructField("source_partition", T.IntegerType()),
+       T.StructField("source_offset", T.LongType())]
+)
+# Leading columns first: Delta keeps file statistics on the first 32 columns, and the merge and the
+# metrics prune by event_timestamp and decided_at.
+_LEADING = ("transaction_id", "event_timestamp", "decided_at", "published_at", "event_date", "outcome")
+
+
+def decision_rows(kafka_rows: DataFrame) -> DataFrame:
+    """Kafka records of the decisions topic (``value``, ``headers``, offsets) -> decision-log rows."""
+    context_value = F.element_at(F.filter("headers", lambda h: h["key"] == F.lit(CONTEXT_HEADER)), 1)["value"]
+    parsed = kafka_rows.select(
+        F.from_json(F.col("value").cast("string"), DECISION_SCHEMA).alias("d"),
+        F.from_json(context_value.cast("string"), CONTEXT_SCHEMA).alias("c"),
+        F.col("partition").alias("decision_partition"),
+        F.col("offset").alias("decision_offset"),
+        F.col("timestamp").alias("published_at"),
+    ).where(F.col("d.transaction_id").isNotNull())
+    event_ts = F.coalesce(F.timestamp_millis(F.col("c.event_timestamp_ms")), F.col("d.decided_at"))
+    decision_cols = [F.col(f"d.{f.name}").alias(f.name) for f in DECISION_SCHEMA.fields if f.name not in _LEADING]
+    context_cols = [F.col(f"c.{name}").alias(name) for name in CONTEXT_FIELDS]
+    return parsed.select(
+        F.col("d.transaction_id").alias("transaction_id"),
+        event_ts.alias("event_timestamp"),
+        F.col("d.decided_at").alias("decided_at"),
+        F.col("published_at"),
+        F.to_date(event_ts).alias("event_date"),
+        F.col("d.outcome").alias("outcome"),
+        *decision_cols,
+        *context_cols,
+        ((F.unix_micros(F.col("published_at")) - F.unix_micros(event_ts)) / 1000.0).alias("e2e_latency_ms"),
+        F.col("c.source_partition").alias("source_partition"),
+        F.col("c.source_offset").alias("source_offset"),
+        F.col("decision_partition"),
+        F.col("decision_offset"),
+        F.current_timestamp().alias("logged_at"),
+    )
+
+
+def log_schema(spark: SparkSession) -> T.StructType:
+    """The decision log's schema (from ``decision_rows`` over an empty Kafka-shaped frame)."""
+    kafka = T.StructType([
+        T.StructField("value", T.BinaryType()),
+        T.StructField("headers", T.ArrayType(T.StructType([T.StructField("key", T.StringType()),
+                                                           T.StructField("value", T.BinaryType())]))),
+        T.StructField("partition", T.IntegerType()), T.StructField("offset", T.LongType()),
+        T.StructField("timestamp", T.TimestampType()),
+    ])
+    return decision_rows(spark.createDataFrame([], kafka)).schema
+
+
+@dataclass
+class DecisionLogWriter:
+    """``foreachBatch`` body: idempotent merge into the log, then the touched minutes' metrics."""
+
+    target: DeltaTarget
+    metrics: object | None = None  # metrics.MetricsWriter
+
+    def ensure(self, spark: SparkSession) -> None:
+        self.target.ensure(spark, log_schema(spark), partition_by=("event_date",),
+                           properties={"delta.appendOnly": "false"})
+        if self.metrics is not None:
+            self.metrics.ensure(spark)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        first = Window.partitionBy("transaction_id").orderBy("published_at", "decision_partition", "decision_offset")
+        rows = (decision_rows(batch).withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
+                .persist())
+        try:
+            bounds = rows.agg(
+                F.count(F.lit(1)).alias("n"),
+                F.min(F.unix_micros("event_timestamp")).alias("ev_lo"),
+                F.max(F.unix_micros("event_timestamp")).alias("ev_hi"),
+                F.min(F.unix_micros("decided_at")).alias("dec_lo"),
+                F.max(F.unix_micros("decided_at")).alias("dec_hi"),
+            ).first()
+            if not bounds or not bounds["n"]:
+                return
+            merge_into(spark, self.target, rows, bounds["ev_lo"], bounds["ev_hi"])
+            if self.metrics is not None:
+                self.metrics.refresh(spark, self.target, bounds["dec_lo"], bounds["dec_hi"])
+            log.info("decision log batch %d: %d decisions", batch_id, bounds["n"])
+        finally:
+            rows.unpersist()
+
+
+def _ts(micros: int) -> Column:
+    return F.timestamp_micros(F.lit(int(micros)))
+
+
+def merge_into(spark: SparkSession, target: DeltaTarget, rows: DataFrame, ev_lo: int, ev_hi: int) -> None:
+    """Insert the rows whose transaction_id is not in the log yet (within the event-time range)."""
+    cond = (
+        (F.col("t.transaction_id") == F.col("s.transaction_id"))
+        & F.col("t.event_date").between(F.to_date(_ts(ev_lo)), F.to_date(_ts(ev_hi)))
+        & F.col("t.event_timestamp").between(_ts(ev_lo), _ts(ev_hi))
+    )
+    (target.delta_table(spark).alias("t").merge(rows.alias("s"), cond).whenNotMatchedInsertAll().execute())

@@ -1,0 +1,200 @@
+"""The stream processor's two queries, built from injectable parts.
+
+``score`` (stateless, the hot path; micro-batch or real-time mode, only the trigger differs)::
+
+    Kafka payments.transactions ─► score_udf (contract validation + decision core, Arrow batches)
+        ─► Kafka sink, one record per input: payments.decisions (key transaction_id)
+                                             or payments.transactions.dlq (key topic/partition/offset)
+
+``decision_log`` (micro-batch; Delta is not a real-time-mode sink)::
+
+    Kafka payments.decisions ─► foreachBatch: MERGE into the Delta decision log (exactly one row per
+        transaction) ─► recompute the touched minutes of stream_metrics_1m and stream_alerts
+
+Every builder takes the parts tests swap: the source DataFrame (``source=``), topic names and paths
+(through ``StreamProcessorSettings``), the trigger and the checkpoint. ``start`` builds the real
+thing in one call.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from services.stream_processor.decision_log import DecisionLogWriter
+from services.stream_processor.metrics import AlertThresholds, MetricsWriter
+from services.stream_processor.scoring import INPUT_COLUMNS, OUTPUT_DDL, ScoringConfig, score_map_in_arrow, score_udf
+from services.stream_processor.settings import StreamProcessorSettings
+from services.stream_processor.tables import ALERTS, DECISION_LOG, METRICS_1M, DeltaTarget
+
+log = logging.getLogger(__name__)
+
+SCORE_QUERY = "score"
+LOG_QUERY = "decision_log"
+ScorerForm = Literal["arrow_udf", "map_in_arrow"]
+
+
+# ------------------------------------------------------------------------------------------ session
+def spark_conf(settings: StreamProcessorSettings) -> dict[str, str]:
+    """Session settings the processor needs on top of ``spark.common.session`` defaults."""
+    return {
+        "spark.driver.memory": settings.stream_driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.stream_shuffle_partitions),
+        # Arrow batches handed to the decision core
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.stream_arrow_batch_rows),
+        # OSS Spark 4.2 real-time mode refuses Python UDF operators (ArrowEvalPythonExec,
+        # MapInArrowExec) by allow-list; they run when the check is off (see README: real-time mode).
+        "spark.sql.streaming.realTimeMode.allowlistCheck": "false",
+        "spark.sql.streaming.realTimeMode.minBatchDuration": "1000",
+        "spark.sql.streaming.stopTimeout": "60000",
+    }
+
+
+def get_session(settings: StreamProcessorSettings, app_name: str = "stream-processor") -> SparkSession:
+    from spark.common.session import get_spark
+
+    return get_spark(app_name, warehouse_dir=settings.warehouse, extra_conf=spark_conf(settings))
+
+
+def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None = None) -> ScoringConfig:
+    from payments_core.rules.model import ruleset_path
+
+    import os
+
+    rules = ruleset_path(settings.data_dir)
+    use_velocity = settings.stream_velocity if velocity is None else velocity
+    return ScoringConfig(
+        decisions_topic=settings.topics.decisions,
+        dlq_topic=settings.topics.dlq,
+        redis_url=settings.redis_url if use_velocity else None,
+        mlflow_tracking_uri=settings.mlflow_tracking_uri,
+        rules_path=str(rules) if rules else None,
+        refresh_seconds=settings.stream_engine_refresh_seconds,
+        uc_catalog=os.environ.get("PA_UC_CATALOG") or None,
+        uc_schema=os.environ.get("PA_UC_SCHEMA") or None,
+    )
+
+
+# ------------------------------------------------------------------------------------------ sources
+def kafka_source(spark: SparkSession, settings: StreamProcessorSettings, topic: str, *, realtime: bool = False,
+                 max_offsets_per_trigger: int | None = None, include_headers: bool = False) -> DataFrame:
+    reader = (spark.readStream.format("kafka").options(**settings.kafka_client_options())
+              .option("subscribe", topic)
+              .option("startingOffsets", settings.stream_starting_offsets))
+    if include_headers:
+        reader = reader.option("includeHeaders", "true")
+    if max_offsets_per_trigger and not realtime:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    if settings.stream_python_workers and not realtime:
+        reader = reader.option("minPartitions", str(settings.stream_python_workers))
+    return reader.load()
+
+
+# ------------------------------------------------------------------------------------------ transforms
+def score_stream(raw: DataFrame, config: ScoringConfig, form: ScorerForm = "arrow_udf") -> DataFrame:
+    """Kafka records (``INPUT_COLUMNS``) -> Kafka sink records (``topic, key, value, headers``)."""
+    cols = raw.select(*INPUT_COLUMNS)
+    if form == "map_in_arrow":
+        return cols.mapInArrow(score_map_in_arrow(config), OUTPUT_DDL)
+    out = cols.select(score_udf(config)(*[F.col(c) for c in INPUT_COLUMNS]).alias("o"))
+    return out.select("o.topic", "o.key", "o.value", "o.headers")
+
+
+# ------------------------------------------------------------------------------------------ queries
+def _trigger(writer, *, trigger: str, interval: str, available_now: bool):
+    if available_now:
+        return writer.trigger(availableNow=True)
+    if trigger == "realtime":
+        return writer.trigger(realTime=interval if interval and not interval.startswith("0 ") else "5 seconds")
+    return writer.trigger(processingTime=interval)
+
+
+def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, source: DataFrame | None = None,
+                  config: ScoringConfig | None = None, form: ScorerForm = "arrow_udf",
+                  available_now: bool = False, query_name: str = SCORE_QUERY) -> StreamingQuery:
+    realtime = settings.stream_trigger == "realtime" and not available_now
+    if source is None:
+        source = kafka_source(spark, settings, settings.topics.transactions, realtime=realtime,
+                              max_offsets_per_trigger=settings.stream_max_offsets_per_trigger)
+    records = score_stream(source, config or scoring_config(settings), form)
+    writer = (records.writeStream.format("kafka").options(**settings.kafka_client_options())
+              .option("checkpointLocation", settings.checkpoint(query_name))
+              .queryName(query_name)
+              .outputMode("update"))
+    writer = _trigger(writer, trigger=settings.stream_trigger, interval=settings.stream_interval,
+                      available_now=available_now)
+    query = writer.start()
+    log.info("query %s started (%s, %s)", query_name, "availableNow" if available_now else settings.stream_trigger,
+             settings.stream_interval)
+    return query
+
+
+def decision_log_writer(settings: StreamProcessorSettings) -> DecisionLogWriter:
+    def target(name: str) -> DeltaTarget:
+        return DeltaTarget.of(name, settings.warehouse, settings.catalog, settings.lakehouse_schema)
+
+    thresholds = AlertThresholds(
+        min_volume=settings.alert_min_volume, approval_drop_pp=settings.alert_approval_drop_pp,
+        baseline_minutes=settings.alert_baseline_minutes, fraud_risk_threshold=settings.alert_fraud_risk_threshold,
+        fraud_spike_share=settings.alert_fraud_spike_share, latency_p99_ms=settings.alert_latency_p99_ms)
+    return DecisionLogWriter(target(DECISION_LOG), MetricsWriter(target(METRICS_1M), target(ALERTS), thresholds))
+
+
+def start_decision_log(spark: SparkSession, settings: StreamProcessorSettings, *, source: DataFrame | None = None,
+                       available_now: bool = False, query_name: str = LOG_QUERY) -> StreamingQuery:
+    writer_fn = decision_log_writer(settings)
+    writer_fn.ensure(spark)
+    if source is None:
+        source = kafka_source(spark, settings, settings.topics.decisions, include_headers=True,
+                              max_offsets_per_trigger=settings.stream_log_max_offsets_per_trigger)
+    writer = (source.writeStream.foreachBatch(writer_fn)
+              .option("checkpointLocation", settings.checkpoint(query_name))
+              .queryName(query_name))
+    writer = writer.trigger(availableNow=True) if available_now else \
+        writer.trigger(processingTime=settings.stream_log_interval)
+    query = writer.start()
+    log.info("query %s started", query_name)
+    return query
+
+
+@dataclass
+class Running:
+    score: StreamingQuery
+    decision_log: StreamingQuery | None
+
+    @property
+    def queries(self) -> list[StreamingQuery]:
+        return [q for q in (self.score, self.decision_log) if q is not None]
+
+    def stop(self) -> None:
+        for q in self.queries:
+            try:
+                q.stop()
+            except Exception as exc:  # stopping is best effort
+                log.warning("stopping %s: %s", q.name, exc)
+
+
+def start(spark: SparkSession, settings: StreamProcessorSettings, *, form: ScorerForm = "arrow_udf") -> Running:
+    """Both queries, continuously (``make up``)."""
+    score = start_scoring(spark, settings, form=form)
+    dlog = start_decision_log(spark, settings) if settings.stream_decision_log else None
+    return Running(score, dlog)
+
+
+def run_available_now(spark: SparkSession, settings: StreamProcessorSettings, *,
+                      form: ScorerForm = "arrow_udf", timeout_s: float | None = None) -> None:
+    """Process everything available, then stop: scoring first, then the decision log (so the log
+    sees every decision the scoring query published)."""
+    q = start_scoring(spark, settings, form=form, available_now=True)
+    q.awaitTermination(timeout_s)
+    if q.exception():
+        raise q.exception()
+    if settings.stream_decision_log:
+        q = start_decision_log(spark, settings, available_now=True)
+        q.awaitTermination(timeout_s)
+        if q.exception():
+            raise q.exception()

@@ -1,0 +1,121 @@
+"""Typed settings of the stream processor: one object, environment variables with prefix ``PA_``.
+
+The platform-wide variables (``PA_KAFKA_BOOTSTRAP``, ``PA_REDIS_URL``, ``PA_TOPIC_PREFIX``,
+``PA_DATA_DIR``, ``PA_WAREHOUSE_DIR``, ``PA_MLFLOW_TRACKING_URI``) are the ones ``make up`` sets for
+every service; the processor's own knobs are ``PA_STREAM_*``.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from payments_core.contract.topics import DECISIONS, TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Bump when a change makes old checkpoints unusable (new query shape, new state): the processor
+# then starts from fresh checkpoints under the new version instead of failing on the old ones.
+CHECKPOINT_VERSION = "v1"
+
+Trigger = Literal["microbatch", "realtime"]
+
+
+class StreamProcessorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PA_", env_file=".env", extra="ignore")
+
+    # --- platform (shared with the other services) ------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Kafka client options for source and sink, e.g. security.protocol / sasl.* "
+                    "(JSON in PA_KAFKA_OPTIONS); passed as kafka.<name>")
+    redis_url: str = Field("redis://127.0.0.1:6390/0", description="Online velocity store (Redis)")
+    topic_prefix: str = Field("", description="Prefix of every topic name (isolation)")
+    data_dir: Path = Field(REPO_ROOT / ".data", description="Local data folder (checkpoints, rules)")
+    warehouse_dir: Path | None = Field(None, description="Delta warehouse; default <data_dir>/warehouse")
+    mlflow_tracking_uri: str | None = Field(None, description="Model registry of the decision core")
+    catalog: str = Field("main", description="Lakehouse catalog (Unity Catalog on Databricks)")
+    lakehouse_schema: str = Field("payment_analysis", validation_alias="PA_SCHEMA", description="Lakehouse schema")
+
+    # --- the scoring query (Kafka -> decision core -> Kafka) -------------------------------------
+    stream_trigger: Trigger = Field("microbatch", description="microbatch | realtime")
+    stream_interval: str = Field(
+        "0 seconds",
+        description="microbatch: processingTime interval ('0 seconds' = as fast as possible); "
+                    "realtime: the real-time batch duration (checkpoint interval)")
+    stream_checkpoint_dir: Path | None = Field(
+        None, description=f"Checkpoint root; default <data_dir>/checkpoints/stream_processor/{CHECKPOINT_VERSION}")
+    stream_max_offsets_per_trigger: int | None = Field(
+        None, ge=1, description="Cap on records per micro-batch (microbatch mode only)")
+    stream_starting_offsets: str = Field(
+        "earliest", description="Where a query with a fresh checkpoint starts: earliest | latest | JSON")
+    stream_arrow_batch_rows: int = Field(
+        5000, ge=1, description="Rows per Arrow batch handed to the decision core")
+    stream_velocity: bool = Field(True, description="Read/record velocity in the online Redis store")
+    stream_engine_refresh_seconds: float = Field(
+        10.0, ge=0, description="How often each Python worker asks for new champion models / rule sets")
+    stream_shuffle_partitions: int = Field(4, ge=1)
+    stream_driver_memory: str = Field("2g", description="spark.driver.memory (local only)")
+    stream_python_workers: int | None = Field(
+        None, description="Parallel Python scoring tasks (Kafka partitions are split to match); "
+                          "default: every Kafka partition is a task")
+
+    # --- the decision-log query (decisions topic -> Delta, exactly one row per transaction) --------
+    stream_log_interval: str = Field("2 seconds", description="processingTime of the decision-log query")
+    stream_log_max_offsets_per_trigger: int | None = Field(None, ge=1)
+    stream_decision_log: bool = Field(True, description="Run the decision-log + metrics query")
+
+    # --- one-minute metrics and alerts -------------------------------------------------------------
+    alert_min_volume: int = Field(50, ge=1, description="Minimum transactions in a minute to judge it")
+    alert_approval_drop_pp: float = Field(
+        10.0, gt=0, description="approval_drop: approval rate this many points under the trailing baseline")
+    alert_baseline_minutes: int = Field(30, ge=1, description="Trailing window of the approval baseline")
+    alert_fraud_risk_threshold: float = Field(0.6, ge=0, le=1, description="risk_score counted as high risk")
+    alert_fraud_spike_share: float = Field(
+        0.08, ge=0, le=1, description="fraud_spike: share of high-risk transactions in a minute above this")
+    alert_latency_p99_ms: float = Field(
+        1000.0, gt=0, description="latency: p99 event-to-decision latency of a minute above this")
+
+    @field_validator("stream_interval", "stream_log_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parts = value.strip().split()
+        if len(parts) != 2 or not parts[0].replace(".", "", 1).isdigit():
+            raise ValueError(f"expected '<number> <unit>', e.g. '0 seconds' or '500 milliseconds', got {value!r}")
+        return value.strip()
+
+    # --- derived -------------------------------------------------------------------------------------
+    @property
+    def warehouse(self) -> Path:
+        return (self.warehouse_dir or self.data_dir / "warehouse").resolve()
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return (self.stream_checkpoint_dir
+                or self.data_dir / "checkpoints" / "stream_processor" / CHECKPOINT_VERSION).resolve()
+
+    def checkpoint(self, query: str) -> str:
+        return str(self.checkpoint_root / query)
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics(prefixed(TRANSACTIONS, self.topic_prefix), prefixed(TRANSACTIONS_DLQ, self.topic_prefix),
+                      prefixed(DECISIONS, self.topic_prefix))
+
+    def kafka_client_options(self) -> dict[str, str]:
+        """Options for Spark's Kafka source/sink (``kafka.``-prefixed client settings)."""
+        return {"kafka.bootstrap.servers": self.kafka_bootstrap,
+                **{f"kafka.{k}": v for k, v in self.kafka_options.items()}}
+
+
+class Topics:
+    __slots__ = ("transactions", "dlq", "decisions")
+
+    def __init__(self, transactions: str, dlq: str, decisions: str):
+        self.transactions, self.dlq, self.decisions = transactions, dlq, decisions
+
+    def __repr__(self) -> str:
+        return f"Topics(transactions={self.transactions!r}, dlq={self.dlq!r}, decisions={self.decisions!r})"

@@ -1,0 +1,63 @@
+"""Where the stream processor's Delta tables live and how they are created.
+
+Locally a table is a Delta folder ``<warehouse>/<catalog>/<schema>/<name>`` (the lakehouse layout of
+``spark.common.tables``); on Databricks it is the Unity Catalog table ``catalog.schema.name``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from spark.common.session import on_databricks
+
+DECISION_LOG = "stream_decision_log"
+METRICS_1M = "stream_metrics_1m"
+ALERTS = "stream_alerts"
+
+
+@dataclass(frozen=True)
+class DeltaTarget:
+    name: str
+    path: Path | None = None  # local folder; None on Databricks (catalog table)
+    qualified_name: str | None = None  # catalog.schema.name on Databricks
+
+    @classmethod
+    def of(cls, name: str, warehouse: Path, catalog: str, schema: str) -> DeltaTarget:
+        if on_databricks():
+            return cls(name, None, f"`{catalog}`.`{schema}`.`{name}`")
+        return cls(name, warehouse / catalog / schema / name)
+
+    @property
+    def sql(self) -> str:
+        """A SQL reference: ``delta.`path``` locally, the catalog name on Databricks."""
+        return self.qualified_name or f"delta.`{self.path}`"
+
+    def delta_table(self, spark: SparkSession):
+        from delta.tables import DeltaTable
+
+        if self.qualified_name:
+            return DeltaTable.forName(spark, self.qualified_name)
+        return DeltaTable.forPath(spark, str(self.path))
+
+    def read(self, spark: SparkSession) -> DataFrame:
+        if self.qualified_name:
+            return spark.read.table(self.qualified_name)
+        return spark.read.format("delta").load(str(self.path))
+
+    def ensure(self, spark: SparkSession, schema: T.StructType, partition_by: Sequence[str] = (),
+               properties: dict[str, str] | None = None) -> None:
+        """Create the table when missing (idempotent)."""
+        from delta.tables import DeltaTable
+
+        builder = DeltaTable.createIfNotExists(spark)
+        builder = builder.tableName(self.qualified_name) if self.qualified_name else builder.location(str(self.path))
+        builder = builder.addColumns(schema)
+        if partition_by:
+            builder = builder.partitionedBy(*partition_by)
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
+        builder.execute()
