@@ -276,11 +276,22 @@ class TransactionGenerator:
 
     def iter_batches(self, total: int, batch_size: int = 50_000):
         """Batches until ``total`` events have been produced."""
+        if total < 0 or batch_size <= 0:
+            raise ValueError("total must be >= 0 and batch_size > 0")
         left = total
         while left > 0:
             size = min(batch_size, left)
             yield self.batch(size)
             left -= size
+
+    def table(self, n: int, batch_size: int = 50_000):
+        """The next ``n`` events as one pyarrow Table (contract columns)."""
+        import pyarrow as pa
+
+        from services.simulator.encode import ARROW_SCHEMA
+
+        tables = [b.to_arrow() for b in self.iter_batches(n, batch_size)]
+        return pa.concat_tables(tables) if tables else ARROW_SCHEMA.empty_table()
 
     # ------------------------------------------------------------------------ internals
     def _fresh_times(self, n: int, now: float | None) -> np.ndarray:

@@ -3,6 +3,7 @@ error counted (never silently dropped), clean flush on shutdown."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,8 +77,11 @@ class EventProducer:
         else:
             log.warning("producer: %s", err)
 
-    def send(self, values: list[bytes], keys: list[bytes]) -> None:
-        """Enqueue all messages; waits for room when the local queue is full (never drops)."""
+    def send(self, values: list[bytes], keys: list[bytes], stop: threading.Event | None = None) -> int:
+        """Enqueue the messages, waiting for room when the local queue is full (never drops).
+
+        Returns how many were enqueued: all of them, unless ``stop`` is set while waiting for room
+        (broker unreachable and a shutdown requested) - the rest are then not sent at all."""
         produce, topic = self._producer.produce, self.topic
         n = len(values)
         pos = 0
@@ -87,10 +91,13 @@ class EventProducer:
                     produce(topic, values[pos], keys[pos])
                 pos = n
             except BufferError:
+                if stop is not None and stop.is_set():
+                    break
                 self._producer.poll(0.05)
-        self.stats.enqueued += n
-        self.stats.bytes += sum(map(len, values))
+        self.stats.enqueued += pos
+        self.stats.bytes += sum(map(len, values[:pos])) if pos < n else sum(map(len, values))
         self._producer.poll(0)
+        return pos
 
     def poll(self, timeout: float = 0.0) -> None:
         self._producer.poll(timeout)

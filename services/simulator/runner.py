@@ -96,9 +96,9 @@ def run(generator: TransactionGenerator, producer: EventProducer, *, rate: float
                             progress(f"ignoring scenario switch: {exc}")
             n = size if count is None else min(size, count - report.events)
             batch = generator.batch(n)
-            producer.send(batch.json_values(), batch.keys())
-            report.events += n
-            approved += int(np.count_nonzero(batch.columns["approved"]))
+            sent = producer.send(batch.json_values(), batch.keys(), stop)
+            report.events += sent
+            approved += int(np.count_nonzero(batch.columns["approved"][:sent]))
             now = time.monotonic()
             if progress and now - last_print >= progress_interval:
                 interval = now - last_print
@@ -214,7 +214,7 @@ def backfill(days: float, start: datetime | None = None, *, events_per_day: int 
             if writer is not None:
                 writer.write(batch)
             else:
-                producer.send(batch.json_values(), batch.keys())
+                producer.send(batch.json_values(), batch.keys(), stop)
             if progress and time.monotonic() - last_print >= 5:
                 last_print = time.monotonic()
                 progress(f"backfill at {gen.clock:%Y-%m-%d %H:%M} ({gen.stats.events:,} events)")
