@@ -24,6 +24,8 @@ class Program:
 def service_env(settings: PlatformSettings) -> dict[str, str]:
     """Environment every service gets: endpoints of the local platform."""
     env = {
+        # `make up` is the local development platform: dev mode (no API keys required) unless overridden
+        "PA_ENV": os.environ.get("PA_ENV", "dev"),
         "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "PA_REDIS_URL": settings.redis_url,
         "PA_DATA_DIR": str(settings.data_dir),
