@@ -22,6 +22,21 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("scoring_api")
 
 
+def _die_with_parent() -> None:
+    """Linux: the consumer gets SIGTERM if ``serve`` dies without cleaning up (e.g. SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the supervisor's stop() is the only cleanup
+        pass
+
+
+def _graceful_exit(signum: int, frame: object) -> None:
+    # uvicorn re-raises the signal that stopped it; exit through Python so `finally` stops the consumer
+    raise SystemExit(0)
+
+
 class ConsumerSupervisor:
     """Keeps one ``consume`` process alive next to the server."""
 
@@ -37,7 +52,8 @@ class ConsumerSupervisor:
         backoff = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.scoring_api", "consume"])
+            self.proc = subprocess.Popen([sys.executable, "-m", "services.scoring_api", "consume"],
+                                         preexec_fn=_die_with_parent)
             code = self.proc.wait()
             if self.stopping.is_set():
                 return
@@ -75,6 +91,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Bind address"),
         prom_dir = tempfile.mkdtemp(prefix="pa-scoring-prom-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     supervisor = ConsumerSupervisor() if consumer else None
+    signal.signal(signal.SIGTERM, _graceful_exit)
+    signal.signal(signal.SIGINT, _graceful_exit)
     if supervisor:
         supervisor.start()
     try:

@@ -16,10 +16,12 @@ from typing import Annotated, Any
 
 import redis.asyncio
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Path, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payments_core.contract.events import DecisionEvent, TransactionRequest
 from payments_core.engine import DecisionEngine
@@ -284,6 +286,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_keys = tuple(settings.keys)
     app.include_router(router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_errors(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): a 422 like the rest
+            return JSONResponse({"detail": [{"type": "json_invalid", "loc": ["body"],
+                                             "msg": "body is not valid JSON (UTF-8)"}]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - safety net

@@ -41,6 +41,8 @@ def parse_decision(value: bytes) -> tuple[str, bytes] | None:
 
 
 def make_app(settings: Settings) -> faust.App:
+    datadir = (settings.data_dir or _tmp()) / "faust" / settings.consumer_group
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.consumer_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -51,7 +53,7 @@ def make_app(settings: Settings) -> faust.App:
         topic_disable_leader=True,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
-        datadir=str((settings.data_dir or _tmp()) / "faust" / settings.consumer_group),
+        datadir=str(datadir),
         producer_acks=1,
     )
     topic = app.topic(prefixed(DECISIONS, settings.topic_prefix), value_type=bytes, key_type=bytes,

@@ -1,0 +1,107 @@
+"""The faust agent against real Kafka: publish decisions on payments.decisions, read them back via
+GET /decisions/{id} from the real `serve` process (uvicorn + the supervised consumer process)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Producer
+
+from launcher.infra import free_port
+from payments_core.contract.events import DecisionEvent
+from payments_core.contract.topics import DECISIONS, prefixed
+from payments_core.engine import DecisionEngine
+from payments_core.rules import starter_rule_set
+from payments_core.samples import EXAMPLE_REQUEST
+from tests.services.scoring_api.conftest import API_KEY
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def server(kafka_bootstrap, kafka_topics, redis_url, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PA_KAFKA_BOOTSTRAP": kafka_bootstrap, "PA_TOPIC_PREFIX": kafka_topics,
+           "PA_REDIS_URL": redis_url, "PA_REDIS_PREFIX": f"c{uuid.uuid4().hex[:6]}", "PA_DATA_DIR": str(tmp_path),
+           "PA_ENV": "prod", "PA_API_KEYS": API_KEY, "PA_CONSUMER_GROUP": f"pa-test-{uuid.uuid4().hex[:6]}",
+           "PYTHONPATH": str(REPO)}
+    env.pop("PA_MLFLOW_TRACKING_URI", None)
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "services.scoring_api", "serve", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError((tmp_path / "serve.log").read_text()[-3000:])
+        yield base, env
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert children, "serve should supervise a consumer process"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    for pid in children:  # the consumer process was stopped with the server
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def _decision(txn: str, outcome_override: str | None = None) -> DecisionEvent:
+    engine = DecisionEngine(starter_rule_set())
+    d = engine.decide({**EXAMPLE_REQUEST, "transaction_id": txn}, source="stream")
+    if outcome_override:
+        d = d.model_copy(update={"outcome": outcome_override})
+    return d
+
+
+def test_published_decisions_are_served_deduplicated(server, kafka_bootstrap, kafka_topics):
+    base, env = server
+    topic = prefixed(DECISIONS, kafka_topics)
+    txn = f"txn_{uuid.uuid4().hex[:16]}"
+    first = _decision(txn)
+    second = _decision(txn, outcome_override="review" if first.outcome != "review" else "approve")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, key=b"garbage", value=b"{not a decision")
+    producer.produce(topic, key=txn.encode(), value=first.model_dump_json().encode())
+    producer.produce(topic, key=txn.encode(), value=second.model_dump_json().encode())
+    assert producer.flush(10) == 0
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    deadline = time.monotonic() + 90
+    got = None
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{base}/decisions/{txn}", headers=headers, timeout=2)
+        if r.status_code == 200:
+            got = DecisionEvent.model_validate_json(r.content)
+            break
+        assert r.status_code == 404
+        time.sleep(0.5)
+    assert got is not None, "decision never arrived"
+    assert got == first  # the first published decision wins, the duplicate changes nothing
+    assert got.source == "stream"
+    # scoring the same transaction returns the stream's decision (idempotent by transaction_id)
+    r = httpx.post(f"{base}/score", json={**EXAMPLE_REQUEST, "transaction_id": txn}, headers=headers, timeout=5)
+    assert r.status_code == 200 and DecisionEvent.model_validate_json(r.content) == first
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the consumer's heartbeat timer (every 5 s)
+        ready = httpx.get(f"{base}/ready", timeout=2).json()
+        if ready["consumer_heartbeat_age_s"] is not None:
+            break
+        time.sleep(0.5)
+    assert ready["ready"] is True and 0 <= ready["consumer_heartbeat_age_s"] < 30
