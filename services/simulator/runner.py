@@ -76,6 +76,8 @@ def run(generator: TransactionGenerator, producer: EventProducer, *, rate: float
     approved = 0
     t0 = time.monotonic()
     last_print, last_events, last_approved = t0, 0, 0
+    latency_sample: list[np.ndarray] = []  # per-interval sample of processing_time_ms
+    fraud = last_fraud = 0
     try:
         while not stop.is_set():
             if count is not None and report.events >= count:
@@ -99,17 +101,23 @@ def run(generator: TransactionGenerator, producer: EventProducer, *, rate: float
             sent = producer.send(batch.json_values(), batch.keys(), stop)
             report.events += sent
             approved += int(np.count_nonzero(batch.columns["approved"][:sent]))
+            if progress:
+                fraud += int(np.count_nonzero(batch.columns["is_fraud"][:sent]))
+                latency_sample.append(batch.columns["processing_ms"][:2_000])
             now = time.monotonic()
             if progress and now - last_print >= progress_interval:
                 interval = now - last_print
                 done = report.events - last_events
                 appr = (approved - last_approved) / done if done else 0.0
+                fraud_share = (fraud - last_fraud) / done if done else 0.0
+                p95 = float(np.percentile(np.concatenate(latency_sample), 95)) if latency_sample else 0.0
                 st = producer.stats
-                progress(f"{report.events:>12,} events  {done / interval:>10,.0f} ev/s  "
-                         f"{st.bytes / (now - t0) / 1e6:6.1f} MB/s avg  approval {appr:6.1%}  "
-                         f"failed {st.failed:,}  in-flight {producer.in_flight:,}  "
+                progress(f"{report.events:>12,} events  {done / interval:>9,.0f} ev/s  "
+                         f"{st.bytes / (now - t0) / 1e6:6.1f} MB/s  approval {appr:6.1%}  fraud {fraud_share:5.2%}  "
+                         f"p95 {p95:6,.0f} ms  failed {st.failed:,}  in-flight {producer.in_flight:,}  "
                          f"scenario {generator.scenario}  retries pending {generator.pending_retries:,}")
-                last_print, last_events, last_approved = now, report.events, approved
+                last_print, last_events, last_approved, last_fraud = now, report.events, approved, fraud
+                latency_sample = []
             if rate:
                 ahead = t0 + report.events / rate - time.monotonic()
                 if ahead > 0:
