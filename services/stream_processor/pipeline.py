@@ -18,6 +18,7 @@ thing in one call.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,8 +64,6 @@ def get_session(settings: StreamProcessorSettings, app_name: str = "stream-proce
 def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None = None) -> ScoringConfig:
     from payments_core.rules.model import ruleset_path
 
-    import os
-
     rules = ruleset_path(settings.data_dir)
     use_velocity = settings.stream_velocity if velocity is None else velocity
     return ScoringConfig(
@@ -74,6 +73,7 @@ def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None =
         mlflow_tracking_uri=settings.mlflow_tracking_uri,
         rules_path=str(rules) if rules else None,
         refresh_seconds=settings.stream_engine_refresh_seconds,
+        velocity_prefix=f"{settings.redis_prefix}:vel",
         uc_catalog=os.environ.get("PA_UC_CATALOG") or None,
         uc_schema=os.environ.get("PA_UC_SCHEMA") or None,
     )

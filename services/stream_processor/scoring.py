@@ -68,6 +68,7 @@ class ScoringConfig:
     mlflow_tracking_uri: str | None
     rules_path: str | None  # the live rule-set file ($PA_DATA_DIR/rules/ruleset.json)
     refresh_seconds: float = 10.0
+    velocity_prefix: str = "pa:vel"
     uc_catalog: str | None = None
     uc_schema: str | None = None
 
@@ -88,7 +89,7 @@ class Runtime:
         if config.redis_url:
             from payments_core.velocity import RedisVelocityStore
 
-            self.velocity = RedisVelocityStore.from_url(config.redis_url)
+            self.velocity = RedisVelocityStore.from_url(config.redis_url, prefix=config.velocity_prefix)
         self._refreshed = time.monotonic()
 
     def maybe_refresh(self) -> None:

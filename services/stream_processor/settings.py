@@ -33,6 +33,8 @@ class StreamProcessorSettings(BaseSettings):
         description="Extra Kafka client options for source and sink, e.g. security.protocol / sasl.* "
                     "(JSON in PA_KAFKA_OPTIONS); passed as kafka.<name>")
     redis_url: str = Field("redis://127.0.0.1:6390/0", description="Online velocity store (Redis)")
+    redis_prefix: str = Field("pa", description="Prefix of Redis keys; velocity lives under <prefix>:vel "
+                                                "exactly as for the scoring API")
     topic_prefix: str = Field("", description="Prefix of every topic name (isolation)")
     data_dir: Path = Field(REPO_ROOT / ".data", description="Local data folder (checkpoints, rules)")
     warehouse_dir: Path | None = Field(None, description="Delta warehouse; default <data_dir>/warehouse")
