@@ -152,7 +152,7 @@ def run(
 @app.command()
 def backfill(
     days: float = typer.Option(7.0, min=0.001, help="Days of history"),
-    start: str = typer.Option(None, help="First timestamp (ISO 8601; default: DAYS before today, midnight UTC)"),
+    start: str = typer.Option(None, help="First timestamp (ISO 8601; default: DAYS before now)"),
     events_per_day: int = typer.Option(100_000, min=1, help="Average events per simulated day"),
     output: Path = typer.Option(None, help="Write to this .parquet / .jsonl file instead of Kafka"),
     seed: int = typer.Option(None, min=0, help="Seed [env PA_SIMULATOR_SEED, default 42]"),

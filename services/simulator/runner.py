@@ -177,16 +177,18 @@ def backfill(days: float, start: datetime | None = None, *, events_per_day: int 
              path: str | Path | None = None, producer: EventProducer | None = None, scenario: str = "normal",
              incidents: bool = True, n_merchants: int = 3_000, n_cardholders: int = 200_000,
              stop: threading.Event | None = None, progress: Printer | None = None) -> BackfillReport:
-    """Generate ``days`` of history from ``start`` (default: ``days`` before now, at midnight UTC) on
-    the simulated clock, to a Parquet / JSON Lines file (``path``) or to Kafka (``producer``)."""
+    """Generate ``days`` of history from ``start`` (default: ``days`` before now) on the simulated
+    clock, to a Parquet / JSON Lines file (``path``) or to Kafka (``producer``; the Kafka message
+    timestamp is the produce time, so topic retention does not delete old history at once).
+    ``events_per_day`` is the mean rate of first attempts; retries come on top (~4%)."""
     if days <= 0:
         raise ValueError("days must be positive")
     if events_per_day <= 0:
         raise ValueError("events_per_day must be positive")
     if (path is None) == (producer is None):
         raise ValueError("give exactly one of path (Parquet/JSON Lines file) or producer (Kafka)")
-    if start is None:
-        start = (datetime.now(UTC) - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if start is None:  # history that ends now, so live traffic continues it
+        start = (datetime.now(UTC) - timedelta(days=days)).replace(second=0, microsecond=0)
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware (UTC)")
     end = start + timedelta(days=days)
@@ -254,6 +256,8 @@ class _Writer:
         self.rows = 0
         self._parquet = None
         self._file = None
+        self._pending: list = []
+        self._pending_rows = 0
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -263,15 +267,28 @@ class _Writer:
         else:
             self._file = path.open("wb")
 
+    ROW_GROUP = 250_000
+
     def write(self, batch) -> None:
         if self._parquet is not None:
-            self._parquet.write_table(batch.to_arrow())
+            self._pending.append(batch.to_arrow())
+            self._pending_rows += len(batch)
+            if self._pending_rows >= self.ROW_GROUP:
+                self._flush_row_group()
         else:
             self._file.write(batch.json_lines())
         self.rows += len(batch)
 
+    def _flush_row_group(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._parquet.write_table(pa.concat_tables(self._pending), row_group_size=self.ROW_GROUP)
+        self._pending, self._pending_rows = [], 0
+
     def close(self) -> None:
         if self._parquet is not None:
+            self._flush_row_group()
             self._parquet.close()
         if self._file is not None:
             self._file.close()
