@@ -12,6 +12,7 @@ export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
 .PHONY: help install install-python install-system jars up up-detached down status test lock bench \
+        simulate scenario backfill \
         bench-simulator bench-score bench-stream bench-etl bench-train clean
 
 help: ## List the targets
@@ -51,6 +52,15 @@ down: ## Stop everything `make up` started
 
 status: ## What runs where
 	@$(PY) -m launcher status
+
+simulate: install ## Stream simulated transactions (ARGS="--rate max --count 100000")
+	$(PY) -m services.simulator run $(ARGS)
+
+scenario: install ## Switch running simulators: make scenario NAME=issuer_outage [ARGS="--issuer iss_br_04"]
+	$(PY) -m services.simulator scenario $(NAME) $(ARGS)
+
+backfill: install ## History for dashboards/training: make backfill DAYS=7
+	$(PY) -m services.simulator backfill --days $(or $(DAYS),7) $(ARGS)
 
 # --- tests and benchmarks ------------------------------------------------------------------------
 test: install ## Unit + integration tests against real Kafka, Redis, PostgreSQL, Spark, Delta, MLflow

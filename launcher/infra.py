@@ -136,10 +136,12 @@ def kafka_server(data_dir: Path, host: str, port: int, controller_port: int, hea
     java = ["java", f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
     if not (log_dir / "meta.properties").exists():
-        # Storage is formatted once; a restart keeps topics and committed offsets.
+        # Storage is formatted once; a restart keeps topics and committed offsets. The id is passed
+        # as --cluster-id=ID because a base64 id may start with "-" and read as an option.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"],
+            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config),
+             "--ignore-formatted"],
             check=True, capture_output=True,
         )
     return ServerSpec("kafka", [*java, "kafka.Kafka", str(config)], port)

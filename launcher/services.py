@@ -75,6 +75,8 @@ def first_run_steps(settings: PlatformSettings) -> list[tuple[str, list[str]]]:
     """One-time bootstrap after the topics exist: run in order, each once (stamped in data_dir)."""
     py = sys.executable
     steps = [
+        # a few days of history so dashboards, ETL and training have data on first start
+        ("simulator backfill", [py, "-m", "services.simulator", "backfill", "--days", "3", "--events-per-day", "30000"]),
         ("lakehouse bootstrap", [py, "-m", "spark.jobs.bootstrap"]),
     ]
     return [(label, argv) for label, argv in steps if module_available(argv[2])]
