@@ -49,9 +49,16 @@ local ts = tonumber(ARGV[2])
 local mode = ARGV[3]
 local grace = tonumber(ARGV[4])
 local out = {}
-for i, key in ipairs(KEYS) do
+local first = 1
+if ARGV[5] == 'lookup' then
+  -- KEYS[1] is a plain key to read in the same call (the scoring API's stored decision)
+  out[1] = redis.call('GET', KEYS[1])
+  first = 2
+end
+for i = first, #KEYS do
+  local key = KEYS[i]
   local windows = {}
-  for w in string.gmatch(ARGV[4 + i], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
+  for w in string.gmatch(ARGV[5 + i - first + 1], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
   local maxw = windows[#windows]
   if mode ~= '0' then
     redis.call('ZADD', key, ts, member)
@@ -133,7 +140,7 @@ class RedisVelocityStore:
     # the arguments of one script call: shared with the async store
     def keys_args(self, tx: Mapping[str, Any], mode: str) -> tuple[list[str], list[Any]]:
         keys = [f"{self.prefix}:{e}:{tx[ENTITY_FIELDS[e]]}" for e in _ENTITIES]
-        args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, *_WINDOW_ARGS]
+        args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, "-", *_WINDOW_ARGS]
         return keys, args
 
     @staticmethod
@@ -186,6 +193,16 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
         keys, args = self.keys_args(tx, mode or ("1" if record else "0"))
         pipe.scripts.add(self._script)
         pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+
+    async def lookup_and_features(self, lookup_key: str, tx: Mapping[str, Any],
+                                  record: bool = True) -> tuple[bytes | None, dict[str, int]]:
+        """GET ``lookup_key`` and the velocity features (recording ``tx``) in ONE command (one Lua
+        call: cheaper for the client than a pipeline). Returns (value or None, features)."""
+        keys, args = self.keys_args(tx, "1" if record else "0")
+        args[4] = "lookup"
+        reply = await self._script(keys=[lookup_key, *keys], args=args)
+        value = reply[0] if reply[0] else None  # Lua false -> nil
+        return value, self.parse(reply[1:])
 
     async def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:  # type: ignore[override]
         keys, args = self.keys_args(tx, "1" if record else "0")

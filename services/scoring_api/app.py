@@ -1,8 +1,8 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Hot path of ``POST /score``: pydantic validation of the request (FastAPI), ONE pipelined Redis round
-trip (stored decision for idempotency + velocity features via a Lua script that also records the
-transaction), the decision core (derived features, fast model scorers, compiled rules, policy),
+Hot path of ``POST /score``: pydantic validation of the request (FastAPI), ONE Redis command (a Lua
+script reading the stored decision for idempotency and computing the velocity features while
+recording the transaction), the decision core (derived features, fast model scorers, compiled rules, policy),
 then SET NX of the decision (second round trip; an earlier writer wins and its decision is returned).
 """
 from __future__ import annotations
@@ -86,14 +86,11 @@ async def score(request: Request,
     started = request.scope.get("state", {}).get("started") or time.perf_counter()
     data = tx.model_dump()
     try:
-        pipe = state.redis.pipeline(transaction=False)
-        pipe.get(state.decisions.key(tx.transaction_id))
-        state.velocity.add_to_pipeline(pipe, data)
-        stored, vel_reply = await pipe.execute()
+        stored, velocity = await state.velocity.lookup_and_features(state.decisions.key(tx.transaction_id), data)
         if stored is not None:
             metrics.REPLAYS.inc()
             return Response(stored, media_type=JSON, headers={"Idempotent-Replay": "true"})
-        decision = state.engine.decide(tx, state.velocity.parse(vel_reply), source="api", started=started)
+        decision = state.engine.decide(tx, velocity, source="api", started=started)
         body = _DECISION_JSON.to_json(decision)
         stored, ours = await state.decisions.put(tx.transaction_id, body)
     except RedisError as exc:
