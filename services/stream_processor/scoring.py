@@ -82,6 +82,14 @@ class Runtime:
         from payments_core.rules.model import RuleSource
 
         self.config = config
+        if config.mlflow_tracking_uri:
+            # This worker process talks to one registry. ``ModelSource.load`` resolves ``models:/``
+            # artifact URIs through MLflow's process-wide registry URI (its ``registry_uri`` argument
+            # is not used for them in MLflow 3.17), so point the process at the registry too.
+            import mlflow
+
+            mlflow.set_tracking_uri(config.mlflow_tracking_uri)
+            mlflow.set_registry_uri(config.mlflow_tracking_uri)
         models = ModelSource(config.mlflow_tracking_uri, config.uc_catalog, config.uc_schema) \
             if config.mlflow_tracking_uri else None
         self.engine = DecisionEngine.from_sources(RuleSource(config.rules_path), models)
