@@ -83,9 +83,10 @@ def eligible_routes(tx: Mapping[str, Any]) -> list[str]:
     return [r for r in ROUTES if ok[r]]
 
 
-def decision_id(transaction_id: str, rule_set_version: str, model_versions: Mapping[str, str]) -> str:
-    body = f"{transaction_id}|{rule_set_version}|{json.dumps(dict(model_versions), sort_keys=True)}"
-    return "dec_" + hashlib.sha256(body.encode()).hexdigest()[:24]
+def decision_id(transaction_id: str, rule_set_version: str, model_versions: Mapping[str, str] | str) -> str:
+    """``dec_`` + 24 hex of sha256(transaction_id | rule_set_version | sorted model_versions JSON)."""
+    versions = model_versions if isinstance(model_versions, str) else json.dumps(dict(model_versions), sort_keys=True)
+    return "dec_" + hashlib.sha256(f"{transaction_id}|{rule_set_version}|{versions}".encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,10 @@ class _State:
     model_versions: dict[str, str]
     risk_decline: float
     alias_versions: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    versions_json: str = ""
+
+    def __post_init__(self) -> None:
+        self.versions_json = json.dumps(dict(self.model_versions), sort_keys=True)
 
 
 def _round6(values: np.ndarray) -> list[float]:
@@ -354,7 +359,7 @@ class DecisionEngine:
         if s.ch_approval is not None and s.ch_risk is not None:
             challenger_outcome = self._verdict(st, tx, s.ch_approval[i], s.ch_risk[i], fired)[0]
         return {
-            "decision_id": decision_id(tx["transaction_id"], st.rule_set_version, st.model_versions),
+            "decision_id": decision_id(tx["transaction_id"], st.rule_set_version, st.versions_json),
             "transaction_id": tx["transaction_id"],
             "outcome": outcome,
             "approval_probability": approval,
