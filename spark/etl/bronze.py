@@ -53,10 +53,12 @@ def read_kafka_stream(spark: SparkSession, source: KafkaSource, topic: str) -> D
     return spark.readStream.format("kafka").options(**source.options(topic)).load()
 
 
-def bronze_from_kafka(raw: DataFrame) -> DataFrame:
-    """Kafka source rows -> bronze rows (works on streaming and batch frames alike)."""
+def bronze_from_kafka(raw: DataFrame, *, with_headers: bool = True) -> DataFrame:
+    """Kafka source rows -> bronze rows (streaming or batch). No analysis of ``raw`` (pipeline query
+    functions may not trigger any): ``with_headers`` says whether the source has a ``headers`` column
+    (``includeHeaders``)."""
     headers = (F.map_from_entries(F.transform("headers", lambda h: F.struct(h["key"], h["value"].cast("string"))))
-               if "headers" in raw.columns else F.lit(None).cast("map<string,string>"))
+               if with_headers else F.lit(None).cast("map<string,string>"))
     return raw.select(
         F.col("key").cast("string").alias("record_key"),
         F.col("value").cast("string").alias("record_value"),

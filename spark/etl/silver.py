@@ -36,6 +36,7 @@ from payments_core.contract.money import CURRENCY_EXPONENT
 from payments_core.taxonomy import DECLINES
 from spark.common.contract_checks import contract_defaults, parse_and_check
 from spark.common.features import _map, derived_columns, taxonomy_columns
+from spark.common.schema import struct_type_for
 from spark.etl.reference import SEGMENTS, USD_PER_UNIT
 
 DEDUP_WATERMARK = "24 hours"
@@ -70,8 +71,8 @@ def valid(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.size("validation_errors") == 0).select(*cols, *LINEAGE_COLUMNS)
 
 
-def deduplicate(df: DataFrame, watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
-    if df.isStreaming and watermark:
+def deduplicate(df: DataFrame, *, streaming: bool = False, watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
+    if streaming and watermark:
         return df.withWatermark("kafka_timestamp", watermark).dropDuplicatesWithinWatermark(["transaction_id"])
     return df.dropDuplicates(["transaction_id"])
 
@@ -167,9 +168,18 @@ def _state_from_bytes(blob: bytes) -> pd.DataFrame:
     return pa.ipc.open_stream(blob).read_all().to_pandas()
 
 
+def valid_schema() -> T.StructType:
+    """Schema of ``valid(...)`` frames, known without analysis (pipeline functions may not analyse)."""
+    contract = struct_type_for(TransactionEvent)
+    lineage = [T.StructField("kafka_partition", T.IntegerType()), T.StructField("kafka_offset", T.LongType()),
+               T.StructField("kafka_timestamp", T.TimestampType()), T.StructField("ingested_at", T.TimestampType())]
+    return T.StructType([T.StructField(f.name, f.dataType, True) for f in contract.fields] + lineage)
+
+
 def with_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE_BUCKETS) -> DataFrame:
-    """Retry features over a streaming frame: state per bucket of card-merchant pairs."""
-    out_schema = T.StructType([*df.schema.fields,
+    """Retry features over a streaming frame of ``valid_schema()``: state per bucket of card-merchant
+    pairs."""
+    out_schema = T.StructType([*valid_schema().fields,
                                T.StructField("attempt_sequence", T.LongType()),
                                T.StructField("seconds_since_previous_attempt", T.DoubleType()),
                                T.StructField("previous_attempt_approved", T.BooleanType()),
@@ -184,6 +194,11 @@ def with_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE
         yield out[columns]
 
     bucketed = df.withColumn("_retry_bucket", F.pmod(F.xxhash64(*PAIR), F.lit(buckets)))
+    if hasattr(bucketed, "_cached_schema"):
+        # Spark Connect's applyInPandasWithState asks for the input's columns, i.e. an analysis, which
+        # pipeline query functions forbid (ATTEMPT_ANALYSIS_IN_PIPELINE_QUERY_FUNCTION). The schema is
+        # known statically, so it is handed over instead of being analysed.
+        bucketed._cached_schema = T.StructType([*valid_schema().fields, T.StructField("_retry_bucket", T.LongType())])
     return bucketed.groupBy("_retry_bucket").applyInPandasWithState(
         step, outputStructType=out_schema, stateStructType="pairs binary", outputMode="append",
         timeoutConf="NoTimeout",
@@ -214,23 +229,21 @@ def enrichment_columns() -> dict[str, Column]:
 
 
 def enrich(df: DataFrame) -> DataFrame:
-    out = df.withColumns(enrichment_columns())
+    """Stateless enrichment of rows that carry the retry features."""
     prev_retry_after = _map({r: d.retry_after_seconds for r, d in DECLINES.items()
                              if d.retry_after_seconds})[F.col("previous_decline_code")]
-    if "seconds_since_previous_attempt" in df.columns:
-        out = out.withColumn(
-            "retry_waited_as_advised",
-            F.when(F.col("is_retry") & prev_retry_after.isNotNull() & F.col("seconds_since_previous_attempt").isNotNull(),
-                   F.col("seconds_since_previous_attempt") >= prev_retry_after))
-    return out.withColumn("silver_processed_at", F.current_timestamp())
+    waited = F.when(F.col("is_retry") & prev_retry_after.isNotNull() & F.col("seconds_since_previous_attempt").isNotNull(),
+                    F.col("seconds_since_previous_attempt") >= prev_retry_after)
+    return df.withColumns({**enrichment_columns(), "retry_waited_as_advised": waited,
+                           "silver_processed_at": F.current_timestamp()})
 
 
 # ------------------------------------------------------------------------------------------ compose
-def silver_transactions(bronze: DataFrame, *, buckets: int = DEFAULT_RETRY_STATE_BUCKETS,
+def silver_transactions(bronze: DataFrame, *, streaming: bool = False, buckets: int = DEFAULT_RETRY_STATE_BUCKETS,
                         watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
-    """bronze -> silver (streaming or batch)."""
-    rows = deduplicate(valid(parse(bronze)), watermark)
-    rows = with_retry_features_stream(rows, buckets) if rows.isStreaming else with_retry_features(rows)
+    """bronze -> silver. ``streaming`` picks the stateful path (no analysis of ``bronze`` is done)."""
+    rows = deduplicate(valid(parse(bronze)), streaming=streaming, watermark=watermark)
+    rows = with_retry_features_stream(rows, buckets) if streaming else with_retry_features(rows)
     return enrich(rows)
 
 

@@ -109,7 +109,7 @@ def test_streaming_silver_equals_batch(spark, tmp_path):
     bronze_frame(spark, first + [first[0]]).coalesce(1).write.format("delta").save(src)  # with a duplicate
     bronze_frame(spark, second + [first[1]], start=T0 + timedelta(hours=1)).coalesce(1).write.format("delta").mode("append").save(src)
     stream = spark.readStream.format("delta").option("maxFilesPerTrigger", 1).load(src)
-    q = (silver.silver_transactions(stream, buckets=4).writeStream.format("delta")
+    q = (silver.silver_transactions(stream, streaming=True, buckets=4).writeStream.format("delta")
          .option("checkpointLocation", str(tmp_path / "ckpt")).trigger(availableNow=True).start(str(tmp_path / "silver")))
     q.awaitTermination(180)
     assert q.exception() is None

@@ -1,0 +1,187 @@
+"""Run the payment ETL pipeline locally with the ``spark-pipelines`` CLI (Spark 4.2 + Delta 4.4).
+
+How the CLI is made to work locally (what did not work out of the box, and why):
+
+* ``spark-pipelines`` = ``spark-submit`` of ``pyspark/pipelines/cli.py``, whose Python client then
+  starts a local Spark Connect server in a NEW JVM through ``launch_gateway``. That second JVM does not
+  inherit the CLI's ``--conf``/``--driver-class-path``: it reads ``PYSPARK_SUBMIT_ARGS``. So the same
+  submit arguments are passed twice, on the command line and in ``PYSPARK_SUBMIT_ARGS``.
+* ``spark.jars`` alone is not enough: the Connect server instantiates the Delta session extension
+  before jars added at run time are visible (``ClassNotFoundException``/"requires the
+  DeltaSparkSessionExtension"). The Kafka/Delta jars therefore go on ``--driver-class-path``.
+* The spec's ``configuration`` block only sets runtime SQL confs; static ones (extensions, catalog,
+  warehouse) must be submit arguments. The block carries the pipeline settings (``pa.*``) and the UTC
+  session time zone.
+* With ``spark.sql.catalogImplementation=in-memory`` (what every other local job uses) the pipeline
+  forgets its tables between runs and the second run fails with
+  ``DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION``. The pipeline server therefore uses a Hive catalog on
+  an embedded Derby metastore PRIVATE to this pipeline (``<schema>/_pipelines/payment_etl/metastore_db``);
+  nothing else opens it, and a file lock lets only one update run at a time (like a Lakeflow
+  pipeline). Its warehouse is the schema folder, so the tables land where ``spark.common.tables``
+  expects them (``<warehouse>/<catalog>/<schema>/<table>``) and every other job reads them by path.
+* The OSS CLI has no continuous mode (one ``run`` = one triggered update: streaming tables process what
+  is available, materialized views are recomputed). ``--continuous`` repeats updates every
+  ``interval`` seconds; each is incremental for bronze/silver thanks to the checkpoints in
+  ``storage``.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from spark.common.tables import Lakehouse
+from spark.pipelines.payment_etl import PIPELINE_NAME, TRANSFORMATIONS_DIR, PipelineSettings
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class LocalPipeline:
+    lakehouse: Lakehouse
+    settings: PipelineSettings
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+    extra_conf: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.lakehouse.pipeline_dir / PIPELINE_NAME
+
+    @property
+    def spec_path(self) -> Path:
+        return self.state_dir / "spark-pipeline.yml"
+
+    def write_spec(self) -> Path:
+        """The pipeline spec (and a link to the definitions) in the pipeline's state folder."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        link = self.state_dir / "transformations"
+        if link.is_symlink() and Path(os.readlink(link)) != TRANSFORMATIONS_DIR:
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(TRANSFORMATIONS_DIR, target_is_directory=True)
+        spec = {
+            "name": PIPELINE_NAME,
+            "storage": (self.state_dir / "storage").as_uri(),
+            "configuration": {
+                "spark.sql.session.timeZone": "UTC",
+                "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+                # tables are Delta (the default on Databricks); locally the default format is parquet
+                "spark.sql.sources.default": "delta",
+                **self.settings.configuration(),
+            },
+            "libraries": [{"glob": {"include": "transformations/**"}}],
+        }
+        self.spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return self.spec_path
+
+    def submit_args(self) -> list[str]:
+        from launcher.jars import spark_jars
+
+        schema_dir = self.lakehouse.schema_dir
+        metastore = self.state_dir / "metastore_db"
+        conf = {
+            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            "spark.sql.catalogImplementation": "hive",
+            "spark.sql.warehouse.dir": str(schema_dir),
+            "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore};create=true",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+            "spark.default.parallelism": "2",
+            "spark.databricks.delta.snapshotPartitions": "2",
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.streaming.stateStore.providerClass":
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+            **self.extra_conf,
+        }
+        args = ["--driver-class-path", ":".join(str(p) for p in spark_jars()),
+                "--driver-memory", self.driver_memory,
+                "--driver-java-options", f"-Dderby.system.home={self.state_dir}"]
+        for k, v in conf.items():
+            args += ["--conf", f"{k}={v}"]
+        return args
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(a) for a in self.submit_args()) + " pyspark-shell"
+        env["PYSPARK_PYTHON"] = sys.executable
+        env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        return env
+
+    def command(self, *, full_refresh: bool = False, refresh: list[str] | None = None, dry: bool = False) -> list[str]:
+        cli = Path(sys.executable).parent / "spark-pipelines"
+        cmd = [str(cli), *self.submit_args(), "dry-run" if dry else "run", "--spec", str(self.spec_path)]
+        if full_refresh and not dry:
+            cmd.append("--full-refresh-all")
+        if refresh and not dry:
+            cmd += ["--refresh", ",".join(refresh)]
+        return cmd
+
+    def run_once(self, *, full_refresh: bool = False, refresh: list[str] | None = None, dry: bool = False,
+                 timeout: float | None = None) -> int:
+        """One pipeline update through the CLI; returns its exit code (0 = the run COMPLETED)."""
+        self.lakehouse.schema_dir.mkdir(parents=True, exist_ok=True)
+        self.write_spec()
+        with open(self.state_dir / "update.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"another update of {PIPELINE_NAME} is running for {self.lakehouse.schema_dir}") from None
+            cmd = self.command(full_refresh=full_refresh, refresh=refresh, dry=dry)
+            log.info("running %s", " ".join(shlex.quote(c) for c in cmd[:1] + cmd[-4:]))
+            proc = subprocess.Popen(cmd, env=self.environment(), cwd=self.state_dir, start_new_session=True)
+            try:
+                return proc.wait(timeout=timeout)
+            except BaseException:
+                _terminate(proc)
+                raise
+
+    def run_continuously(self, interval_s: float = 30.0, *, max_updates: int | None = None) -> int:
+        """Repeat incremental updates until SIGINT/SIGTERM (or ``max_updates``)."""
+        stop = {"now": False}
+
+        def handle(signum, frame):  # noqa: ARG001
+            stop["now"] = True
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        updates, rc = 0, 0
+        try:
+            while not stop["now"]:
+                started = time.monotonic()
+                rc = self.run_once()
+                updates += 1
+                if rc != 0:
+                    log.error("pipeline update failed (exit %s); retrying after the interval", rc)
+                if max_updates is not None and updates >= max_updates:
+                    break
+                while not stop["now"] and time.monotonic() - started < interval_s:
+                    time.sleep(0.5)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return rc
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
