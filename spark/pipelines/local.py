@@ -78,6 +78,8 @@ class LocalPipeline:
                 "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
                 # tables are Delta (the default on Databricks); locally the default format is parquet
                 "spark.sql.sources.default": "delta",
+                # no extra empty micro-batch per stateful flow just to move the watermark
+                "spark.sql.streaming.noDataMicroBatches.enabled": "false",
                 **self.settings.configuration(),
             },
             "libraries": [{"glob": {"include": "transformations/**"}}],
