@@ -116,6 +116,19 @@ class Lakehouse:
         else:
             writer.save(str(self.path(name)))
 
+    def delta_table(self, spark: SparkSession, name: str):
+        from delta.tables import DeltaTable
+
+        if self.databricks:
+            return DeltaTable.forName(spark, f"{self.catalog}.{self.schema}.{name}")
+        return DeltaTable.forPath(spark, str(self.path(name)))
+
+    def version(self, spark: SparkSession, name: str) -> int | None:
+        """Current Delta version of the table (None when it does not exist)."""
+        if not self.exists(spark, name):
+            return None
+        return int(self.delta_table(spark, name).history(1).select("version").first()[0])
+
     def ensure_schema(self, spark: SparkSession) -> None:
         if self.databricks:
             spark.sql(f"CREATE SCHEMA IF NOT EXISTS {_ident(self.catalog)}.{_ident(self.schema)}")

@@ -1,0 +1,73 @@
+"""Bootstrap (empty lakehouse, then with silver; a second run changes nothing) and the gold views job."""
+from __future__ import annotations
+
+import re
+
+from payments_core.rules import starter_rule_set
+from payments_core.rules.model import Rule
+from spark.common.tables import Lakehouse
+from spark.etl import gold, silver
+from spark.jobs import bootstrap, gold_views
+from tests.spark.factories import bronze_frame, event
+from tests.spark.etl.test_gold import _history
+
+
+def test_bootstrap_is_idempotent_and_gold_views_job(spark, tmp_path):
+    lh = Lakehouse(catalog="c", schema="boot", warehouse_dir=tmp_path / "wh")
+    settings = bootstrap.BootstrapSettings(lh, max_summaries=5)
+
+    # 1. empty lakehouse: everything is created, nothing needs data or models
+    first = bootstrap.run(spark, settings)
+    starter = starter_rule_set()
+    assert first["approval_rules"] == len(starter.rules) and first["app_config"] == 2
+    assert lh.read(spark, "online_features").count() == 0 and lh.read(spark, "transaction_summaries").count() == 0
+    rules = [r.asDict() for r in lh.read(spark, "approval_rules").collect()]
+    # the table is consumable by the decision core: every row is a valid Rule
+    assert sorted(Rule(**{k: v for k, v in r.items() if k != "rule_set_version"}).id for r in rules) == sorted(
+        r.id for r in starter.rules)
+    assert {r["rule_set_version"] for r in rules} == {starter.full_version}
+    assert {r.key: r.value for r in lh.read(spark, "app_config").collect()} == {"catalog": "c", "schema": "boot"}
+    assert lh.read(spark, "countries").where("country_code = 'BR'").first().country_name == "Brazil"
+
+    # 2. with silver: online features and summaries are filled
+    bronze = bronze_frame(spark, _history())
+    lh.write(silver.silver_transactions(bronze), "silver_transactions")
+    second = bootstrap.run(spark, settings)
+    assert second["approval_rules"] == 0 and second["online_features"] is True and second["transaction_summaries"] == 5
+    cards = {r.entity_id: r for r in lh.read(spark, "online_features").where("entity_type = 'card'").collect()}
+    assert (cards["tok_A"].transactions, cards["tok_A"].approved, cards["tok_A"].soft_declines) == (2, 1, 1)
+    summary = lh.read(spark, "transaction_summaries").where("transaction_id = 'txn_0000000000000007'").first().summary
+    assert summary.startswith("Declined EXPIRED_CARD : 200.00 BRL Retail visa credit BR->BR via standard")
+
+    # 3. a user edit survives, and a re-run on the same data writes nothing at all
+    spark.sql(f"UPDATE delta.`{lh.path('approval_rules')}` SET active = false WHERE id = 'R001'")
+    tables = ["app_config", "approval_rules", "approval_recommendations", "countries", "online_features",
+              "transaction_summaries"]
+    versions = {t: lh.version(spark, t) for t in tables}
+    third = bootstrap.run(spark, settings)
+    assert {t: lh.version(spark, t) for t in tables} == versions
+    assert not any(third.values())
+    assert lh.read(spark, "approval_rules").where("id = 'R001'").first().active is False
+
+    # gold views job: SQL for Databricks qualifies every reference; locally views are materialised
+    sql = gold_views.render_view_sql(lh)
+    assert sql.count("CREATE OR REPLACE VIEW") == len(gold.VIEWS) and not re.search(r"\{[a-z_]+\}", sql)
+    assert "FROM `c`.`boot`.`silver_transactions`" in sql
+    report = gold_views.run(spark, lh)
+    assert set(report.skipped) == {"v_daily_trends", "v_recommendations"}  # the pipeline's MVs are missing
+    for name in ("v_approval_kpis_daily", "v_retry_performance", "v_reason_code_insights"):
+        lh.write(gold.build(spark, name), name)  # what the pipeline would have materialised
+    report = gold_views.run(spark, lh)
+    assert set(report.created) | set(report.unchanged) == {d.name for d in gold.VIEWS} and not report.skipped
+    assert [r.transactions for r in lh.read(spark, "v_daily_trends").orderBy("event_date").collect()] == [5, 3]
+    again = gold_views.run(spark, lh)
+    assert "v_daily_trends" in again.unchanged and "v_recommendations" in again.unchanged
+    # a fresh registration in this session gives live views over the same tables
+    assert "v_active_alerts" in lh.register(spark)
+    assert spark.table("v_daily_trends").count() == 2
+
+
+def test_single_event_summary_has_no_retry_marker(spark):
+    df = silver.silver_transactions(bronze_frame(spark, [event(1)]))
+    (row,) = bootstrap.transaction_summaries(df, 0).collect()
+    assert "retry" not in row.summary and row.summary.startswith("Approved : 54.00 BRL Retail")
