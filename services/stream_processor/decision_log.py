@@ -18,6 +18,7 @@ Then the one-minute metrics of the minutes this batch touched are recomputed (``
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -114,10 +115,13 @@ class DecisionLogWriter:
             ).first()
             if not bounds or not bounds["n"]:
                 return
+            t0 = time.perf_counter()
             merge_into(spark, self.target, rows, bounds["ev_lo"], bounds["ev_hi"])
+            t1 = time.perf_counter()
             if self.metrics is not None:
                 self.metrics.refresh(spark, self.target, bounds["dec_lo"], bounds["dec_hi"])
-            log.info("decision log batch %d: %d decisions", batch_id, bounds["n"])
+            log.info("decision log batch %d: %d decisions (merge %.1fs, metrics %.1fs)", batch_id, bounds["n"],
+                     t1 - t0, time.perf_counter() - t1)
         finally:
             rows.unpersist()
 

@@ -189,16 +189,15 @@ class MetricsWriter:
         lo = decided_lo_us - decided_lo_us % MINUTE_US
         hi = decided_hi_us - decided_hi_us % MINUTE_US + MINUTE_US
         decisions = log.read(spark).where(F.col("decided_at").between(_ts(lo), _ts(hi - 1)))
+        # one row per minute: materialise, then replace the touched minutes (one Delta commit each)
         minutes = minute_metrics(decisions, self.thresholds.fraud_risk_threshold).persist()
         try:
-            (self.metrics.delta_table(spark).alias("t")
-             .merge(minutes.alias("s"), "t.window_start = s.window_start")
-             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            minutes.count()
+            touched = f"window_start >= timestamp_micros({lo}) AND window_start < timestamp_micros({hi})"
+            self.metrics.replace_where(minutes, touched)
             lookback_us = self.thresholds.baseline_minutes * MINUTE_US
-            history = self.metrics.read(spark).where(F.col("window_start").between(_ts(lo - lookback_us), _ts(hi)))
-            alerts = alerts_for(minutes, history, self.thresholds)
-            (self.alerts.delta_table(spark).alias("t")
-             .merge(alerts.alias("s"), "t.window_start = s.window_start AND t.alert_type = s.alert_type")
-             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            history = self.metrics.read(spark).where(
+                F.col("window_start").between(_ts(lo - lookback_us), _ts(hi)))
+            self.alerts.replace_where(alerts_for(minutes, history, self.thresholds), touched)
         finally:
             minutes.unpersist()

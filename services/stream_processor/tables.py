@@ -48,6 +48,14 @@ class DeltaTarget:
             return spark.read.table(self.qualified_name)
         return spark.read.format("delta").load(str(self.path))
 
+    def replace_where(self, df: DataFrame, predicate: str) -> None:
+        """Atomically replace the rows matching ``predicate`` by ``df`` (one Delta commit)."""
+        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+        if self.qualified_name:
+            writer.saveAsTable(self.qualified_name)
+        else:
+            writer.save(str(self.path))
+
     def ensure(self, spark: SparkSession, schema: T.StructType, partition_by: Sequence[str] = (),
                properties: dict[str, str] | None = None) -> None:
         """Create the table when missing (idempotent)."""
