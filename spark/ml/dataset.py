@@ -36,6 +36,8 @@ def load_history(spark: SparkSession, lakehouse: Lakehouse, *, start: datetime |
     from datetime import timedelta
 
     silver = lakehouse.read(spark, SILVER_TRANSACTIONS)
+    start = utc_timestamp(start).to_pydatetime() if start is not None else None
+    end = utc_timestamp(end).to_pydatetime() if end is not None else None
     lo = history_start or (start - timedelta(days=1) if start else None)
     if lo is not None:
         silver = silver.where(F.col("event_timestamp") >= F.lit(lo))
@@ -48,8 +50,14 @@ def load_history(spark: SparkSession, lakehouse: Lakehouse, *, start: datetime |
     vel = velocity_frame(pdf)
     pdf = pd.concat([pdf, vel], axis=1)
     if start is not None:
-        pdf = pdf[pdf["event_timestamp"] >= pd.Timestamp(start)].reset_index(drop=True)
+        pdf = pdf[pdf["event_timestamp"] >= utc_timestamp(start)].reset_index(drop=True)
     return pdf
+
+
+def utc_timestamp(value) -> pd.Timestamp:
+    """A tz-aware UTC Timestamp (Spark hands back naive datetimes in the session time zone, UTC)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def features(df: pd.DataFrame) -> np.ndarray:
