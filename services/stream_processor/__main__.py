@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -69,12 +70,17 @@ def run(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     failed = None
+    last_report = time.monotonic()
     while not stop.is_set():
         for q in running.queries:
             if not q.isActive:
                 failed = q.exception() or RuntimeError(f"query {q.name} stopped")
                 stop.set()
                 break
+        if time.monotonic() - last_report >= settings.stream_progress_log_seconds:
+            last_report = time.monotonic()
+            for q in running.queries:
+                _log_progress(q)
         stop.wait(1.0)
     running.stop()
     spark.stop()
@@ -82,6 +88,20 @@ def run(
         log.error("query failed: %s", failed)
         raise typer.Exit(1)
     log.info("stopped")
+
+
+def _log_progress(query) -> None:
+    """One line per query: rows and rates of the recent batches, and where the time went."""
+    recent = [p for p in query.recentProgress if p.get("numInputRows")]
+    if not recent:
+        return
+    rows = sum(p["numInputRows"] for p in recent)
+    took = sorted(p["durationMs"].get("triggerExecution", 0) for p in recent)
+    slowest = max(recent, key=lambda p: p["durationMs"].get("triggerExecution", 0))
+    log.info("%s: %d batches, %d rows, %.0f rows/s busy, batch ms p50 %d max %d; slowest %s (%d rows)",
+             query.name, len(recent), rows, rows / (sum(took) / 1000.0) if sum(took) else 0.0,
+             took[len(took) // 2], took[-1], {k: v for k, v in slowest["durationMs"].items() if v},
+             slowest["numInputRows"])
 
 
 if __name__ == "__main__":

@@ -55,10 +55,31 @@ def spark_conf(settings: StreamProcessorSettings) -> dict[str, str]:
     }
 
 
+FAIR_POOLS = """<?xml version="1.0"?>
+<allocations>
+  <pool name="score"><schedulingMode>FIFO</schedulingMode><weight>4</weight><minShare>2</minShare></pool>
+  <pool name="decision_log"><schedulingMode>FIFO</schedulingMode><weight>1</weight><minShare>0</minShare></pool>
+</allocations>
+"""
+
+
 def get_session(settings: StreamProcessorSettings, app_name: str = "stream-processor") -> SparkSession:
+    """The processor's session: the project's ``get_spark`` plus the processor's settings, and FAIR
+    scheduling with a heavier pool for the scoring query, so the decision log's Delta merges do not
+    hold the task slots the hot path needs."""
     from spark.common.session import get_spark
 
-    return get_spark(app_name, warehouse_dir=settings.warehouse, extra_conf=spark_conf(settings))
+    conf = spark_conf(settings)
+    pools = settings.checkpoint_root / "fairscheduler.xml"
+    pools.parent.mkdir(parents=True, exist_ok=True)
+    pools.write_text(FAIR_POOLS)
+    conf.update({"spark.scheduler.mode": "FAIR", "spark.scheduler.allocation.file": str(pools)})
+    return get_spark(app_name, warehouse_dir=settings.warehouse, extra_conf=conf)
+
+
+def _in_pool(spark: SparkSession, pool: str) -> None:
+    # queries started from this thread run their jobs in ``pool`` (ignored without FAIR scheduling)
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
 
 
 def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None = None) -> ScoringConfig:
@@ -89,15 +110,20 @@ def kafka_source(spark: SparkSession, settings: StreamProcessorSettings, topic: 
         reader = reader.option("includeHeaders", "true")
     if max_offsets_per_trigger and not realtime:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
-    if settings.stream_python_workers and not realtime:
-        reader = reader.option("minPartitions", str(settings.stream_python_workers))
     return reader.load()
 
 
 # ------------------------------------------------------------------------------------------ transforms
-def score_stream(raw: DataFrame, config: ScoringConfig, form: ScorerForm = "arrow_udf") -> DataFrame:
-    """Kafka records (``INPUT_COLUMNS``) -> Kafka sink records (``topic, key, value, headers``)."""
+def score_stream(raw: DataFrame, config: ScoringConfig, form: ScorerForm = "arrow_udf",
+                 tasks: int | None = None) -> DataFrame:
+    """Kafka records (``INPUT_COLUMNS``) -> Kafka sink records (``topic, key, value, headers``).
+
+    ``tasks``: merge the Kafka partitions into this many tasks (``coalesce``, no shuffle), so each
+    Python worker gets bigger Arrow batches and a micro-batch runs in one wave; micro-batch only
+    (real-time mode needs one long-running task per Kafka partition)."""
     cols = raw.select(*INPUT_COLUMNS)
+    if tasks:
+        cols = cols.coalesce(tasks)
     if form == "map_in_arrow":
         return cols.mapInArrow(score_map_in_arrow(config), OUTPUT_DDL)
     out = cols.select(score_udf(config)(*[F.col(c) for c in INPUT_COLUMNS]).alias("o"))
@@ -120,13 +146,19 @@ def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, sou
     if source is None:
         source = kafka_source(spark, settings, settings.topics.transactions, realtime=realtime,
                               max_offsets_per_trigger=settings.stream_max_offsets_per_trigger)
-    records = score_stream(source, config or scoring_config(settings), form)
+    tasks = None if realtime else (settings.stream_python_workers or spark.sparkContext.defaultParallelism)
+    records = score_stream(source, config or scoring_config(settings), form, tasks)
     writer = (records.writeStream.format("kafka").options(**settings.kafka_client_options())
               .option("checkpointLocation", settings.checkpoint(query_name))
               .queryName(query_name)
               .outputMode("update"))
+    if not realtime and not available_now and settings.stream_async_progress:
+        # offsets/commits written off the critical path (Kafka sink only; not in real-time mode)
+        writer = (writer.option("asyncProgressTrackingEnabled", "true")
+                  .option("asyncProgressTrackingCheckpointIntervalMs", str(settings.stream_async_progress_interval_ms)))
     writer = _trigger(writer, trigger=settings.stream_trigger, interval=settings.stream_interval,
                       available_now=available_now)
+    _in_pool(spark, "score")
     query = writer.start()
     log.info("query %s started (%s, %s)", query_name, "availableNow" if available_now else settings.stream_trigger,
              settings.stream_interval)
@@ -156,6 +188,7 @@ def start_decision_log(spark: SparkSession, settings: StreamProcessorSettings, *
               .queryName(query_name))
     writer = writer.trigger(availableNow=True) if available_now else \
         writer.trigger(processingTime=settings.stream_log_interval)
+    _in_pool(spark, "decision_log")
     query = writer.start()
     log.info("query %s started", query_name)
     return query

@@ -106,6 +106,7 @@ class Runtime:
             self.engine.refresh()
 
 
+_PROFILE = bool(__import__("os").environ.get("PA_STREAM_PROFILE"))
 _RUNTIMES: dict[ScoringConfig, Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
@@ -134,9 +135,11 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
     """Decide one Arrow batch of raw Kafka records; one output struct per input row, same order."""
     rt = runtime(config)
     rt.maybe_refresh()
+    t0 = time.perf_counter()
     n = len(value)
     values = value.to_pylist()
     parsed: Parsed = parse_values(values)
+    t1 = t2 = t3 = time.perf_counter()
     out_topic: list[str | None] = [None] * n
     out_key: list[bytes | None] = [None] * n
     out_value: list[bytes | None] = [None] * n
@@ -148,7 +151,9 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
     if parsed.valid_rows:
         frame = parsed.table.to_pandas()
         velocity = rt.velocity.features_frame(frame) if rt.velocity is not None else None
+        t2 = time.perf_counter()
         decisions = rt.engine.decide_batch(frame, velocity, source="stream")
+        t3 = time.perf_counter()
         ctx_rows = parsed.table.select(CONTEXT_FIELDS).to_pylist()
         ts_ms = (parsed.table.column("event_timestamp").cast(pa.int64()).to_numpy() // 1000).tolist()
         for j, i in enumerate(parsed.valid_rows):
@@ -170,6 +175,13 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
             out_key[i] = dead_letter_key(topics[i], partitions[i], offsets[i])
             out_value[i] = letter.model_dump_json().encode()
     headers = _headers(has_header, header_values)
+    if _PROFILE:
+        import os
+        import sys
+
+        t4 = time.perf_counter()
+        print(f"[score pid={os.getpid()}] rows={n} parse={1e3 * (t1 - t0):.1f}ms velocity={1e3 * (t2 - t1):.1f}ms "
+              f"decide={1e3 * (t3 - t2):.1f}ms output={1e3 * (t4 - t3):.1f}ms", file=sys.stderr, flush=True)
     return pa.StructArray.from_arrays(
         [pa.array(out_topic, pa.string()), pa.array(out_key, pa.binary()), pa.array(out_value, pa.binary()), headers],
         fields=list(OUTPUT_ARROW))

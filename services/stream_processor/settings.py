@@ -62,8 +62,15 @@ class StreamProcessorSettings(BaseSettings):
     stream_shuffle_partitions: int = Field(4, ge=1)
     stream_driver_memory: str = Field("2g", description="spark.driver.memory (local only)")
     stream_python_workers: int | None = Field(
-        None, description="Parallel Python scoring tasks (Kafka partitions are split to match); "
-                          "default: every Kafka partition is a task")
+        None, ge=1, description="Micro-batch mode: Python scoring tasks per batch (Kafka partitions are "
+                                "coalesced into this many); default: Spark's default parallelism (cores)")
+
+    stream_async_progress: bool = Field(
+        True, description="Micro-batch mode: write offset/commit logs asynchronously (lower latency; a "
+                          "restart may replay up to the checkpoint interval, which the idempotent "
+                          "consumers absorb)")
+    stream_async_progress_interval_ms: int = Field(1000, ge=0)
+    stream_progress_log_seconds: float = Field(30.0, gt=0, description="How often query progress is logged")
 
     # --- the decision-log query (decisions topic -> Delta, exactly one row per transaction) --------
     stream_log_interval: str = Field("2 seconds", description="processingTime of the decision-log query")

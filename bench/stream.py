@@ -1,0 +1,452 @@
+"""Stream processor benchmark: Kafka -> decisions throughput and end-to-end latency, on this machine.
+
+``make bench-stream`` (``python -m bench.stream``); run heavy: ``flock /tmp/pa-heavy.lock ...``.
+
+Everything is real and throwaway: a Kafka broker and Redis on loopback (``launcher.local``), the
+processor as ``python -m services.stream_processor run`` (exactly what ``make up`` starts: both
+queries, the scoring query and the Delta decision log, local[2] in micro-batch mode), traffic from
+the simulator's generator (wall clock: event time = production time). Measured from Kafka alone:
+
+* latency = the decision record's Kafka timestamp (set when the processor produces it) minus the
+  transaction's event time (carried in the decision's ``pa.context`` header), per decision;
+* saturation (``max_tx_per_s``): N events produced BEFORE the processor starts, then decisions per
+  second over the middle 80% of the decisions (by produce time), micro-batches capped at
+  ``--batch`` records;
+* fixed offered rates (default 1,000 and 5,000 tx/s) in micro-batch mode: a producer process at that
+  rate for ``--seconds``; p50/p99 of the decisions after a warm-up;
+* the same scoring query with the generic ``mlflow.pyfunc.spark_udf`` scorer (a pyfunc wrapping
+  the same DecisionEngine + Redis velocity, fed by ``from_json`` against the contract): saturation
+  over the same events (``spark_udf_max_tx_per_s``);
+* real-time mode (``trigger(realTime=...)``) at 1,000 tx/s: p50/p99 (``p99_ms_rtm_at_1000_tx_per_s``),
+  and a projection-only Kafka->Kafka real-time query (no Python) as the JVM reference.
+
+Writes ``bench/results/stream.json``.
+
+    make bench-stream
+    make bench-stream BENCH_ARGS="--events 100000 --seconds 30 --skip-pyfunc"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+CONTEXT_HEADER = "pa.context"
+
+
+# ------------------------------------------------------------------------------------------ traffic
+def produce_backlog(bootstrap: str, topic: str, n: int, seed: int = 7) -> None:
+    """``n`` simulator events into ``topic`` as fast as possible (wall clock timestamps)."""
+    from services.simulator.generator import GeneratorConfig, TransactionGenerator
+    from services.simulator.producer import EventProducer
+
+    gen = TransactionGenerator(GeneratorConfig(seed=seed))
+    producer = EventProducer(bootstrap, topic)
+    left = n
+    while left > 0:
+        batch = gen.batch(min(50_000, left))
+        producer.send(batch.json_values(), batch.keys())
+        left -= len(batch)
+    producer._producer.flush(120)
+
+
+def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, seed: int = 11) -> int:
+    """Open loop: ``rate`` events/s for ``seconds``, event time = when each slice is produced."""
+    from services.simulator.generator import GeneratorConfig, TransactionGenerator
+    from services.simulator.producer import EventProducer
+
+    gen = TransactionGenerator(GeneratorConfig(seed=seed))
+    producer = EventProducer(bootstrap, topic, linger_ms=2)
+    t0 = time.time()
+    sent = 0
+    while True:
+        now = time.time()
+        if now >= t0 + seconds:
+            break
+        due = int(rate * (now - t0)) - sent
+        if due > 0:
+            batch = gen.batch(due, now=now)
+            producer.send(batch.json_values(), batch.keys())
+            sent += due
+        producer._producer.poll(0)
+        time.sleep(0.004)
+    producer._producer.flush(60)
+    return sent
+
+
+# ------------------------------------------------------------------------------------------ measuring
+class DecisionWatcher:
+    """Consumes a decisions topic from its current end: (kafka_ts_ms, event_ts_ms) per decision."""
+
+    def __init__(self, bootstrap: str, topic: str, from_beginning: bool = False):
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                                  "enable.auto.commit": False, "fetch.min.bytes": 1})
+        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assign = []
+        for p in parts:
+            lo, hi = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            assign.append(TopicPartition(topic, p, lo if from_beginning else hi))
+        self.consumer.assign(assign)
+        self.kafka_ts: list[int] = []
+        self.event_ts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for msg in self.consumer.consume(5000, 0.2):
+                if msg.error():
+                    continue
+                self.kafka_ts.append(msg.timestamp()[1])
+                ev = None
+                for k, v in msg.headers() or ():
+                    if k == CONTEXT_HEADER:
+                        ev = orjson.loads(v).get("event_timestamp_ms")
+                self.event_ts.append(ev if ev is not None else -1)
+
+    def count(self) -> int:
+        return len(self.kafka_ts)
+
+    def wait_for(self, n: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count() >= n:
+                return True
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"processor exited with {proc.returncode}")
+            time.sleep(0.5)
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.consumer.close()
+
+
+def throughput(kafka_ts: list[int]) -> float:
+    """Decisions per second over the middle 80% (by produce time)."""
+    ts = np.sort(np.asarray(kafka_ts, dtype=np.int64))
+    n = len(ts)
+    if n < 100:
+        return 0.0
+    lo, hi = int(n * 0.1), int(n * 0.9)
+    span = (ts[hi] - ts[lo]) / 1000.0
+    return round(float((hi - lo) / span), 1) if span > 0 else 0.0
+
+
+def latency_stats(kafka_ts: list[int], event_ts: list[int], since_ms: int) -> dict[str, float]:
+    k = np.asarray(kafka_ts, dtype=np.int64)
+    e = np.asarray(event_ts, dtype=np.int64)
+    keep = (e >= since_ms)
+    lat = (k[keep] - e[keep]).astype(np.float64)
+    if not len(lat):
+        return {"n": 0}
+    return {"n": int(len(lat)), "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p90_ms": round(float(np.percentile(lat, 90)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
+            "max_ms": round(float(lat.max()), 1)}
+
+
+# ------------------------------------------------------------------------------------------ processes
+class Platform:
+    def __init__(self, workdir: Path, bootstrap: str, redis_url: str, prefix: str, extra: dict[str, str]):
+        self.workdir, self.bootstrap, self.redis_url, self.prefix = workdir, bootstrap, redis_url, prefix
+        self.extra = extra
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PA_") or k == "PA_STREAM_PROFILE"}
+        env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable,
+                   PA_KAFKA_BOOTSTRAP=self.bootstrap, PA_REDIS_URL=self.redis_url, PA_TOPIC_PREFIX=self.prefix,
+                   PA_DATA_DIR=str(self.workdir / "data"), PA_WAREHOUSE_DIR=str(self.workdir / "warehouse"),
+                   PA_STREAM_DRIVER_MEMORY="2g", **self.extra, **extra)
+        return env
+
+    @contextmanager
+    def process(self, name: str, argv: list[str], **env: str):
+        log = (self.workdir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(argv, cwd=REPO, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(90)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            log.close()
+
+    def tail(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+def _processor(checkpoints: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "services.stream_processor", "run", "--checkpoint-dir", checkpoints, *args]
+
+
+def run_fixed_rate(plat: Platform, topics: Any, rate: float, seconds: float, warmup: float,
+                   proc: subprocess.Popen) -> dict[str, Any]:
+    watcher = DecisionWatcher(plat.bootstrap, topics.decisions)
+    started_ms = int(time.time() * 1000)
+    with plat.process(f"producer-{int(rate)}", [sys.executable, "-m", "bench.stream", "produce",
+                                                "--bootstrap", plat.bootstrap, "--topic", topics.transactions,
+                                                "--rate", str(rate), "--seconds", str(seconds)]) as producer:
+        producer.wait(seconds + 120)
+    expected = int(rate * seconds)
+    watcher.wait_for(expected, 60, proc)
+    time.sleep(2)
+    watcher.close()
+    stats = latency_stats(watcher.kafka_ts, watcher.event_ts, started_ms + int(warmup * 1000))
+    stats.update(offered_tx_per_s=rate, produced=expected, decided=watcher.count())
+    return stats
+
+
+# ------------------------------------------------------------------------------------------ pyfunc
+def _pyfunc_class():
+    import mlflow.pyfunc
+
+    class EnginePyfunc(mlflow.pyfunc.PythonModel):
+        """The generic wrapper: the same DecisionEngine (+ Redis velocity) behind pyfunc predict."""
+
+        def load_context(self, context):
+            from payments_core.engine import DecisionEngine
+            from payments_core.velocity import RedisVelocityStore
+
+            cfg = context.model_config or {}
+            self.engine = DecisionEngine.from_sources()
+            self.velocity = RedisVelocityStore.from_url(cfg["redis_url"], prefix=cfg["velocity_prefix"]) \
+                if cfg.get("redis_url") else None
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+
+            velocity = self.velocity.features_frame(model_input) if self.velocity else None
+            out = self.engine.decide_batch(model_input, velocity, source="stream")
+            return pd.Series([orjson.dumps(d).decode() for d in out])
+
+    return EnginePyfunc
+
+
+def register_pyfunc(tracking_uri: str, artifacts: Path, redis_url: str, velocity_prefix: str) -> str:
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from payments_core.samples import EXAMPLE_REQUEST
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    if mlflow.get_experiment_by_name("bench-stream") is None:
+        mlflow.create_experiment("bench-stream", artifact_location=artifacts.as_uri())
+    mlflow.set_experiment("bench-stream")
+    from payments_core.contract.events import TransactionEvent
+
+    example = {**{k: v for k, v in EXAMPLE_REQUEST.items()}, "is_approved": True, "processing_time_ms": 100}
+    row = TransactionEvent.model_validate(example).model_dump()
+    frame = pd.DataFrame([row])
+    signature = infer_signature(frame, pd.Series(["{}"]))
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="engine", python_model=_pyfunc_class()(), signature=signature,
+                                       model_config={"redis_url": redis_url, "velocity_prefix": velocity_prefix},
+                                       pip_requirements=["pandas"], registered_model_name="bench_decision_engine")
+    return f"models:/bench_decision_engine/{info.registered_model_version}"
+
+
+def pyfunc_query(bootstrap: str, topic_in: str, topic_out: str, model_uri: str, tracking_uri: str,
+                 checkpoint: str, warehouse: str, max_offsets: int) -> None:
+    """The same Kafka -> score -> Kafka query, scored by ``mlflow.pyfunc.spark_udf`` (availableNow)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from payments_core.contract.events import TransactionEvent
+    from spark.common.schema import struct_type_for
+    from spark.common.session import get_spark
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # for the Python workers
+    spark = get_spark("bench-pyfunc", warehouse_dir=Path(warehouse),
+                      extra_conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "5000"})
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="string", env_manager="local")
+    schema = struct_type_for(TransactionEvent)
+    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic_in)
+           .option("startingOffsets", "earliest").option("maxOffsetsPerTrigger", str(max_offsets)).load())
+    tx = raw.select(F.from_json(F.col("value").cast("string"), schema).alias("t")).select("t.*")
+    out = tx.select(F.col("transaction_id").cast("binary").alias("key"),
+                    udf(F.struct(*[F.col(f.name) for f in schema.fields])).cast("binary").alias("value"),
+                    F.array(F.struct(F.lit(CONTEXT_HEADER).alias("key"),
+                                     F.to_json(F.struct(F.unix_millis("event_timestamp").alias("event_timestamp_ms")))
+                                     .cast("binary").alias("value"))).alias("headers"))
+    q = (out.writeStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("topic", topic_out)
+         .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
+    q.awaitTermination()
+    if q.exception():
+        raise q.exception()
+    spark.stop()
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd")
+    p = sub.add_parser("produce")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    q = sub.add_parser("pyfunc-query")
+    for a in ("--bootstrap", "--topic-in", "--topic-out", "--model-uri", "--tracking-uri", "--checkpoint",
+              "--warehouse"):
+        q.add_argument(a, required=True)
+    q.add_argument("--max-offsets", type=int, default=50_000)
+    ap.add_argument("--events", type=int, default=300_000, help="backlog for the saturation runs")
+    ap.add_argument("--batch", type=int, default=50_000, help="maxOffsetsPerTrigger of the saturation runs")
+    ap.add_argument("--rates", default="1000,5000", help="fixed offered rates, micro-batch mode")
+    ap.add_argument("--seconds", type=float, default=45.0, help="duration of each fixed-rate run")
+    ap.add_argument("--warmup", type=float, default=8.0, help="seconds discarded at the start of a run")
+    ap.add_argument("--rtm-interval", default="2 seconds", help="real-time mode batch duration")
+    ap.add_argument("--no-decision-log", action="store_true", help="scoring query only (no Delta log query)")
+    ap.add_argument("--processor-env", action="append", default=[], metavar="PA_X=V",
+                    help="extra environment of the processor (repeatable), e.g. PA_STREAM_VELOCITY=false")
+    ap.add_argument("--workdir", help="keep broker data, checkpoints and logs here (default: a temp folder)")
+    ap.add_argument("--skip-microbatch", action="store_true", help="skip the saturation and fixed-rate runs")
+    ap.add_argument("--skip-pyfunc", action="store_true")
+    ap.add_argument("--skip-rtm", action="store_true")
+    args = ap.parse_args(argv)
+    if args.cmd == "produce":
+        print(produce_at_rate(args.bootstrap, args.topic, args.rate, args.seconds))
+        return
+    if args.cmd == "pyfunc-query":
+        pyfunc_query(args.bootstrap, args.topic_in, args.topic_out, args.model_uri, args.tracking_uri,
+                     args.checkpoint, args.warehouse, args.max_offsets)
+        return
+    bench(args)
+
+
+def phase_microbatch(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Saturation over the backlog, then the fixed offered rates, on one running processor."""
+    watcher = DecisionWatcher(plat.bootstrap, topics.decisions)
+    with plat.process("processor", _processor(str(plat.workdir / "ckpt-main")),
+                      PA_STREAM_MAX_OFFSETS_PER_TRIGGER=str(args.batch)) as proc:
+        t0 = time.monotonic()
+        done = watcher.wait_for(args.events, 1800, proc)
+        watcher.close()
+        if not done:
+            raise RuntimeError("saturation run did not finish\n" + plat.tail("processor"))
+        sat = throughput(watcher.kafka_ts)
+        results["runs"]["saturation_microbatch"] = {
+            "decisions": watcher.count(), "tx_per_s": sat, "wall_s": round(time.monotonic() - t0, 1)}
+        print(f"saturation: {sat:,.0f} tx/s", flush=True)
+        for rate in [float(r) for r in args.rates.split(",") if r]:
+            stats = run_fixed_rate(plat, topics, rate, args.seconds, args.warmup, proc)
+            results["runs"][f"microbatch_at_{int(rate)}"] = stats
+            print(f"micro-batch at {rate:,.0f} tx/s: {stats}", flush=True)
+
+
+def phase_pyfunc(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The same Kafka -> score -> Kafka query with the generic spark_udf scorer, over the same topic."""
+    from launcher.topics import ensure_topics
+    from payments_core.contract.topics import TopicSpec
+
+    spec = TopicSpec("payments.decisions.pyfunc", 6, "transaction_id", "bench: pyfunc scorer")
+    ensure_topics(plat.bootstrap, plat.prefix, (spec,))
+    out_topic = f"{plat.prefix}{spec.name}"
+    tracking = f"sqlite:///{plat.workdir / 'mlflow.db'}"
+    uri = register_pyfunc(tracking, plat.workdir / "mlartifacts", plat.redis_url, "benchpf:vel")
+    watcher = DecisionWatcher(plat.bootstrap, out_topic)
+    with plat.process("pyfunc", [sys.executable, "-m", "bench.stream", "pyfunc-query", "--bootstrap", plat.bootstrap,
+                                 "--topic-in", topics.transactions, "--topic-out", out_topic, "--model-uri", uri,
+                                 "--tracking-uri", tracking, "--checkpoint", str(plat.workdir / "ckpt-pyfunc"),
+                                 "--warehouse", str(plat.workdir / "wh-pyfunc"),
+                                 "--max-offsets", str(args.batch)]) as proc:
+        proc.wait(3600)
+    time.sleep(2)
+    watcher.close()
+    if proc.returncode != 0:
+        raise RuntimeError("pyfunc query failed\n" + plat.tail("pyfunc"))
+    tps = throughput(watcher.kafka_ts)
+    results["runs"]["saturation_pyfunc_spark_udf"] = {"decisions": watcher.count(), "tx_per_s": tps}
+    print(f"pyfunc spark_udf saturation: {tps:,.0f} tx/s", flush=True)
+
+
+def phase_realtime(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The same processor with ``--trigger realtime`` at 1,000 tx/s (only the trigger differs)."""
+    with plat.process("processor-rtm", _processor(str(plat.workdir / "ckpt-rtm"), "--trigger", "realtime",
+                                                   "--interval", args.rtm_interval),
+                      PA_STREAM_STARTING_OFFSETS="latest") as proc:
+        time.sleep(25)  # let the long-running real-time tasks start before offering load
+        if proc.poll() is not None:
+            raise RuntimeError("real-time processor exited\n" + plat.tail("processor-rtm"))
+        stats = run_fixed_rate(plat, topics, 1000.0, args.seconds, args.warmup, proc)
+    stats["batch_duration"] = args.rtm_interval
+    results["runs"]["realtime_at_1000"] = stats
+    print(f"real-time mode at 1,000 tx/s: {stats}", flush=True)
+
+
+def bench(args: argparse.Namespace) -> None:
+    from bench.common import print_table, write_results
+    from launcher import local
+    from launcher.topics import ensure_topics
+    from services.stream_processor.settings import StreamProcessorSettings
+
+    results: dict[str, Any] = {"events": args.events, "batch": args.batch, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        with local.kafka(work, heap="768m") as bootstrap, local.redis(work) as redis_url:
+            prefix = "bench."
+            ensure_topics(bootstrap, prefix)
+            extra = dict(kv.split("=", 1) for kv in args.processor_env)
+            if args.no_decision_log:
+                extra["PA_STREAM_DECISION_LOG"] = "false"
+            results["processor_env"] = extra
+            plat = Platform(work, bootstrap, redis_url, prefix, extra)
+            topics = StreamProcessorSettings(topic_prefix=prefix, _env_file=None).topics
+            print(f"producing a backlog of {args.events:,} events ...", flush=True)
+            produce_backlog(bootstrap, topics.transactions, args.events)
+            if not args.skip_microbatch:
+                phase_microbatch(plat, topics, args, results)
+            if not args.skip_pyfunc:
+                phase_pyfunc(plat, topics, args, results)
+            if not args.skip_rtm:
+                phase_realtime(plat, topics, args, results)
+
+    runs = results["runs"]
+    figures = {
+        "max_tx_per_s": runs.get("saturation_microbatch", {}).get("tx_per_s"),
+        "p99_ms_at_5000_tx_per_s": runs.get("microbatch_at_5000", {}).get("p99_ms"),
+        "p99_ms_at_1000_tx_per_s": runs.get("microbatch_at_1000", {}).get("p99_ms"),
+        "spark_udf_max_tx_per_s": runs.get("saturation_pyfunc_spark_udf", {}).get("tx_per_s"),
+        "p99_ms_rtm_at_1000_tx_per_s": runs.get("realtime_at_1000", {}).get("p99_ms"),
+    }
+    figures["goals"] = {
+        "max_tx_per_s>=20000": (figures["max_tx_per_s"] or 0) >= 20_000,
+        "p99_ms_at_5000_tx_per_s<=1000": (figures["p99_ms_at_5000_tx_per_s"] or 1e12) <= 1000,
+        "p99_ms_rtm_at_1000_tx_per_s<=100": (figures["p99_ms_rtm_at_1000_tx_per_s"] or 1e12) <= 100,
+    }
+    path = write_results("stream", {**figures, **results})
+    print_table("stream processor", [(k, v) for k, v in figures.items() if k != "goals"])
+    print(json.dumps(figures["goals"]))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
