@@ -47,10 +47,6 @@ def spark_conf(settings: StreamProcessorSettings) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.stream_shuffle_partitions),
         # Arrow batches handed to the decision core
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(settings.stream_arrow_batch_rows),
-        # OSS Spark 4.2 real-time mode refuses Python UDF operators (ArrowEvalPythonExec,
-        # MapInArrowExec) by allow-list; they run when the check is off (see README: real-time mode).
-        "spark.sql.streaming.realTimeMode.allowlistCheck": "false",
-        "spark.sql.streaming.realTimeMode.minBatchDuration": "1000",
         "spark.sql.streaming.stopTimeout": "60000",
     }
 
@@ -78,8 +74,19 @@ def get_session(settings: StreamProcessorSettings, app_name: str = "stream-proce
 
 
 def _in_pool(spark: SparkSession, pool: str) -> None:
-    # queries started from this thread run their jobs in ``pool`` (ignored without FAIR scheduling)
-    spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
+    # queries started from this thread run their jobs in ``pool`` (ignored without FAIR scheduling;
+    # no SparkContext under Spark Connect, e.g. Databricks serverless / standard access mode)
+    try:
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _default_parallelism(spark: SparkSession) -> int | None:
+    try:
+        return spark.sparkContext.defaultParallelism
+    except Exception:  # noqa: BLE001  (Spark Connect)
+        return None
 
 
 def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None = None) -> ScoringConfig:
@@ -146,7 +153,12 @@ def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, sou
     if source is None:
         source = kafka_source(spark, settings, settings.topics.transactions, realtime=realtime,
                               max_offsets_per_trigger=settings.stream_max_offsets_per_trigger)
-    tasks = None if realtime else (settings.stream_python_workers or spark.sparkContext.defaultParallelism)
+    if realtime:
+        # OSS Spark refuses Python UDF operators in real-time mode by allow-list (they run when the
+        # check is off; see the README section on real-time mode). Runtime SQL settings.
+        spark.conf.set("spark.sql.streaming.realTimeMode.allowlistCheck", "false")
+        spark.conf.set("spark.sql.streaming.realTimeMode.minBatchDuration", "1000")
+    tasks = None if realtime else (settings.stream_python_workers or _default_parallelism(spark))
     records = score_stream(source, config or scoring_config(settings), form, tasks)
     writer = (records.writeStream.format("kafka").options(**settings.kafka_client_options())
               .option("checkpointLocation", settings.checkpoint(query_name))

@@ -1,0 +1,52 @@
+"""The Arrow adapter over the decision core, without Spark: one output per input, in order."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+
+from payments_core.contract.events import DecisionEvent
+from payments_core.engine import DecisionEngine
+from services.stream_processor.parse import DeadLetter
+from services.stream_processor.scoring import CONTEXT_HEADER, OUTPUT_ARROW, ScoringConfig, process_arrays
+from tests.services.stream_processor.conftest import make_events
+
+CONFIG = ScoringConfig("t.payments.decisions", "t.payments.transactions.dlq", redis_url=None,
+                       mlflow_tracking_uri=None, rules_path=None)
+
+
+def _kafka_arrays(values: list[bytes | None]) -> list[pa.Array]:
+    n = len(values)
+    return [pa.array([b"k"] * n, pa.binary()), pa.array(values, pa.binary()),
+            pa.array(["t.payments.transactions"] * n), pa.array([2] * n, pa.int32()),
+            pa.array(range(100, 100 + n), pa.int64()),
+            pa.array([datetime(2026, 3, 2, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC"))]
+
+
+def test_one_record_out_per_record_in_in_order_with_the_core_decision():
+    events = make_events(6, seed=61)
+    values: list[bytes | None] = [orjson.dumps(e) for e in events]
+    values[2:2] = [b"not json", None]
+    out = process_arrays(CONFIG, *_kafka_arrays(values))
+    assert out.type == OUTPUT_ARROW and len(out) == len(values)
+    rows = out.to_pylist()
+    engine = DecisionEngine.from_sources()
+    valid = [r for r in rows if r["topic"] == CONFIG.decisions_topic]
+    assert [r["key"].decode() for r in valid] == [e["transaction_id"] for e in events]
+    for row, event in zip(valid, events, strict=True):
+        ours = DecisionEvent.model_validate_json(row["value"])
+        one = engine.decide({k: v for k, v in event.items()}, None, source="stream")
+        assert ours.model_dump(exclude={"latency_ms", "decided_at"}) == one.model_dump(
+            exclude={"latency_ms", "decided_at"})
+        (key, ctx), = [(h["key"], h["value"]) for h in row["headers"]]
+        assert key == CONTEXT_HEADER and orjson.loads(ctx)["amount_minor"] == event["amount_minor"]
+    for i in (2, 3):
+        assert rows[i]["topic"] == CONFIG.dlq_topic and rows[i]["headers"] == []
+        assert rows[i]["key"] == f"t.payments.transactions/2/{100 + i}".encode()
+        assert DeadLetter.model_validate_json(rows[i]["value"]).source_offset == 100 + i
+
+
+def test_a_batch_of_only_dead_letters():
+    out = process_arrays(CONFIG, *_kafka_arrays([b"{", b"{}"]))
+    assert [r["topic"] for r in out.to_pylist()] == [CONFIG.dlq_topic] * 2
