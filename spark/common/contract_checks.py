@@ -5,6 +5,9 @@ patterns, min/max lengths, ge/le bounds), so a change of the contract changes si
 no edit here. Each failing check yields an error code ``<check>:<field>``; silver keeps rows without
 errors and sends the others to quarantine with the first code as ``quarantine_reason``.
 
+Cost: two JSON scans per valid row (the typed ``from_json`` and ``json_object_keys``); a third, every
+field read as text, only for rows whose typed parse failed somewhere.
+
 Check codes: ``malformed_json``, ``unknown_field:<f>``, ``missing:<f>``, ``invalid_type:<f>``,
 ``invalid_enum:<f>``, ``invalid_pattern:<f>``, ``too_short:<f>``, ``too_long:<f>``, ``below_min:<f>``,
 ``above_max:<f>``, ``unsupported_schema_version`` and the semantic checks ``approved_with_decline``,
@@ -20,6 +23,7 @@ from annotated_types import Ge, Le, MaxLen, MinLen
 from pydantic import BaseModel
 from pyspark.sql import Column
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from payments_core.contract.events import SCHEMA_VERSION, TransactionEvent
 from spark.common.schema import struct_type_for
@@ -35,57 +39,80 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def field_checks(model: type[BaseModel] = TransactionEvent, *, parsed: str = "tx", raw: str = "record_value") -> list[Column]:
-    """One Column per check, each the error code (string) when the check fails, else NULL.
+CORRUPT = "_corrupt_record"
 
-    ``parsed`` is the struct column of ``from_json(raw, struct_type_for(model))``.
+
+Check = tuple[Column, Column]  # (fails, error code)
+
+
+def field_checks(model: type[BaseModel] = TransactionEvent, *, parsed: str = "tx", raw: str = "record_value",
+                 keys: str = "_json_keys") -> list[Check]:
+    """One ``(fails, code)`` pair per check: a boolean Column (NULL counts as passing) and the error
+    code (string Column).
+
+    ``parsed`` is the struct of ``from_json(raw, struct_type_for(model) + _corrupt_record)`` and
+    ``keys`` the top-level keys of ``raw`` (``json_object_keys``), both computed once per row. Only rows
+    whose typed parse recorded a corrupt record are parsed a second time (every field as a string) to
+    tell a value of the wrong type from a missing one, so valid rows cost two JSON scans.
     """
-    checks: list[Column] = []
-    keys = F.json_object_keys(F.col(raw))
+    checks: list[Check] = []
+
+    def add(fails: Column, code: Column | str) -> None:
+        checks.append((fails, F.lit(code) if isinstance(code, str) else code))
+
+    key_list = F.col(keys)
+    corrupt = F.col(parsed)[CORRUPT].isNotNull()
+    as_text = F.from_json(F.col(raw), _string_schema(model))
     allowed = F.array(*[F.lit(n) for n in model.model_fields])
-    checks.append(F.when(keys.isNull(), F.lit("malformed_json")))
+    add(key_list.isNull(), "malformed_json")
     # unknown fields (the contract forbids extra fields): first unknown key
-    unknown = F.array_except(F.coalesce(keys, F.array().cast("array<string>")), allowed)
-    checks.append(F.when(F.size(unknown) > 0, F.concat(F.lit("unknown_field:"), unknown[0])))
+    unknown = F.array_except(F.coalesce(key_list, F.array().cast("array<string>")), allowed)
+    add(F.size(unknown) > 0, F.concat(F.lit("unknown_field:"), unknown[0]))
     for name, info in model.model_fields.items():
         value = F.col(parsed)[name]
-        present = F.get_json_object(F.col(raw), f"$.{name}").isNotNull()
         annotation, optional = _unwrap(info.annotation)
+        # present with a value of the wrong type (e.g. "abc" for an int): only on corrupt rows
+        wrong_type = corrupt & value.isNull() & F.when(corrupt, as_text[name]).isNotNull()
+        add(key_list.isNotNull() & wrong_type, f"invalid_type:{name}")
         if info.is_required() and not optional:
-            checks.append(F.when(~present, F.lit(f"missing:{name}")))
-        # present in the JSON but not parsed: wrong type (e.g. "abc" for an int)
-        checks.append(F.when(present & value.isNull(), F.lit(f"invalid_type:{name}")))
+            add(key_list.isNotNull() & value.isNull() & ~wrong_type, f"missing:{name}")
         if get_origin(annotation) is Literal:
             values = list(get_args(annotation))
-            if name == "schema_version":
-                checks.append(F.when(value.isNotNull() & ~value.isin(values), F.lit("unsupported_schema_version")))
-            else:
-                checks.append(F.when(value.isNotNull() & ~value.isin(values), F.lit(f"invalid_enum:{name}")))
+            code = "unsupported_schema_version" if name == "schema_version" else f"invalid_enum:{name}"
+            add(value.isNotNull() & ~value.isin(values), code)
         for meta in info.metadata:
             pattern = getattr(meta, "pattern", None)
             if pattern:
-                checks.append(F.when(value.isNotNull() & ~value.rlike(_java_regex(pattern)),
-                                     F.lit(f"invalid_pattern:{name}")))
+                add(value.isNotNull() & ~value.rlike(_java_regex(pattern)), f"invalid_pattern:{name}")
             if isinstance(meta, MinLen):
-                checks.append(F.when(F.length(value) < meta.min_length, F.lit(f"too_short:{name}")))
+                add(F.length(value) < meta.min_length, f"too_short:{name}")
             if isinstance(meta, MaxLen):
-                checks.append(F.when(F.length(value) > meta.max_length, F.lit(f"too_long:{name}")))
+                add(F.length(value) > meta.max_length, f"too_long:{name}")
             if isinstance(meta, Ge):
-                checks.append(F.when(value < F.lit(meta.ge), F.lit(f"below_min:{name}")))
+                add(value < F.lit(meta.ge), f"below_min:{name}")
             if isinstance(meta, Le):
-                checks.append(F.when(value > F.lit(meta.le), F.lit(f"above_max:{name}")))
+                add(value > F.lit(meta.le), f"above_max:{name}")
     return checks
 
 
-def semantic_checks(parsed: str = "tx") -> list[Column]:
+def _string_schema(model: type[BaseModel]) -> T.StructType:
+    return T.StructType([T.StructField(n, T.StringType()) for n in model.model_fields])
+
+
+def parse_schema(model: type[BaseModel] = TransactionEvent) -> T.StructType:
+    """The contract's StructType plus the corrupt-record column used by the checks."""
+    return T.StructType([*struct_type_for(model).fields, T.StructField(CORRUPT, T.StringType())])
+
+
+def semantic_checks(parsed: str = "tx") -> list[Check]:
     """Consistency of the processor outcome and the clock."""
     tx = F.col(parsed)
     return [
-        F.when(tx["is_approved"] & tx["decline_reason"].isNotNull(), F.lit("approved_with_decline")),
-        F.when(~tx["is_approved"] & tx["decline_reason"].isNull() & tx["decline_code_raw"].isNull(),
-               F.lit("declined_without_reason")),
-        F.when(tx["event_timestamp"] > F.current_timestamp() + F.expr(f"INTERVAL {FUTURE_TOLERANCE}"),
-               F.lit("event_in_future")),
+        (tx["is_approved"] & tx["decline_reason"].isNotNull(), F.lit("approved_with_decline")),
+        (~tx["is_approved"] & tx["decline_reason"].isNull() & tx["decline_code_raw"].isNull(),
+         F.lit("declined_without_reason")),
+        (tx["event_timestamp"] > F.current_timestamp() + F.expr(f"INTERVAL {FUTURE_TOLERANCE}"),
+         F.lit("event_in_future")),
     ]
 
 
@@ -99,10 +126,25 @@ def _java_regex(pattern: str) -> str:
 def parse_and_check(df, raw: str = "record_value", model: type[BaseModel] = TransactionEvent,
                     parsed: str = "tx", errors: str = "validation_errors"):
     """``df`` plus the parsed struct ``parsed`` and the array of error codes ``errors`` (empty = valid)."""
-    schema = struct_type_for(model)
-    with_tx = df.withColumn(parsed, F.from_json(F.col(raw), schema, {"mode": "PERMISSIVE"}))
-    codes = F.array(*field_checks(model, parsed=parsed, raw=raw), *semantic_checks(parsed))
-    return with_tx.withColumn(errors, F.filter(codes, lambda c: c.isNotNull()))
+    with_tx = df.withColumns({
+        parsed: F.from_json(F.col(raw), parse_schema(model), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}),
+        "_json_keys": F.json_object_keys(F.col(raw)),
+    })
+    checks = [*field_checks(model, parsed=parsed, raw=raw), *semantic_checks(parsed)]
+    # valid rows (nearly all) only evaluate one boolean expression; the list of error codes (an
+    # interpreted higher-order function) is built for failing rows only
+    fails = _any([F.coalesce(c, F.lit(False)) for c, _ in checks])
+    codes = F.filter(F.array(*[F.when(c, code) for c, code in checks]), lambda c: c.isNotNull())
+    empty = F.array().cast("array<string>")
+    return with_tx.withColumn(errors, F.when(fails, codes).otherwise(empty)).drop("_json_keys")
+
+
+def _any(conditions: list[Column]) -> Column:
+    """OR of the conditions as a balanced tree (Spark Connect refuses very deep expression trees)."""
+    while len(conditions) > 1:
+        conditions = [conditions[i] | conditions[i + 1] if i + 1 < len(conditions) else conditions[i]
+                      for i in range(0, len(conditions), 2)]
+    return conditions[0]
 
 
 def contract_defaults(model: type[BaseModel] = TransactionEvent) -> dict[str, Any]:

@@ -63,6 +63,10 @@ class Lakehouse:
     warehouse_dir: Path | None = None  # local only
     databricks: bool = False
 
+    def __post_init__(self) -> None:
+        if self.warehouse_dir is not None and not isinstance(self.warehouse_dir, Path):
+            object.__setattr__(self, "warehouse_dir", Path(self.warehouse_dir))
+
     @classmethod
     def from_env(cls, catalog: str | None = None, schema: str | None = None,
                  warehouse_dir: Path | str | None = None) -> Lakehouse:

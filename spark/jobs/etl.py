@@ -2,7 +2,7 @@
 
     python -m spark.jobs.etl                    # one incremental update (default)
     python -m spark.jobs.etl --full-refresh     # reset every table and checkpoint, re-read Kafka
-    python -m spark.jobs.etl --continuous --interval 30
+    python -m spark.jobs.etl --continuous --interval 30 [--gold-every 4]
     python -m spark.jobs.etl --print-command    # the spark-pipelines command line, to run it by hand
 
 On Databricks the same definition files run as the Lakeflow pipeline of the bundle; this job is local.
@@ -29,6 +29,7 @@ class EtlJobSettings:
     continuous: bool = False
     interval_s: float = 30.0
     driver_memory: str = "2g"
+    gold_every: int = 1
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> tuple[EtlJobSettings, argparse.Namespace]:
@@ -42,6 +43,8 @@ class EtlJobSettings:
         p.add_argument("--full-refresh", action="store_true", help="reset all tables and checkpoints")
         p.add_argument("--continuous", action="store_true", help="repeat updates every --interval seconds")
         p.add_argument("--interval", type=float, default=30.0)
+        p.add_argument("--gold-every", type=int, default=1,
+                       help="continuous: refresh the gold materialized views every N updates")
         p.add_argument("--driver-memory", default=os.environ.get("PA_SPARK_DRIVER_MEMORY", "2g"))
         p.add_argument("--print-command", action="store_true", help="print the spark-pipelines command and exit")
         args = p.parse_args(argv)
@@ -49,7 +52,7 @@ class EtlJobSettings:
                             starting_offsets=args.starting_offsets,
                             max_offsets_per_trigger=args.max_offsets_per_trigger or None)
         return cls(lakehouse_from_args(args), PipelineSettings(kafka=kafka), args.full_refresh, args.continuous,
-                   args.interval, args.driver_memory), args
+                   args.interval, args.driver_memory, args.gold_every), args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + " ".join(shlex.quote(c) for c in pipeline.command(full_refresh=settings.full_refresh)))
         return 0
     if settings.continuous:
-        return pipeline.run_continuously(settings.interval_s)
+        return pipeline.run_continuously(settings.interval_s, gold_every=settings.gold_every)
     return pipeline.run_once(full_refresh=settings.full_refresh)
 
 

@@ -20,9 +20,12 @@ How the CLI is made to work locally (what did not work out of the box, and why):
   pipeline). Its warehouse is the schema folder, so the tables land where ``spark.common.tables``
   expects them (``<warehouse>/<catalog>/<schema>/<table>``) and every other job reads them by path.
 * The OSS CLI has no continuous mode (one ``run`` = one triggered update: streaming tables process what
-  is available, materialized views are recomputed). ``--continuous`` repeats updates every
-  ``interval`` seconds; each is incremental for bronze/silver thanks to the checkpoints in
-  ``storage``.
+  is available, materialized views are recomputed) and every ``run`` pays for two JVM starts, a cold
+  JIT and code generation. Continuous mode (``run_continuously``) therefore uses
+  ``spark.pipelines.warm_runner``: the CLI's own steps, repeated every ``interval`` seconds in ONE
+  long-lived Connect session (started exactly like the CLI); each update is incremental for the
+  streaming tables thanks to the checkpoints in ``storage``, and the materialized views can be
+  refreshed on every N-th update only (``gold_every``).
 """
 from __future__ import annotations
 
@@ -33,7 +36,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,38 +154,99 @@ class LocalPipeline:
                 _terminate(proc)
                 raise
 
-    def run_continuously(self, interval_s: float = 30.0, *, max_updates: int | None = None) -> int:
-        """Repeat incremental updates until SIGINT/SIGTERM (or ``max_updates``)."""
-        stop = {"now": False}
+    def warm_command(self, *, every_s: float = 30.0, gold_every: int = 1, control_dir: Path | None = None,
+                     max_updates: int = 0) -> list[str]:
+        """The warm runner (``spark.pipelines.warm_runner``) started like the CLI."""
+        from spark.pipelines import warm_runner
 
-        def handle(signum, frame):  # noqa: ARG001
-            stop["now"] = True
+        spark_class = Path(sys.executable).parent / "spark-class"
+        cmd = [str(spark_class), "org.apache.spark.deploy.SparkPipelines", warm_runner.__file__, *self.submit_args(),
+               "--pipeline-spec", str(self.spec_path), "--every", str(every_s), "--gold-every", str(gold_every),
+               "--owner-pid", str(os.getpid())]
+        if control_dir:
+            cmd += ["--control-dir", str(control_dir)]
+        if max_updates:
+            cmd += ["--max-updates", str(max_updates)]
+        return cmd
 
-        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        updates, rc = 0, 0
-        try:
-            while not stop["now"]:
-                started = time.monotonic()
-                rc = self.run_once()
-                updates += 1
-                if rc != 0:
-                    log.error("pipeline update failed (exit %s); retrying after the interval", rc)
-                if max_updates is not None and updates >= max_updates:
-                    break
-                while not stop["now"] and time.monotonic() - started < interval_s:
-                    time.sleep(0.5)
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-        return rc
+    def run_continuously(self, interval_s: float = 30.0, *, gold_every: int = 1, max_updates: int = 0) -> int:
+        """Updates every ``interval_s`` seconds in one long-lived Spark Connect session until
+        SIGINT/SIGTERM (or ``max_updates``); materialized views on every ``gold_every``-th update."""
+        self.lakehouse.schema_dir.mkdir(parents=True, exist_ok=True)
+        self.write_spec()
+        with open(self.state_dir / "update.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"another update of {PIPELINE_NAME} is running for {self.lakehouse.schema_dir}") from None
+            proc = subprocess.Popen(self.warm_command(every_s=interval_s, gold_every=gold_every, max_updates=max_updates),
+                                    env=self.environment(), cwd=self.state_dir, start_new_session=True)
+            previous = {s: signal.signal(s, lambda *_: _terminate(proc)) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                return proc.wait()
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+                _terminate(proc)
+
+    def warm(self, log_path: Path | None = None) -> WarmSession:
+        """A long-lived pipeline session driven update by update (benchmarks, tests)."""
+        return WarmSession(self, log_path)
 
 
-def _terminate(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except Exception:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+class WarmSession:
+    """``with pipeline.warm() as s: seconds = s.update()`` - one Connect session, updates on demand
+    (command files in ``<state>/control``; see ``spark.pipelines.warm_runner``)."""
+
+    def __init__(self, pipeline: LocalPipeline, log_path: Path | None = None):
+        self.pipeline = pipeline
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.control = pipeline.state_dir / "control"
+        self.n = 0
+
+    def __enter__(self) -> WarmSession:
+        import shutil
+
+        p = self.pipeline
+        p.lakehouse.schema_dir.mkdir(parents=True, exist_ok=True)
+        p.write_spec()
+        self._lock = open(p.state_dir / "update.lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(self.control, ignore_errors=True)
+        self.control.mkdir(parents=True)
+        self._out = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(p.warm_command(control_dir=self.control), env=p.environment(), cwd=p.state_dir,
+                                     stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def update(self, mode: str = "", timeout: float = 1800) -> float:
+        """Run one update (``""``, ``"streaming"`` or ``"full"``); returns its seconds; raises on failure."""
+        import time
+
+        assert self.proc is not None
+        self.n += 1
+        (self.control / f"cmd-{self.n}").write_text(f"update {mode}")
+        done = self.control / f"done-{self.n}"
+        deadline = time.monotonic() + timeout
+        while not done.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"warm pipeline exited (code {self.proc.returncode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pipeline update {self.n} did not finish in {timeout}s")
+            time.sleep(0.1)
+        status, seconds = done.read_text().split()
+        if status != "COMPLETED":
+            raise RuntimeError(f"pipeline update {self.n} {status}")
+        return float(seconds)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc:
+            (self.control / f"cmd-{self.n + 1}").write_text("quit")
+            try:
+                self.proc.wait(timeout=60)
+            except Exception:
+                _terminate(self.proc)
+        if self._out not in (None, subprocess.DEVNULL):
+            self._out.close()
+        self._lock.close()

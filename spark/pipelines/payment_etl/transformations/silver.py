@@ -1,11 +1,16 @@
 """Silver streaming tables: validated, deduplicated, enriched transactions; quarantine.
 
-``silver_transactions`` reads the transactions topic itself (with its own checkpoint) rather than the
-``bronze_transactions`` table: its retry features keep state with ``applyInPandasWithState``, and over
-Spark Connect (how ``spark-pipelines`` runs locally) the server analyses the input of that operator
-when the flow is registered, before ``bronze_transactions`` exists, which fails with
-TABLE_OR_VIEW_NOT_FOUND. Both tables see the same records (same topic, same offsets), so bronze stays
-the raw archive and ``v_data_quality`` still reconciles bronze = silver + quarantine + duplicates.
+Both read the transactions topic themselves (each with its own checkpoint) rather than the
+``bronze_transactions`` table:
+
+* ``silver_transactions`` keeps retry-feature state with ``applyInPandasWithState``; over Spark Connect
+  (how ``spark-pipelines`` runs locally) the server analyses that operator's input when the flow is
+  registered, before ``bronze_transactions`` exists, which fails with TABLE_OR_VIEW_NOT_FOUND;
+* ``silver_quarantine`` then reads the topic too, so that within one update it sees exactly the records
+  silver saw (a flow reading bronze may start before bronze has committed the update's records).
+
+All three tables see the same records (same topic, same offsets): bronze stays the raw archive and
+``v_data_quality`` reconciles bronze = silver + quarantine + duplicates after every update.
 """
 from pyspark import pipelines as dp
 
@@ -25,4 +30,5 @@ def silver_transactions():
 
 @dp.table(name="silver_quarantine", comment="Rejected transaction records with the reason")
 def silver_quarantine():
-    return to_quarantine(spark.readStream.table("bronze_transactions"))  # noqa: F821
+    records = bronze_from_kafka(read_kafka_stream(spark, _settings.kafka, _settings.kafka.transactions_topic))  # noqa: F821
+    return to_quarantine(records)

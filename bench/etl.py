@@ -1,0 +1,134 @@
+"""ETL benchmark: full refresh of the pipeline over 1M simulated transactions, then an incremental
+update over 10k new ones, through the real ``spark-pipelines`` CLI against a throwaway local Kafka.
+
+Goals (2 cores): full refresh <= 180 s, incremental 10k <= 20 s. Producing the events is measured
+separately and not included. Counts are checked after each update (silver must hold exactly the
+produced events).
+
+* ``full_refresh_1m_s``: one cold ``spark-pipelines run --full-refresh-all`` (CLI start to exit: Spark
+  Connect server start, graph registration, bronze, silver, quarantine, every gold materialized view).
+* ``incremental_10k_s``: one update of the running pipeline (local continuous mode: the warm runner,
+  one long-lived Connect session) after 10k new events, including the recomputation of every gold
+  materialized view over the whole silver table (OSS materialized views are full recomputes).
+* ``incremental_10k_streaming_only_s``: the same with the streaming tables only (bronze, silver,
+  quarantine; gold refreshed every N-th update in continuous mode).
+* ``incremental_10k_cold_cli_s``: the incremental update as a separate cold CLI run.
+
+    make bench-etl                                   # 1,000,000 + 10,000 events
+    make bench-etl BENCH_ARGS="--events 200000"
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.common import print_table, write_results
+from launcher import local
+from launcher.topics import ensure_topics
+from payments_core.contract.topics import TRANSACTIONS, prefixed
+from services.simulator.generator import GeneratorConfig, TransactionGenerator
+from services.simulator.producer import EventProducer
+from spark.common.tables import Lakehouse
+from spark.etl.bronze import KafkaSource
+from spark.pipelines.local import LocalPipeline
+from spark.pipelines.payment_etl import PipelineSettings
+
+PREFIX = "bench."
+
+
+def produce(gen: TransactionGenerator, producer: EventProducer, total: int, batch: int = 50_000) -> float:
+    t0 = time.perf_counter()
+    for b in gen.iter_batches(total, batch):
+        producer.send(b.json_values(), b.keys())
+    left = producer.flush(300)
+    if left:
+        raise RuntimeError(f"{left} events not delivered")
+    return time.perf_counter() - t0
+
+
+def silver_count(lakehouse: Lakehouse) -> int:
+    from spark.common.session import get_spark
+
+    spark = get_spark("bench-etl-check", warehouse_dir=lakehouse.warehouse_dir)
+    try:
+        return lakehouse.read(spark, "silver_transactions").count()
+    finally:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--incremental", type=int, default=10_000)
+    p.add_argument("--days", type=float, default=30.0, help="simulated history span of the full load")
+    p.add_argument("--driver-memory", default=os.environ.get("PA_SPARK_DRIVER_MEMORY", "3g"))
+    p.add_argument("--workdir", default=None, help="keep data here (default: a temporary folder)")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-etl-") as tmp:
+        work = Path(args.workdir or tmp)
+        with local.kafka(work, heap="768m") as bootstrap:
+            ensure_topics(bootstrap, PREFIX)
+            # the simulated clock ends about now after every batch (silver quarantines future events)
+            total = args.events + 3 * args.incremental
+            gen = TransactionGenerator(GeneratorConfig(
+                seed=42, start=datetime.now(UTC) - timedelta(days=args.days),
+                events_per_second=total * 1.02 / (args.days * 86_400.0)))
+            producer = EventProducer(bootstrap, prefixed(TRANSACTIONS, PREFIX))
+            produce_s = produce(gen, producer, args.events)
+            print(f"produced {args.events:,} events in {produce_s:.1f}s", flush=True)
+
+            lakehouse = Lakehouse(catalog="bench", schema="etl", warehouse_dir=work / "warehouse")
+            pipeline = LocalPipeline(lakehouse, PipelineSettings(KafkaSource(bootstrap, PREFIX)),
+                                     driver_memory=args.driver_memory, shuffle_partitions=4)
+            t0 = time.perf_counter()
+            rc = pipeline.run_once(full_refresh=True)
+            full_s = time.perf_counter() - t0
+            if rc != 0:
+                raise SystemExit(f"full refresh failed (exit {rc})")
+            n_full = silver_count(lakehouse)
+
+            produce(gen, producer, args.incremental)
+            t0 = time.perf_counter()
+            rc = pipeline.run_once()
+            cold_s = time.perf_counter() - t0
+            if rc != 0:
+                raise SystemExit(f"cold incremental update failed (exit {rc})")
+            n_cold = silver_count(lakehouse)
+
+            with pipeline.warm(work / "warm-runner.log") as warm:
+                warm.update()  # session start, JIT and code generation: not part of an incremental update
+                produce(gen, producer, args.incremental)
+                incr_s = warm.update()
+                n_incr = silver_count(lakehouse)
+                produce(gen, producer, args.incremental)
+                stream_s = warm.update("streaming")
+            n_stream = silver_count(lakehouse)
+
+    expected = [args.events + k * args.incremental for k in range(4)]
+    if [n_full, n_cold, n_incr, n_stream] != expected:
+        raise SystemExit(f"silver counts {n_full}, {n_cold}, {n_incr}, {n_stream} differ from the produced {expected}")
+    figures = {
+        "events": args.events, "incremental_events": args.incremental,
+        "full_refresh_1m_s" if args.events == 1_000_000 else f"full_refresh_{args.events}_s": round(full_s, 1),
+        "incremental_10k_s" if args.incremental == 10_000 else f"incremental_{args.incremental}_s": round(incr_s, 1),
+        "incremental_10k_streaming_only_s" if args.incremental == 10_000 else
+        f"incremental_{args.incremental}_streaming_only_s": round(stream_s, 1),
+        "incremental_10k_cold_cli_s" if args.incremental == 10_000 else
+        f"incremental_{args.incremental}_cold_cli_s": round(cold_s, 1),
+        "produce_s": round(produce_s, 1), "full_refresh_events_per_s": round(args.events / full_s),
+        "goals": {"full_refresh_1m_s": 180, "incremental_10k_s": 20},
+        "driver_memory": args.driver_memory,
+    }
+    path = write_results("etl", figures)
+    print_table("ETL (spark-pipelines CLI, local Kafka + Delta)", [(k, v) for k, v in figures.items() if k != "goals"])
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
