@@ -370,20 +370,32 @@ def main(argv: list[str] | None = None) -> None:
     bench(args)
 
 
-def phase_saturation(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
-    """The processor started over a backlog: decisions per second, micro-batches of ``--batch``."""
-    watcher = DecisionWatcher(plat.bootstrap, topics.decisions)
-    with plat.process("processor-saturation", _processor(str(plat.workdir / "ckpt-saturation")),
-                      PA_STREAM_MAX_OFFSETS_PER_TRIGGER=str(args.batch), PA_REDIS_PREFIX="sat") as proc:
+def phase_saturation(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any],
+                     scoring_only: bool = False) -> None:
+    """The processor started over a backlog: decisions per second, micro-batches of ``--batch``.
+    ``scoring_only``: without the decision-log query (the same query as the pyfunc comparison)."""
+    name = "saturation_scoring_only" if scoring_only else "saturation_microbatch"
+    out_topic = topics.decisions
+    env = {"PA_STREAM_MAX_OFFSETS_PER_TRIGGER": str(args.batch), "PA_REDIS_PREFIX": name}
+    if scoring_only:
+        from launcher.topics import ensure_topics
+        from payments_core.contract.topics import DECISIONS, TRANSACTIONS_DLQ
+
+        # its own output topics (same transactions topic), so the two runs do not mix
+        ensure_topics(plat.bootstrap, "so.", (DECISIONS, TRANSACTIONS_DLQ))
+        out_topic = f"so.{DECISIONS.name}"
+        env.update(PA_STREAM_DECISION_LOG="false", PA_STREAM_DECISIONS_TOPIC=out_topic,
+                   PA_STREAM_DLQ_TOPIC=f"so.{TRANSACTIONS_DLQ.name}")
+    watcher = DecisionWatcher(plat.bootstrap, out_topic)
+    with plat.process(f"processor-{name}", _processor(str(plat.workdir / f"ckpt-{name}")), **env) as proc:
         t0 = time.monotonic()
         done = watcher.wait_for(args.events, 1800, proc)
         watcher.close()
         if not done:
-            raise RuntimeError("saturation run did not finish\n" + plat.tail("processor-saturation"))
+            raise RuntimeError("saturation run did not finish\n" + plat.tail(f"processor-{name}"))
     sat = throughput(watcher.kafka_ts)
-    results["runs"]["saturation_microbatch"] = {
-        "decisions": watcher.count(), "tx_per_s": sat, "wall_s": round(time.monotonic() - t0, 1)}
-    print(f"saturation: {sat:,.0f} tx/s", flush=True)
+    results["runs"][name] = {"decisions": watcher.count(), "tx_per_s": sat, "wall_s": round(time.monotonic() - t0, 1)}
+    print(f"{name}: {sat:,.0f} tx/s", flush=True)
 
 
 def phase_fixed_rate(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any], rate: float,
@@ -460,6 +472,7 @@ def bench(args: argparse.Namespace) -> None:
             produce_backlog(bootstrap, topics.transactions, args.events)
             if not args.skip_microbatch:
                 phase_saturation(plat, topics, args, results)
+                phase_saturation(plat, topics, args, results, scoring_only=True)
             if not args.skip_pyfunc:
                 phase_pyfunc(plat, topics, args, results)
             if not args.skip_microbatch:
@@ -474,6 +487,7 @@ def bench(args: argparse.Namespace) -> None:
         "p99_ms_at_5000_tx_per_s": runs.get("microbatch_at_5000", {}).get("p99_ms"),
         "p99_ms_at_1000_tx_per_s": runs.get("microbatch_at_1000", {}).get("p99_ms"),
         "spark_udf_max_tx_per_s": runs.get("saturation_pyfunc_spark_udf", {}).get("tx_per_s"),
+        "scoring_query_only_max_tx_per_s": runs.get("saturation_scoring_only", {}).get("tx_per_s"),
         "p99_ms_rtm_at_1000_tx_per_s": runs.get("realtime_at_1000", {}).get("p99_ms"),
         "p50_ms_at_1000_tx_per_s": runs.get("microbatch_at_1000", {}).get("p50_ms"),
         "p50_ms_at_5000_tx_per_s": runs.get("microbatch_at_5000", {}).get("p50_ms"),

@@ -52,6 +52,9 @@ class StreamProcessorSettings(BaseSettings):
         None, description=f"Checkpoint root; default <data_dir>/checkpoints/stream_processor/{CHECKPOINT_VERSION}")
     stream_max_offsets_per_trigger: int | None = Field(
         None, ge=1, description="Cap on records per micro-batch (microbatch mode only)")
+    stream_decisions_topic: str | None = Field(
+        None, description="Publish decisions here instead of <prefix>payments.decisions (e.g. a shadow run)")
+    stream_dlq_topic: str | None = Field(None, description="Dead letters here instead of <prefix>payments.transactions.dlq")
     stream_starting_offsets: str = Field(
         "earliest", description="Where a query with a fresh checkpoint starts: earliest | latest | JSON")
     stream_arrow_batch_rows: int = Field(
@@ -73,7 +76,9 @@ class StreamProcessorSettings(BaseSettings):
     stream_progress_log_seconds: float = Field(30.0, gt=0, description="How often query progress is logged")
 
     # --- the decision-log query (decisions topic -> Delta, exactly one row per transaction) --------
-    stream_log_interval: str = Field("2 seconds", description="processingTime of the decision-log query")
+    stream_log_interval: str = Field(
+        "10 seconds", description="processingTime of the decision-log query (each batch: one MERGE and the "
+                                  "touched minutes of the metrics; longer = less CPU taken from scoring)")
     stream_log_max_offsets_per_trigger: int | None = Field(None, ge=1)
     stream_decision_log: bool = Field(True, description="Run the decision-log + metrics query")
 
@@ -111,8 +116,9 @@ class StreamProcessorSettings(BaseSettings):
 
     @cached_property
     def topics(self) -> Topics:
-        return Topics(prefixed(TRANSACTIONS, self.topic_prefix), prefixed(TRANSACTIONS_DLQ, self.topic_prefix),
-                      prefixed(DECISIONS, self.topic_prefix))
+        return Topics(prefixed(TRANSACTIONS, self.topic_prefix),
+                      self.stream_dlq_topic or prefixed(TRANSACTIONS_DLQ, self.topic_prefix),
+                      self.stream_decisions_topic or prefixed(DECISIONS, self.topic_prefix))
 
     def kafka_client_options(self) -> dict[str, str]:
         """Options for Spark's Kafka source/sink (``kafka.``-prefixed client settings)."""
