@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -93,6 +93,11 @@ class DecisionLogWriter:
 
     target: DeltaTarget
     metrics: object | None = None  # metrics.MetricsWriter
+    # Refresh the minute metrics at most this often (0 = every batch); the decided_at range of the
+    # batches in between accumulates, so no minute is skipped.
+    metrics_interval_s: float = 0.0
+    _pending: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    _refreshed_at: float | None = field(default=None, init=False, repr=False)
 
     def ensure(self, spark: SparkSession) -> None:
         self.target.ensure(spark, log_schema(spark), partition_by=("event_date",),
@@ -119,11 +124,29 @@ class DecisionLogWriter:
             merge_into(spark, self.target, rows, bounds["ev_lo"], bounds["ev_hi"])
             t1 = time.perf_counter()
             if self.metrics is not None:
-                self.metrics.refresh(spark, self.target, bounds["dec_lo"], bounds["dec_hi"])
+                lo, hi = bounds["dec_lo"], bounds["dec_hi"]
+                if self._pending is not None:
+                    lo, hi = min(lo, self._pending[0]), max(hi, self._pending[1])
+                if self._refreshed_at is None:
+                    # first batch of this run: also redo the minutes a previous run may not have
+                    # refreshed before it stopped (up to one interval of decisions)
+                    lo = min(lo, hi - int((self.metrics_interval_s + 120) * 1e6))
+                self._pending = (lo, hi)
+                now = time.monotonic()
+                if self._refreshed_at is None or now - self._refreshed_at >= self.metrics_interval_s:
+                    self.metrics.refresh(spark, self.target, lo, hi)
+                    self._pending, self._refreshed_at = None, now
             log.info("decision log batch %d: %d decisions (merge %.1fs, metrics %.1fs)", batch_id, bounds["n"],
                      t1 - t0, time.perf_counter() - t1)
         finally:
             rows.unpersist()
+
+
+    def flush(self, spark: SparkSession) -> None:
+        """Refresh the minutes still pending (on a clean stop)."""
+        if self.metrics is not None and self._pending is not None:
+            self.metrics.refresh(spark, self.target, *self._pending)
+            self._pending = None
 
 
 def _ts(micros: int) -> Column:

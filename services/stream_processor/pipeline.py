@@ -177,7 +177,7 @@ def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, sou
     return query
 
 
-def decision_log_writer(settings: StreamProcessorSettings) -> DecisionLogWriter:
+def decision_log_writer(settings: StreamProcessorSettings, metrics_interval_s: float | None = None) -> DecisionLogWriter:
     def target(name: str) -> DeltaTarget:
         return DeltaTarget.of(name, settings.warehouse, settings.catalog, settings.lakehouse_schema)
 
@@ -185,12 +185,15 @@ def decision_log_writer(settings: StreamProcessorSettings) -> DecisionLogWriter:
         min_volume=settings.alert_min_volume, approval_drop_pp=settings.alert_approval_drop_pp,
         baseline_minutes=settings.alert_baseline_minutes, fraud_risk_threshold=settings.alert_fraud_risk_threshold,
         fraud_spike_share=settings.alert_fraud_spike_share, latency_p99_ms=settings.alert_latency_p99_ms)
-    return DecisionLogWriter(target(DECISION_LOG), MetricsWriter(target(METRICS_1M), target(ALERTS), thresholds))
+    interval = settings.stream_metrics_interval_seconds if metrics_interval_s is None else metrics_interval_s
+    return DecisionLogWriter(target(DECISION_LOG), MetricsWriter(target(METRICS_1M), target(ALERTS), thresholds),
+                             metrics_interval_s=interval)
 
 
 def start_decision_log(spark: SparkSession, settings: StreamProcessorSettings, *, source: DataFrame | None = None,
                        available_now: bool = False, query_name: str = LOG_QUERY) -> StreamingQuery:
-    writer_fn = decision_log_writer(settings)
+    # availableNow runs end after their last batch: refresh the metrics on every batch then
+    writer_fn = decision_log_writer(settings, 0.0 if available_now else None)
     writer_fn.ensure(spark)
     if source is None:
         source = kafka_source(spark, settings, settings.topics.decisions, include_headers=True,
@@ -202,14 +205,19 @@ def start_decision_log(spark: SparkSession, settings: StreamProcessorSettings, *
         writer.trigger(processingTime=settings.stream_log_interval)
     _in_pool(spark, "decision_log")
     query = writer.start()
+    _WRITERS[query.id] = writer_fn  # Running.stop flushes its pending metrics
     log.info("query %s started", query_name)
     return query
+
+
+_WRITERS: dict[str, DecisionLogWriter] = {}
 
 
 @dataclass
 class Running:
     score: StreamingQuery
     decision_log: StreamingQuery | None
+    spark: SparkSession | None = None
 
     @property
     def queries(self) -> list[StreamingQuery]:
@@ -221,13 +229,19 @@ class Running:
                 q.stop()
             except Exception as exc:  # stopping is best effort
                 log.warning("stopping %s: %s", q.name, exc)
+        writer = _WRITERS.get(self.decision_log.id) if self.decision_log is not None else None
+        if writer is not None and self.spark is not None:
+            try:
+                writer.flush(self.spark)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("final metrics refresh: %s", exc)
 
 
 def start(spark: SparkSession, settings: StreamProcessorSettings, *, form: ScorerForm = "arrow_udf") -> Running:
     """Both queries, continuously (``make up``)."""
     score = start_scoring(spark, settings, form=form)
     dlog = start_decision_log(spark, settings) if settings.stream_decision_log else None
-    return Running(score, dlog)
+    return Running(score, dlog, spark)
 
 
 def run_available_now(spark: SparkSession, settings: StreamProcessorSettings, *,

@@ -79,6 +79,8 @@ class StreamProcessorSettings(BaseSettings):
     stream_log_interval: str = Field(
         "10 seconds", description="processingTime of the decision-log query (each batch: one MERGE and the "
                                   "touched minutes of the metrics; longer = less CPU taken from scoring)")
+    stream_metrics_interval_seconds: float = Field(
+        30.0, ge=0, description="Refresh the one-minute metrics and alerts at most this often")
     stream_log_max_offsets_per_trigger: int | None = Field(None, ge=1)
     stream_decision_log: bool = Field(True, description="Run the decision-log + metrics query")
 
