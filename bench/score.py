@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from launcher.local import stop_process
 from payments_core.contract.events import TransactionRequest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,14 +214,6 @@ def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _register_models(workdir: Path, kind: str) -> str:
@@ -345,8 +338,8 @@ def main() -> None:
                 for rate in rates:
                     run(f"bare_open_{int(rate)}", bare_port, "open", rate, args.connections, args.duration)
         finally:
-            _stop(full)
-            _stop(bare)
+            stop_process(full)
+            stop_process(bare)
         server_errors = "Traceback" in (work / "full.log").read_text()
 
     max_rps = runs["full_saturation"]["rps"]

@@ -35,10 +35,11 @@ def run_server(spec: infra.ServerSpec, log: Path, host: str = "127.0.0.1", timeo
             raise RuntimeError(f"{spec.name} did not start: {exc}\n--- {log} ---\n{log.read_text()[-3000:]}") from exc
         yield Running(spec.name, host, spec.port, proc, log)
     finally:
-        _stop(proc, stop_signal)
+        stop_process(proc, stop_signal)
 
 
-def _stop(proc: subprocess.Popen, sig: int, timeout: float = 30) -> None:
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Signal a child, wait up to ``timeout`` seconds, then kill it."""
     if proc.poll() is not None:
         return
     proc.send_signal(sig)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from launcher.local import stop_process
 from confluent_kafka import Producer
 
 from launcher.infra import free_port
@@ -52,12 +54,7 @@ def server(kafka_bootstrap, kafka_topics, redis_url, tmp_path):
                                                    text=True).stdout.split()]
         assert children, "serve should supervise a consumer process"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
     for pid in children:  # the consumer process was stopped with the server
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
