@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +48,18 @@ COUNTRY = Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["BR"])]
 SCORE = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 1000.0 as an integer, strict pydantic does not: accept integral floats
+    # (exactly), keep refusing strings and fractions.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer as JSON Schema means it: 54 and 54.0, never "54" or 54.5.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+
+
 def _upper(value: str) -> str:
     return value.upper()
 
@@ -58,18 +70,20 @@ def enum_values(literal: Any) -> tuple[str, ...]:
 
 
 class _Model(BaseModel):
-    # Unknown fields are an error: a misspelt field must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are an error: a misspelt field must not be silently ignored. Strict types: the
+    # JSON Schema says boolean/integer/number, so 0 for a boolean or "54" for an amount is refused
+    # too (timestamps are the one field parsed from a string).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TransactionRequest(_Model):
     """A card-not-present transaction as known before authorisation."""
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version")
+    schema_version: Annotated[Literal[1], BeforeValidator(_integral)] = Field(SCHEMA_VERSION, description="Contract version")
     transaction_id: str = Field(
         pattern=r"^txn_[0-9a-f]{16}$", description="Unique id", examples=["txn_00c0ffee00c0ffee"]
     )
-    event_timestamp: datetime = Field(description="When the transaction was attempted (UTC)")
+    event_timestamp: datetime = Field(strict=False, description="When the transaction was attempted (UTC)")
     merchant_id: str = Field(min_length=1, max_length=64, examples=["m_000123"])
     merchant_segment: MerchantSegment
     cardholder_id: str = Field(min_length=1, max_length=64, examples=["ch_0004567"])
@@ -79,7 +93,7 @@ class TransactionRequest(_Model):
     payment_method_type: PaymentMethodType
     issuer_country: Annotated[COUNTRY, AfterValidator(_upper)]
     geo_country: Annotated[COUNTRY, AfterValidator(_upper)]
-    amount_minor: int = Field(ge=0, le=10**12, description="Amount in integer minor units")
+    amount_minor: JsonInt = Field(ge=0, le=10**12, description="Amount in integer minor units")
     currency: Currency
     entry_system: EntrySystem
     flow_type: FlowType
@@ -98,8 +112,8 @@ class TransactionRequest(_Model):
     has_passkey: bool = False
     is_recurring: bool = False
     is_retry: bool = False
-    retry_count: int = Field(0, ge=0, le=50)
-    attempt_number: int = Field(1, ge=1, le=51)
+    retry_count: JsonInt = Field(0, ge=0, le=50)
+    attempt_number: JsonInt = Field(1, ge=1, le=51)
     previous_decline_code: DeclineReason | None = None
     fraud_score: SCORE = Field(description="Upstream fraud score, 0 (safe) to 1 (fraud)")
     aml_risk_score: SCORE
@@ -112,7 +126,7 @@ class TransactionEvent(TransactionRequest):
     is_approved: bool
     decline_reason: DeclineReason | None = None
     decline_code_raw: str | None = Field(None, max_length=16)
-    processing_time_ms: int = Field(ge=0, le=600_000)
+    processing_time_ms: JsonInt = Field(ge=0, le=600_000)
     # Hidden ground truth (chargeback-confirmed fraud). Never a model feature; used for training
     # labels and backtests only.
     is_fraud: bool = False
@@ -120,8 +134,8 @@ class TransactionEvent(TransactionRequest):
 
 class RetryAdvice(_Model):
     should_retry: bool
-    retry_after_seconds: int | None = Field(None, ge=0)
-    max_attempts: int = Field(ge=0)
+    retry_after_seconds: JsonInt | None = Field(None, ge=0)
+    max_attempts: JsonInt = Field(ge=0)
 
 
 class ReasonCode(_Model):
@@ -133,7 +147,7 @@ class ReasonCode(_Model):
 class DecisionEvent(_Model):
     """One decision per transaction: the body of ``POST /score`` and of ``payments.decisions``."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Annotated[Literal[1], BeforeValidator(_integral)] = SCHEMA_VERSION
     decision_id: str = Field(description="Deterministic id: same inputs and versions, same id")
     transaction_id: str
     outcome: DecisionOutcome
@@ -151,7 +165,7 @@ class DecisionEvent(_Model):
     rule_set_version: str
     model_versions: dict[str, str]
     latency_ms: float = Field(ge=0.0)
-    decided_at: datetime
+    decided_at: datetime = Field(strict=False)
     source: Literal["api", "stream", "backtest"]
 
 

@@ -2,7 +2,7 @@
 
 Validation is the contract's own pydantic model (``TransactionEvent``), run in the Python worker on
 each record's raw bytes: the very rules ``POST /score`` applies (required fields, enums, patterns,
-bounds, unknown fields forbidden, lax JSON coercions), with no second copy of the constraints.
+bounds, unknown fields forbidden, strict JSON types), with no second copy of the constraints.
 The valid rows come back as one Arrow table typed from the same model, ready for the decision core's
 batch API; every invalid record becomes a ``DeadLetter`` whose reasons name the offending fields.
 

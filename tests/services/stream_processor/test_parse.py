@@ -48,10 +48,13 @@ def test_each_kind_of_bad_record_is_refused_with_a_reason_naming_the_field():
         assert reasons[0].message
 
 
-def test_verdicts_agree_with_the_contract_model_including_lax_coercions():
+def test_verdicts_agree_with_the_contract_model_including_coercions():
     # What POST /score (pydantic) accepts, the stream accepts, with the same coerced values.
-    coerced = {**VALID, "amount_minor": "1234", "uses_3ds": "true", "event_timestamp": "2026-03-02T12:00:00+01:00"}
-    values = [orjson.dumps(coerced), orjson.dumps({**VALID, "amount_minor": 12.5})]
+    # The contract is strict about JSON types (an integral 1234.0 is an integer, "1234" is not) and
+    # normalises timestamps with an offset to UTC.
+    coerced = {**VALID, "amount_minor": 1234.0, "uses_3ds": True, "event_timestamp": "2026-03-02T12:00:00+01:00"}
+    values = [orjson.dumps(coerced), orjson.dumps({**VALID, "amount_minor": 12.5}),
+              orjson.dumps({**VALID, "amount_minor": "1234"}), orjson.dumps({**VALID, "uses_3ds": "true"})]
     parsed = parse_values(values)
     for i, raw in enumerate(values):
         try:
@@ -60,6 +63,7 @@ def test_verdicts_agree_with_the_contract_model_including_lax_coercions():
         except ValidationError:
             ok = False
         assert (i in parsed.valid_rows) == ok
+    assert list(parsed.valid_rows) == [0]
     row = parsed.table.to_pylist()[0]
     assert row["amount_minor"] == 1234 and row["uses_3ds"] is True
     assert row["event_timestamp"].isoformat() == "2026-03-02T11:00:00+00:00"  # normalised to UTC
