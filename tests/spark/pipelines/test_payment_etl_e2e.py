@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 from confluent_kafka import Producer
 
+from launcher.topics import ensure_topics
 from payments_core.contract.topics import TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
 from services.simulator.generator import GeneratorConfig, TransactionGenerator
 from spark.common.tables import Lakehouse
@@ -29,6 +30,9 @@ def _produce(producer: Producer, topic: str, batch) -> tuple[pd.DataFrame, list[
 
 
 def test_simulator_to_gold_through_the_pipeline_cli(spark, kafka_bootstrap, kafka_topics, tmp_path):
+    # Topics of its own: other tests produce to the session's topics, and this one counts every record.
+    kafka_topics = f"{kafka_topics}e2e."
+    ensure_topics(kafka_bootstrap, kafka_topics)
     topic = prefixed(TRANSACTIONS, kafka_topics)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
     gen = TransactionGenerator(GeneratorConfig(seed=7, start=datetime.now(UTC) - timedelta(hours=3),
