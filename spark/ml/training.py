@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 class TrainingConfig:
     max_train_rows: int = 300_000
     risk_negative_rows: int = 150_000
-    hgb_max_iter: int = 150
-    hgb_learning_rate: float = 0.1
+    hgb_max_iter: int = 300
+    hgb_learning_rate: float = 0.05
     hgb_max_leaf_nodes: int = 31
+    hgb_min_samples_leaf: int = 50
+    hgb_l2_regularization: float = 1.0
     min_auc_gain: float = 0.0
     seed: int = 42
     kinds: tuple[str, ...] = MODEL_KINDS
@@ -90,9 +92,12 @@ def _estimators(cfg: TrainingConfig) -> dict[str, Any]:
     from sklearn.preprocessing import StandardScaler
 
     return {
+        # regularised and without early stopping: on the re-weighted risk sample, early stopping on the
+        # weighted loss stopped after ~10 trees (validation AUC 0.85 vs 0.997 with these settings)
         "hist_gradient_boosting": HistGradientBoostingClassifier(
             max_iter=cfg.hgb_max_iter, learning_rate=cfg.hgb_learning_rate, max_leaf_nodes=cfg.hgb_max_leaf_nodes,
-            early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, random_state=cfg.seed),
+            min_samples_leaf=cfg.hgb_min_samples_leaf, l2_regularization=cfg.hgb_l2_regularization,
+            early_stopping=False, random_state=cfg.seed),
         "logistic_regression": Pipeline([("scale", StandardScaler()),
                                          ("model", LogisticRegression(max_iter=500, C=1.0))]),
     }
@@ -246,7 +251,9 @@ def train_kind(kind: str, df: pd.DataFrame, X: np.ndarray, split: TimeSplit, cfg
                       "holdout_start": str(split.holdout_start), "validation_start": str(split.validation_start),
                       "promoted": promote, **{f"hgb_{k}": v for k, v in (("max_iter", cfg.hgb_max_iter),
                                                                        ("learning_rate", cfg.hgb_learning_rate),
-                                                                       ("max_leaf_nodes", cfg.hgb_max_leaf_nodes))}}
+                                                                       ("max_leaf_nodes", cfg.hgb_max_leaf_nodes),
+                                                                       ("min_samples_leaf", cfg.hgb_min_samples_leaf),
+                                                                       ("l2_regularization", cfg.hgb_l2_regularization))}}
             result.version = log_and_register(
                 kind, candidate, threshold=threshold, metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
                 params=params, X_sample=X[tr_idx[:5]], catalog=catalog, schema=schema, aliases=aliases,
