@@ -101,10 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     add_lakehouse_args(p)
     p.add_argument("--print-sql", action="store_true", help="print the Databricks SQL and exit (no Spark)")
     p.add_argument("--list", action="store_true", help="list every gold dataset and exit")
+    p.add_argument("--json", action="store_true", help="with --list: the registry as JSON (name, kind, description, "
+                                                          "dashboards, sources)")
     args = p.parse_args(argv)
     lakehouse = lakehouse_from_args(args)
     if args.print_sql:
         sys.stdout.write(render_view_sql(lakehouse))
+        return 0
+    if args.list and args.json:
+        import json
+
+        print(json.dumps([{"name": d.name, "kind": d.kind, "description": d.description,
+                           "dashboards": list(d.dashboards), "sources": list(d.sources)}
+                          for d in GOLD_BY_NAME.values()], indent=2))
         return 0
     if args.list:
         for d in GOLD_BY_NAME.values():

@@ -71,3 +71,14 @@ def test_single_event_summary_has_no_retry_marker(spark):
     df = silver.silver_transactions(bronze_frame(spark, [event(1)]))
     (row,) = bootstrap.transaction_summaries(df, 0).collect()
     assert "retry" not in row.summary and row.summary.startswith("Approved : 54.00 BRL Retail")
+
+
+def test_gold_views_list_json(capsys):
+    import json
+
+    assert gold_views.main(["--list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in listed] == list(gold.GOLD_NAMES)
+    by_name = {d["name"]: d for d in listed}
+    assert by_name["v_daily_trends"]["kind"] == "view" and by_name["v_daily_trends"]["sources"] == ["v_approval_kpis_daily"]
+    assert by_name["dim_merchants"]["kind"] == "materialized" and by_name["dim_merchants"]["dashboards"] == [5]
