@@ -18,7 +18,6 @@ thing in one call.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,8 +101,8 @@ def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None =
         rules_path=str(rules) if rules else None,
         refresh_seconds=settings.stream_engine_refresh_seconds,
         velocity_prefix=f"{settings.redis_prefix}:vel",
-        uc_catalog=os.environ.get("PA_UC_CATALOG") or None,
-        uc_schema=os.environ.get("PA_UC_SCHEMA") or None,
+        uc_catalog=settings.uc_catalog,
+        uc_schema=settings.uc_schema,
     )
 
 

@@ -39,6 +39,8 @@ class StreamProcessorSettings(BaseSettings):
     data_dir: Path = Field(REPO_ROOT / ".data", description="Local data folder (checkpoints, rules)")
     warehouse_dir: Path | None = Field(None, description="Delta warehouse; default <data_dir>/warehouse")
     mlflow_tracking_uri: str | None = Field(None, description="Model registry of the decision core")
+    uc_catalog: str | None = Field(None, description="Unity Catalog of the registered models (Databricks)")
+    uc_schema: str | None = Field(None, description="Unity Catalog schema of the registered models")
     catalog: str = Field("main", description="Lakehouse catalog (Unity Catalog on Databricks)")
     lakehouse_schema: str = Field("payment_analysis", validation_alias="PA_SCHEMA", description="Lakehouse schema")
 
@@ -59,7 +61,9 @@ class StreamProcessorSettings(BaseSettings):
         "earliest", description="Where a query with a fresh checkpoint starts: earliest | latest | JSON")
     stream_arrow_batch_rows: int = Field(
         5000, ge=1, description="Rows per Arrow batch handed to the decision core")
-    stream_velocity: bool = Field(True, description="Read/record velocity in the online Redis store")
+    stream_velocity: bool = Field(
+        True, description="Read/record velocity in the online Redis store. Diagnostics only: without it "
+                          "velocity features are 0 and decisions differ from POST /score")
     stream_engine_refresh_seconds: float = Field(
         10.0, ge=0, description="How often each Python worker asks for new champion models / rule sets")
     stream_shuffle_partitions: int = Field(4, ge=1)

@@ -50,3 +50,16 @@ def test_one_record_out_per_record_in_in_order_with_the_core_decision():
 def test_a_batch_of_only_dead_letters():
     out = process_arrays(CONFIG, *_kafka_arrays([b"{", b"{}"]))
     assert [r["topic"] for r in out.to_pylist()] == [CONFIG.dlq_topic] * 2
+
+
+def test_unity_catalog_model_names_come_from_the_typed_settings(monkeypatch):
+    from services.stream_processor.pipeline import scoring_config
+    from services.stream_processor.settings import StreamProcessorSettings
+
+    monkeypatch.setenv("PA_UC_CATALOG", "prod")
+    monkeypatch.setenv("PA_UC_SCHEMA", "payments")
+    config = scoring_config(StreamProcessorSettings(_env_file=None))
+    assert (config.uc_catalog, config.uc_schema) == ("prod", "payments")
+    monkeypatch.delenv("PA_UC_CATALOG")
+    monkeypatch.delenv("PA_UC_SCHEMA")
+    assert scoring_config(StreamProcessorSettings(_env_file=None)).uc_catalog is None
