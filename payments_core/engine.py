@@ -44,9 +44,8 @@ import pandas as pd
 
 from payments_core.contract.events import DecisionEvent, PaymentSolution, ReasonCode, RetryAdvice, TransactionRequest, \
     enum_values
-from payments_core.features import VELOCITY_FEATURES, derive_frame, derive_one
-from payments_core.model_features import MODEL_FEATURES, ROUTE_COLUMNS, feature_matrix, feature_vector, \
-    retry_feature_vector
+from payments_core.features import VELOCITY_FEATURES, derive_one
+from payments_core.model_features import MODEL_FEATURES, ROUTE_COLUMNS, feature_vector, retry_feature_vector
 from payments_core.models import MODEL_KINDS, ModelBundle, ModelSource, ScoringModel
 from payments_core.rules.model import Action, Rule, RuleSet, RuleSource
 from payments_core.taxonomy import DECLINES, SOFT_DECLINES
@@ -418,73 +417,12 @@ class DecisionEngine:
         ``RedisVelocityStore.features_frame(df)``); None = all zero. Returns one JSON-ready dict per
         row (``DecisionEvent.model_dump(mode="json")``), in order; ``as_events`` gives the models.
         """
-        started = time.perf_counter()
-        st = self._state
-        n = len(df)
-        if n == 0:
-            return []
-        frame = df.reset_index(drop=True).copy()
-        for name, default in _REQUEST_DEFAULTS.items():
-            if name not in frame.columns:
-                frame[name] = [default] * n
-        frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-        derived = derive_frame(frame)
-        if velocity is None:
-            vel = pd.DataFrame(0, index=frame.index, columns=list(VELOCITY_FEATURES), dtype="int64")
-        else:
-            vel = velocity.reset_index(drop=True).reindex(columns=list(VELOCITY_FEATURES)).fillna(0)
-        X = feature_matrix(frame, derived, vel)
-        s = self._score(st, X)
-        for c in derived.columns:
-            frame[c] = derived[c].to_numpy()
-        for c in vel.columns:
-            frame[c] = vel[c].to_numpy()
-        frame["approval_probability"] = s.approval
-        frame["risk_score"] = s.risk
-        masks = [c.fn.matches_frame(frame) for c in st.compiled]
-        fired_rows: list[list[_CompiledRule]] = [[] for _ in range(n)]
-        shadow_rows: list[list[_CompiledRule]] = [[] for _ in range(n)]
-        for c, mask in zip(st.compiled, masks, strict=True):
-            target = shadow_rows if c.rule.shadow else fired_rows
-            for i in np.flatnonzero(mask).tolist():
-                target[i].append(c)
-        txs = frame[[c for c in TransactionRequest.model_fields]].to_dict("records")
-        for tx in txs:
-            tx["previous_decline_code"] = _none_if_nan(tx.get("previous_decline_code"))
-            tx["antifraud_result"] = _none_if_nan(tx.get("antifraud_result"))
-        verdicts = [self._verdict(st, txs[i], s.approval[i], s.risk[i], fired_rows[i]) for i in range(n)]
-        needs = [self._retry_need(txs[i], verdicts[i][0], verdicts[i][1], fired_rows[i]) for i in range(n)]
-        model_rows = [i for i in range(n) if needs[i][0] == "model"]
-        p_retry = self._retry_probability(st, X[model_rows] if model_rows else X[:0],
-                                          [needs[i][1] for i in model_rows])
-        retry_by_row: dict[int, RetryAdvice | None] = {}
-        for i, p in zip(model_rows, p_retry, strict=True):
-            retry_by_row[i] = self._model_retry_advice(needs[i][1], txs[i], p)
-        decided_at = datetime.now(UTC)
-        out: list[Any] = []
-        for i in range(n):
-            kind, value = needs[i]
-            retry = retry_by_row.get(i) if kind == "model" else (value if kind == "fixed" else None)
-            outcome, cause, code, deciding = verdicts[i]
-            fields = self._assemble(st, txs[i], i, s, fired_rows[i], shadow_rows[i], retry, outcome, cause, code,
-                                    deciding, source, started, decided_at)
-            event = DecisionEvent(**fields)
-            out.append(event if as_events else event.model_dump(mode="json"))
-        per_row = round((time.perf_counter() - started) * 1000.0 / n, 3)
-        for item in out:  # the batch's latency, shared per row
-            if as_events:
-                object.__setattr__(item, "latency_ms", per_row)
-            else:
-                item["latency_ms"] = per_row
+        from payments_core.batch import decide_frame  # the vectorised batch path
+
+        out = decide_frame(self, df, velocity, source=source)
+        if as_events:
+            return [DecisionEvent.model_validate(d) for d in out]
         return out
-
-
-def _none_if_nan(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 __all__ = ["DecisionEngine", "PolicyConfig", "decision_id", "eligible_routes", "MODEL_KINDS"]

@@ -194,6 +194,30 @@ def test_one_row_and_batch_decide_identically_heuristic():
     assert len({d["outcome"] for d in out}) == 4  # every outcome occurs
 
 
+def test_one_row_and_batch_decide_identically_with_every_rule_kind_and_challengers():
+    # the vectorised batch path (payments_core.batch) against decide(): allow-list, rule severities of
+    # both causes, routing / retry rules, shadow rules, challengers of both scores, model retry advice
+    extra = [R("AL", "risk", "merchant_segment = 'Fuel' AND fraud_score < 0.5", "approve", 5),
+             R("AU", "authentication", "amount_major > 300 AND NOT three_ds_authenticated", "review", 65),
+             R("RT", "routing", "device_type = 'mobile_app' AND amount_major < 20", "route:google_pay", 90),
+             R("RY", "retry", "retry_count = 1", "retry:600", 105),
+             R("SH", "routing", "fraud_score > 0.3", "route:3ds", 95, shadow=True)]
+    rs = RuleSet(version="t", rules=[*starter_rule_set().rules, *(Rule(**r) for r in extra)])
+    models = ModelBundle({k: heuristic_model(k) for k in MODEL_KINDS},
+                         {"approval": constant("approval", 0.5, version="9", fraud_score=-4.0),
+                          "risk": constant("risk", 0.3, version="9", composite_risk_score=3.0)})
+    out = _compare_paths(DecisionEngine(rs, models), n=900, seed=21)
+    policy = [c["code"] for d in out for c in d["reason_codes"] if c["kind"] == "policy"]
+    assert any(c.startswith("allow_list:") for c in policy) and "rule:AU" in policy
+    assert {d["challenger_outcome"] for d in out} >= {"approve", "decline"}
+    retry = [d["retry"] for d in out if d["retry"] is not None]
+    assert {r["should_retry"] for r in retry} == {True, False}
+    assert any(r["retry_after_seconds"] == 600 for r in retry)
+    assert any(d["shadow_reason_codes"] for d in out)
+    assert any(c["code"] == "RT" for d in out for c in d["reason_codes"])
+    assert any(c["kind"] == "model_factor" for d in out for c in d["reason_codes"])
+
+
 def test_batch_accepts_frames_without_optional_columns_and_empty():
     eng = DecisionEngine(starter_rule_set())
     required = {k: v for k, v in EXAMPLE_REQUEST.items() if k not in ("uses_3ds", "is_network_token")}
