@@ -31,13 +31,14 @@ from payments_core.velocity import _ENTITIES, _OUTPUT_NAMES, _WINDOW_ARGS, DEFAU
 
 _BATCH_LUA = """
 local grace = tonumber(ARGV[1])
-local mode = ARGV[2]
+local record = ARGV[2] ~= '0'
 local nent = tonumber(ARGV[3])
-local windows = {}
+local windows, full = {}, {}
 for e = 1, nent do
   local ws = {}
   for w in string.gmatch(ARGV[3 + e], '%d+') do ws[#ws + 1] = tonumber(w) * 1000 end
   windows[e] = ws
+  full[e] = string.sub(ARGV[3 + 2 * nent + e], 1, 1) == 'a'
 end
 -- key index -> entity index
 local key_entity = {}
@@ -47,97 +48,105 @@ for e = 1, nent do
   for k = pos, pos + count - 1 do key_entity[k] = e end
   pos = pos + count
 end
--- transactions: "member ts k1 k2 ... k<nent>" per line
-local members, stamps, tkeys = {}, {}, {}
-local pattern = '(%S+) (%d+)' .. string.rep(' (%d+)', nent)
+-- transactions, column by column (space-separated): members, event times, one key index per entity
+local members, stamps, kidx = {}, {}, {}
 local n = 0
-for line in string.gmatch(ARGV[4 + 2 * nent], '[^\\n]+') do
-  local parts = {string.match(line, pattern)}
-  n = n + 1
-  members[n] = parts[1]
-  stamps[n] = tonumber(parts[2])
-  local ks = {}
-  for e = 1, nent do ks[e] = tonumber(parts[2 + e]) end
-  tkeys[n] = ks
-end
--- per key: its transactions, newest and oldest event time
+for m in string.gmatch(ARGV[4 + 3 * nent], '%S+') do n = n + 1; members[n] = m end
+local i = 0
+for t in string.gmatch(ARGV[5 + 3 * nent], '%d+') do i = i + 1; stamps[i] = tonumber(t) end
 local by_key = {}
-for i = 1, n do
-  for e = 1, nent do
-    local k = tkeys[i][e]
+for e = 1, nent do
+  i = 0
+  for k in string.gmatch(ARGV[5 + 3 * nent + e], '%d+') do
+    i = i + 1
+    k = tonumber(k)
     local list = by_key[k]
     if list == nil then list = {}; by_key[k] = list end
     list[#list + 1] = i
   end
 end
-if mode ~= '0' then
-  for k, list in pairs(by_key) do
-    local key = KEYS[k]
-    local maxw = windows[key_entity[k]][#windows[key_entity[k]]]
-    local newest = -1
-    local args = {}
-    for _, i in ipairs(list) do
-      args[#args + 1] = stamps[i]
-      args[#args + 1] = members[i]
-      if stamps[i] > newest then newest = stamps[i] end
-      if #args >= 4000 then redis.call('ZADD', key, unpack(args)); args = {} end
-    end
-    if #args > 0 then redis.call('ZADD', key, unpack(args)) end
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(newest - maxw - grace))
-    redis.call('PEXPIRE', key, maxw + grace)
-  end
+-- amount of a member '<transaction_id>|<amount_minor>' (txn_ + 16 hex: '|' at 21)
+local function amount(m)
+  if string.byte(m, 21) == 124 then return tonumber(string.sub(m, 22)) or 0 end
+  return tonumber(string.match(m, '|(%d+)$')) or 0
 end
--- first index with s[idx] >= x (1..#s+1)
-local function lower(s, x)
-  local lo, hi = 1, #s + 1
+-- first index with s[idx] >= x (lo..#s+1)
+local function lower(s, x, lo)
+  local hi = #s + 1
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
     if s[mid] < x then lo = mid + 1 else hi = mid end
   end
   return lo
 end
-local out = {}
 local nout = 0
-for e = 1, nent do nout = nout + 2 * #windows[e] end
-for i = 1, n * nout do out[i] = 0 end
 local offset = {}
-local acc = 0
-for e = 1, nent do offset[e] = acc; acc = acc + 2 * #windows[e] end
+for e = 1, nent do offset[e] = nout; nout = nout + 2 * #windows[e] end
+local out = {}
+for i = 1, n * nout do out[i] = 0 end
 for k, list in pairs(by_key) do
+  local key = KEYS[k]
   local e = key_entity[k]
   local ws = windows[e]
   local maxw = ws[#ws]
-  local lo_ts, hi_ts = nil, nil
+  local lo_ts, hi_ts = stamps[list[1]], stamps[list[1]]
   for _, i in ipairs(list) do
     local t = stamps[i]
-    if lo_ts == nil or t < lo_ts then lo_ts = t end
-    if hi_ts == nil or t > hi_ts then hi_ts = t end
+    if t < lo_ts then lo_ts = t end
+    if t > hi_ts then hi_ts = t end
   end
-  local items = redis.call('ZRANGEBYSCORE', KEYS[k], tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
+  local thr = hi_ts - maxw - grace
+  if record then
+    local args = {}
+    for _, i in ipairs(list) do
+      args[#args + 1] = stamps[i]
+      args[#args + 1] = members[i]
+      if #args >= 4000 then redis.call('ZADD', key, unpack(args)); args = {} end
+    end
+    if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+  end
+  local items
+  if full[e] then
+    -- small sets (card, device): read everything once, trim only when something is old enough
+    items = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
+    if record and #items > 0 and tonumber(items[2]) < thr then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(thr))
+    end
+  else
+    if record then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(thr)) end
+    items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
+  end
+  if record then redis.call('PEXPIRE', key, maxw + grace) end
   local s, p = {}, {0}
   local m = 0
   for j = 1, #items, 2 do
-    m = m + 1
-    s[m] = tonumber(items[j + 1])
-    p[m + 1] = p[m] + (tonumber(string.match(items[j], '|(%d+)$')) or 0)
+    local score = tonumber(items[j + 1])
+    if not record or score >= thr then
+      m = m + 1
+      s[m] = score
+      p[m + 1] = p[m] + amount(items[j])
+    end
   end
   for _, i in ipairs(list) do
     local t = stamps[i]
-    local hi = lower(s, t)
+    local hi = lower(s, t, 1)
     local base = (i - 1) * nout + offset[e]
     for j = 1, #ws do
-      local lo = lower(s, t - ws[j])
+      local lo = lower(s, t - ws[j], 1)
       out[base + 2 * j - 1] = hi - lo
       out[base + 2 * j] = p[hi] - p[lo]
     end
   end
 end
-return out
+return table.concat(out, ',')
 """
 
 # the script's output column order = ``velocity._OUTPUT_NAMES``; positions of VELOCITY_FEATURES in it
 _COLUMN_ORDER = np.array([_OUTPUT_NAMES.index(name) for name in VELOCITY_FEATURES])
-_ENTITY_COLUMNS = tuple(ENTITY_FIELDS[e] for e in _ENTITIES)
+ENTITY_COLUMNS = tuple(ENTITY_FIELDS[e] for e in _ENTITIES)
+# how each entity's sorted set is read: "all" (small sets: cards, devices -- one read, the trim only
+# when something is old enough) or "window" (merchants: only the batch's windows)
+_READS = tuple("window" if e == "merchant" else "all" for e in _ENTITIES)
 
 
 class BatchRedisVelocity:
@@ -179,12 +188,13 @@ class BatchRedisVelocity:
             keys.extend(f"{self.prefix}:{e}:{v}" for v in index)
             counts.append(len(index))
             indices.append(col)
-        lines = "\n".join(
-            f"{tid}|{int(amt)} {int(ts)} " + " ".join(str(col[i]) for col in indices)
-            for i, (tid, amt, ts) in enumerate(zip(transaction_id, amount_minor, event_ms, strict=True)))
-        args = [self.grace_ms, "1" if record else "0", len(_ENTITIES), *_WINDOW_ARGS, *counts, lines]
+        members = " ".join([f"{tid}|{int(amt)}" for tid, amt in zip(transaction_id, amount_minor, strict=True)])
+        stamps = " ".join([str(int(ts)) for ts in event_ms])
+        args = [self.grace_ms, "1" if record else "0", len(_ENTITIES), *_WINDOW_ARGS, *counts, *_READS, members, stamps,
+                *(" ".join(map(str, col)) for col in indices)]
         reply = self._script(keys=keys, args=args)
-        flat = np.asarray(reply, dtype=np.int64).reshape(n, len(_OUTPUT_NAMES))
+        # one comma-separated string (Lua's %.14g: exact integers far beyond any amount sum)
+        flat = np.fromstring(reply, dtype=np.float64, sep=",").astype(np.int64).reshape(n, len(_OUTPUT_NAMES))
         return flat[:, _COLUMN_ORDER]
 
     def features_frame(self, df: Any, record: bool = True) -> Any:
@@ -199,5 +209,5 @@ class BatchRedisVelocity:
         else:
             ms = [event_millis(v) for v in ts.tolist()]
         out = self.features_arrays(df["transaction_id"].tolist(), ms, df["amount_minor"].tolist(),
-                                   [df[c].tolist() for c in _ENTITY_COLUMNS], record=record)
+                                   [df[c].tolist() for c in ENTITY_COLUMNS], record=record)
         return pd.DataFrame(out, index=df.index, columns=list(VELOCITY_FEATURES))
