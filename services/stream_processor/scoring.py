@@ -3,10 +3,12 @@
 ``process_arrays`` is the whole per-batch job, on Arrow arrays in the Python worker:
 
 1. validate every raw value with the contract (``parse.parse_values``);
-2. velocity of the valid rows from the ONLINE store (Redis, ``RedisVelocityStore.features_frame``:
-   records the batch idempotently by ``transaction_id``, then reads, one pipelined round trip), so
+2. velocity of the valid rows from the ONLINE store (Redis, ``BatchRedisVelocity.features_arrays``:
+   records the batch idempotently by ``transaction_id``, then reads, in ONE script call with the
+   same keys and semantics as the scoring API's per-transaction script), so
    the stream and ``POST /score`` see the same velocity and the query itself stays stateless;
-3. ``DecisionEngine.decide_batch`` (the same engine ``POST /score`` uses, vectorised over the batch);
+3. ``DecisionEngine.decide_batch`` (the same engine ``POST /score`` uses; its vectorised batch path
+   ``payments_core.batch``);
 4. one output record per input record: the decision for ``payments.decisions`` (key
    ``transaction_id``, a ``pa.context`` header with the transaction facts the decision log and the
    metrics need), or a ``DeadLetter`` for ``payments.transactions.dlq``.
@@ -30,11 +32,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
+
+from payments_core.features import VELOCITY_FEATURES
+from payments_core.velocity_batch import ENTITY_COLUMNS
 
 from services.stream_processor.parse import Parsed, dead_letter, dead_letter_key, parse_values
 
@@ -95,9 +100,9 @@ class Runtime:
         self.engine = DecisionEngine.from_sources(RuleSource(config.rules_path), models)
         self.velocity = None
         if config.redis_url:
-            from payments_core.velocity import RedisVelocityStore
+            from payments_core.velocity_batch import BatchRedisVelocity
 
-            self.velocity = RedisVelocityStore.from_url(config.redis_url, prefix=config.velocity_prefix)
+            self.velocity = BatchRedisVelocity.from_url(config.redis_url, prefix=config.velocity_prefix)
         self._refreshed = time.monotonic()
 
     def maybe_refresh(self) -> None:
@@ -122,14 +127,6 @@ def runtime(config: ScoringConfig) -> Runtime:
 
 
 # ------------------------------------------------------------------------------------------ the job
-def _context(row: dict[str, Any], ts_ms: int, partition: int, offset: int) -> bytes:
-    ctx = {name: row[name] for name in CONTEXT_FIELDS}
-    ctx["event_timestamp_ms"] = ts_ms
-    ctx["source_partition"] = partition
-    ctx["source_offset"] = offset
-    return orjson.dumps(ctx)
-
-
 def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic: pa.Array, partition: pa.Array,
                    offset: pa.Array, timestamp: pa.Array, *, now: Callable[[], datetime] | None = None) -> pa.StructArray:
     """Decide one Arrow batch of raw Kafka records; one output struct per input row, same order."""
@@ -149,20 +146,30 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
     partitions = partition.to_pylist()
     offsets = offset.to_pylist()
     if parsed.valid_rows:
-        frame = parsed.table.to_pandas()
-        velocity = rt.velocity.features_frame(frame) if rt.velocity is not None else None
+        table = parsed.table
+        frame = table.to_pandas()
+        ts_ms = (table.column("event_timestamp").cast(pa.int64()).to_numpy() // 1000).tolist()
+        velocity = None
+        if rt.velocity is not None:
+            feats = rt.velocity.features_arrays(
+                table.column("transaction_id").to_pylist(), ts_ms, table.column("amount_minor").to_pylist(),
+                [table.column(c).to_pylist() for c in ENTITY_COLUMNS])
+            velocity = pd.DataFrame(feats, columns=list(VELOCITY_FEATURES))
         t2 = time.perf_counter()
         decisions = rt.engine.decide_batch(frame, velocity, source="stream")
         t3 = time.perf_counter()
-        ctx_rows = parsed.table.select(CONTEXT_FIELDS).to_pylist()
-        ts_ms = (parsed.table.column("event_timestamp").cast(pa.int64()).to_numpy() // 1000).tolist()
-        for j, i in enumerate(parsed.valid_rows):
-            decision = decisions[j]
+        ctx_cols = [table.column(name).to_pylist() for name in CONTEXT_FIELDS]
+        dumps = orjson.dumps
+        for j, (i, decision, ctx) in enumerate(zip(parsed.valid_rows, decisions, zip(*ctx_cols), strict=True)):
             out_topic[i] = config.decisions_topic
             out_key[i] = decision["transaction_id"].encode()
-            out_value[i] = orjson.dumps(decision)
+            out_value[i] = dumps(decision)
             has_header[i] = True
-            header_values.append(_context(ctx_rows[j], ts_ms[j], partitions[i], offsets[i]))
+            context = dict(zip(CONTEXT_FIELDS, ctx))
+            context["event_timestamp_ms"] = ts_ms[j]
+            context["source_partition"] = partitions[i]
+            context["source_offset"] = offsets[i]
+            header_values.append(dumps(context))
     if parsed.invalid:
         keys = key.to_pylist()
         topics = topic.to_pylist()
