@@ -86,11 +86,13 @@ class Parsed:
 
     valid_rows: list[int] = field(default_factory=list)
     table: pa.Table | None = None  # the valid rows, TX_ARROW_SCHEMA, in ``valid_rows`` order
+    models: list[TransactionEvent] = field(default_factory=list)  # the valid rows as contract models
     invalid: dict[int, list[Reason]] = field(default_factory=dict)
 
 
-def parse_values(values: Sequence[bytes | None]) -> Parsed:
-    """Validate every raw value with the contract model; valid rows as one typed Arrow table."""
+def parse_values(values: Sequence[bytes | None], *, table: bool = True) -> Parsed:
+    """Validate every raw value with the contract model; valid rows as models and (``table``) as
+    one typed Arrow table (``models_table``)."""
     parsed = Parsed()
     models: list[TransactionEvent] = []
     for i, raw in enumerate(values):
@@ -103,10 +105,16 @@ def parse_values(values: Sequence[bytes | None]) -> Parsed:
             parsed.invalid[i] = reasons_of(exc)
             continue
         parsed.valid_rows.append(i)
+    parsed.models = models
+    if table:
+        parsed.table = models_table(models)
+    return parsed
+
+
+def models_table(models: Sequence[TransactionEvent]) -> pa.Table:
     dicts = [m.__dict__ for m in models]
     arrays = [pa.array([d[f.name] for d in dicts], type=f.type) for f in TX_ARROW_SCHEMA]
-    parsed.table = pa.Table.from_arrays(arrays, schema=TX_ARROW_SCHEMA)
-    return parsed
+    return pa.Table.from_arrays(arrays, schema=TX_ARROW_SCHEMA)
 
 
 def dead_letter(reasons: list[Reason], *, raw: bytes | None, topic: str, partition: int, offset: int,

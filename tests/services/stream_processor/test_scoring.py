@@ -63,3 +63,30 @@ def test_unity_catalog_model_names_come_from_the_typed_settings(monkeypatch):
     monkeypatch.delenv("PA_UC_CATALOG")
     monkeypatch.delenv("PA_UC_SCHEMA")
     assert scoring_config(StreamProcessorSettings(_env_file=None)).uc_catalog is None
+
+
+def _decisions(out: pa.StructArray) -> list[dict]:
+    rows = [orjson.loads(r["value"]) for r in out.to_pylist() if r["topic"] == CONFIG.decisions_topic]
+    for d in rows:
+        d.pop("latency_ms"), d.pop("decided_at")
+    return rows
+
+
+def test_small_batches_take_the_one_row_path_and_decide_exactly_as_large_ones():
+    from services.stream_processor.scoring import SMALL_BATCH_ROWS
+
+    events = make_events(3 * SMALL_BATCH_ROWS, seed=62)
+    values: list[bytes | None] = [orjson.dumps(e) for e in events]
+    values[7:7] = [b"{}"]  # a dead letter in the large batch
+    large = _decisions(process_arrays(CONFIG, *_kafka_arrays(values)))
+    small = []
+    for a in range(0, len(events), 5):
+        small += _decisions(process_arrays(CONFIG, *_kafka_arrays([orjson.dumps(e) for e in events[a:a + 5]])))
+    assert len(large) == len(small) == len(events)
+    assert large == small
+    assert len({d["outcome"] for d in large}) >= 2
+    engine = DecisionEngine.from_sources()
+    for d, event in zip(large, events, strict=True):
+        one = engine.decide(event, None, source="stream").model_dump(mode="json")
+        one.pop("latency_ms"), one.pop("decided_at")
+        assert d == one
