@@ -22,7 +22,6 @@ batch frames. The steps, in order:
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import numpy as np
@@ -92,13 +91,12 @@ def with_retry_features(df: DataFrame) -> DataFrame:
     })
 
 
-_STATE_COLUMNS = ("card_token_id", "merchant_id", "attempts", "approvals", "last_ts_us", "last_approved")
+# state per pair: [pair hash, attempts, approvals, last event time (us), last approved (0/1)] as int64
+_STATE_WIDTH = 5
 
 
-def _empty_state() -> pd.DataFrame:
-    return pd.DataFrame({"card_token_id": pd.Series(dtype=object), "merchant_id": pd.Series(dtype=object),
-                         "attempts": pd.Series(dtype="int64"), "approvals": pd.Series(dtype="int64"),
-                         "last_ts_us": pd.Series(dtype="int64"), "last_approved": pd.Series(dtype=bool)})
+def _empty_state() -> np.ndarray:
+    return np.zeros((0, _STATE_WIDTH), dtype=np.int64)
 
 
 def _ts_us(values: pd.Series) -> np.ndarray:
@@ -108,64 +106,58 @@ def _ts_us(values: pd.Series) -> np.ndarray:
     return ts.astype("datetime64[us]").astype("int64").to_numpy()
 
 
-def advance_retry_state(rows: pd.DataFrame, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Retry features of ``rows`` given the per-pair ``state`` of earlier rows; returns the rows (in
-    event-time order) with the four feature columns and the new state. Vectorised over all pairs."""
+def advance_retry_state(rows: pd.DataFrame, state: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Retry features of ``rows`` (which carry ``_pair``, the 64-bit hash of the card-merchant pair)
+    given the per-pair ``state`` of earlier rows (sorted by pair hash); returns the rows in event-time
+    order with the four feature columns, and the new state. Vectorised over all pairs; the state is
+    plain int64 arrays, so reading and writing it is a memory copy."""
     rows = rows.sort_values(["event_timestamp", "transaction_id"], kind="mergesort").reset_index(drop=True)
     ts_us = _ts_us(rows["event_timestamp"])
     approved = rows["is_approved"].astype(bool).to_numpy()
-    keys = pd.MultiIndex.from_frame(rows[list(PAIR)].astype(str))
-    codes, uniques = pd.factorize(keys)
-    st = state.set_index(list(PAIR)) if len(state) else _empty_state().set_index(list(PAIR))
-    hit = st.reindex(uniques)
-    base_attempts = hit["attempts"].fillna(0).to_numpy(dtype=np.int64)[codes]
-    base_approvals = hit["approvals"].fillna(0).to_numpy(dtype=np.int64)[codes]
-    state_last_ts = hit["last_ts_us"].to_numpy(dtype=np.float64)[codes]  # NaN when new
-    state_last_ok = hit["last_approved"].to_numpy(dtype=object)[codes]
+    codes, uniques = pd.factorize(rows["_pair"].to_numpy(dtype=np.int64))
+    uniques = np.asarray(uniques, dtype=np.int64)
+    pos = np.searchsorted(state[:, 0], uniques)
+    found = (pos < len(state)) & (state[np.minimum(pos, max(len(state) - 1, 0)), 0] == uniques) if len(state) \
+        else np.zeros(len(uniques), bool)
+    prev = np.zeros((len(uniques), _STATE_WIDTH), dtype=np.int64)
+    prev[found] = state[pos[found]]
+    base_attempts, base_approvals = prev[codes, 1], prev[codes, 2]
+    state_last_ts = np.where(found[codes], prev[codes, 3], np.iinfo(np.int64).min)
+    state_last_ok = prev[codes, 4].astype(bool)
 
     g = pd.Series(codes)
     seq_in_batch = g.groupby(g).cumcount().to_numpy()
-    approved_s = pd.Series(approved.astype(np.int64))
-    approvals_before_in_batch = (approved_s.groupby(g).cumsum() - approved_s).to_numpy()
-    prev_ts_in_batch = pd.Series(ts_us.astype(np.float64)).groupby(g).shift(1).to_numpy()
-    prev_ok_in_batch = pd.Series(approved, dtype=object).groupby(g).shift(1).to_numpy()
+    approved_i = approved.astype(np.int64)
+    approvals_before_in_batch = pd.Series(approved_i).groupby(g).cumsum().to_numpy() - approved_i
+    prev_ts_in_batch = pd.Series(ts_us).groupby(g).shift(1).to_numpy()
+    prev_ok_in_batch = pd.Series(approved_i).groupby(g).shift(1).to_numpy()
     first = seq_in_batch == 0
+    has_prev = np.where(first, found[codes], True)
     prev_ts = np.where(first, state_last_ts, prev_ts_in_batch)
-    prev_ok = np.where(first, state_last_ok, prev_ok_in_batch)
+    prev_ok = np.where(first, state_last_ok, prev_ok_in_batch == 1)
 
-    out = rows.copy()
-    out["attempt_sequence"] = (base_attempts + seq_in_batch + 1).astype(np.int64)
-    out["seconds_since_previous_attempt"] = (ts_us - prev_ts) / 1e6  # NaN -> null
-    out["previous_attempt_approved"] = pd.Series(prev_ok, dtype=object).where(pd.notna(prev_ok), None)
-    out["prior_approvals_card_merchant"] = (base_approvals + approvals_before_in_batch).astype(np.int64)
+    out = rows.drop(columns=["_pair"])
+    out["attempt_sequence"] = base_attempts + seq_in_batch + 1
+    out["seconds_since_previous_attempt"] = np.where(has_prev, (ts_us - np.where(has_prev, prev_ts, 0)) / 1e6, np.nan)
+    out["previous_attempt_approved"] = pd.Series(np.where(has_prev, prev_ok, False), dtype=object).where(has_prev, None)
+    out["prior_approvals_card_merchant"] = base_approvals + approvals_before_in_batch
 
-    last = pd.DataFrame({"code": codes, "ts": ts_us, "ok": approved}).groupby("code").agg(
-        n=("ts", "size"), ok_sum=("ok", "sum"), last_ts=("ts", "last"), last_ok=("ok", "last"))
-    upd = pd.DataFrame({
-        "attempts": hit["attempts"].fillna(0).to_numpy(dtype=np.int64)[last.index] + last["n"].to_numpy(),
-        "approvals": hit["approvals"].fillna(0).to_numpy(dtype=np.int64)[last.index] + last["ok_sum"].to_numpy(),
-        "last_ts_us": last["last_ts"].to_numpy(dtype=np.int64),
-        "last_approved": last["last_ok"].to_numpy(dtype=bool),
-    }, index=uniques[last.index])
-    new_state = pd.concat([st.drop(index=upd.index, errors="ignore"), upd])
-    new_state.index.names = list(PAIR)
-    return out, new_state.reset_index()[list(_STATE_COLUMNS)]
+    n_per = np.bincount(codes, minlength=len(uniques))
+    ok_per = np.bincount(codes, weights=approved_i, minlength=len(uniques)).astype(np.int64)
+    last_row = np.zeros(len(uniques), dtype=np.int64)
+    last_row[codes] = np.arange(len(codes))  # rows are in event-time order: the last write wins
+    upd = np.column_stack([uniques, prev[:, 1] + n_per, prev[:, 2] + ok_per, ts_us[last_row], approved_i[last_row]])
+    keep = np.ones(len(state), bool)
+    keep[pos[found]] = False
+    new_state = np.concatenate([state[keep], upd])
+    return out, new_state[np.argsort(new_state[:, 0], kind="stable")]
 
 
-def _state_to_bytes(state: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-
-    sink = io.BytesIO()
-    table = pa.Table.from_pandas(state, preserve_index=False)
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def _state_from_bytes(blob: bytes) -> pd.DataFrame:
-    import pyarrow as pa
-
-    return pa.ipc.open_stream(blob).read_all().to_pandas()
+def _state_from_bytes(blob: bytes) -> np.ndarray:
+    if len(blob) % (8 * _STATE_WIDTH):
+        # the state of checkpoints written before the int64 layout (Arrow IPC of pandas frames)
+        raise ValueError("retry-feature state of an older format: full-refresh silver_transactions")
+    return np.frombuffer(blob, dtype=np.int64).reshape(-1, _STATE_WIDTH)
 
 
 def valid_schema() -> T.StructType:
@@ -178,7 +170,7 @@ def valid_schema() -> T.StructType:
 
 def with_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE_BUCKETS) -> DataFrame:
     """Retry features over a streaming frame of ``valid_schema()``: state per bucket of card-merchant
-    pairs."""
+    pairs, each pair identified by the 64-bit ``xxhash64`` of (card token, merchant id)."""
     out_schema = T.StructType([*valid_schema().fields,
                                T.StructField("attempt_sequence", T.LongType()),
                                T.StructField("seconds_since_previous_attempt", T.DoubleType()),
@@ -190,16 +182,18 @@ def with_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE
         rows = pd.concat(list(batches), ignore_index=True)
         previous = _state_from_bytes(state.get[0]) if state.exists else _empty_state()
         out, new_state = advance_retry_state(rows, previous)
-        state.update((_state_to_bytes(new_state),))
+        state.update((new_state.tobytes(),))
         yield out[columns]
 
-    bucketed = df.withColumn("_retry_bucket", F.pmod(F.xxhash64(*PAIR), F.lit(buckets)))
-    if hasattr(bucketed, "_cached_schema"):
+    pair = F.xxhash64(*PAIR)
+    keyed = df.withColumns({"_pair": pair, "_retry_bucket": F.pmod(pair, F.lit(buckets))})
+    if hasattr(keyed, "_cached_schema"):
         # Spark Connect's applyInPandasWithState asks for the input's columns, i.e. an analysis, which
         # pipeline query functions forbid (ATTEMPT_ANALYSIS_IN_PIPELINE_QUERY_FUNCTION). The schema is
         # known statically, so it is handed over instead of being analysed.
-        bucketed._cached_schema = T.StructType([*valid_schema().fields, T.StructField("_retry_bucket", T.LongType())])
-    return bucketed.groupBy("_retry_bucket").applyInPandasWithState(
+        keyed._cached_schema = T.StructType([*valid_schema().fields, T.StructField("_pair", T.LongType()),
+                                             T.StructField("_retry_bucket", T.LongType())])
+    return keyed.groupBy("_retry_bucket").applyInPandasWithState(
         step, outputStructType=out_schema, stateStructType="pairs binary", outputMode="append",
         timeoutConf="NoTimeout",
     )

@@ -119,3 +119,30 @@ def test_streaming_silver_equals_batch(spark, tmp_path):
     rows = {int(r.transaction_id[4:], 16): r for r in out.collect()}
     assert {k: _retry_tuple(r) for k, r in rows.items()} == EXPECTED_RETRY
     assert out.where(F.col("amount_usd").isNull()).count() == 0
+
+
+def test_retry_state_over_many_batches_equals_full_history():
+    """The streaming state step (no Spark): four batches give the numbers of the whole history."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    df = pd.DataFrame({"transaction_id": [f"t{i:06d}" for i in range(n)],
+                       "event_timestamp": pd.to_datetime(np.sort(rng.integers(0, 10**12, n)), unit="us", utc=True),
+                       "_pair": rng.integers(0, 200, n).astype(np.int64) * 7919 - 500_000,
+                       "is_approved": rng.random(n) < 0.7})
+    g = df.groupby("_pair")
+    state, parts = silver._empty_state(), []
+    for idx in np.array_split(np.arange(n), 4):
+        out, state = silver.advance_retry_state(df.iloc[idx], state)
+        parts.append(out)
+    out = pd.concat(parts, ignore_index=True)
+    assert (out["transaction_id"] == df["transaction_id"]).all()
+    assert (out["attempt_sequence"] == g.cumcount() + 1).all()
+    np.testing.assert_allclose(out["seconds_since_previous_attempt"].to_numpy(float),
+                               (df["event_timestamp"] - g["event_timestamp"].shift(1)).dt.total_seconds().to_numpy(float))
+    assert [None if v is None else bool(v) for v in out["previous_attempt_approved"]] == \
+        [None if pd.isna(v) else bool(v) for v in g["is_approved"].shift(1)]
+    assert (out["prior_approvals_card_merchant"] == g["is_approved"].cumsum() - df["is_approved"]).all()
+    assert len(state) == df["_pair"].nunique() and (np.diff(state[:, 0]) > 0).all()
