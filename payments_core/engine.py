@@ -382,12 +382,18 @@ class DecisionEngine:
         ``RedisVelocityStore.features``. ``started``: ``time.perf_counter()`` at request arrival,
         for ``latency_ms`` (defaults to now)."""
         started = time.perf_counter() if started is None else started
-        st = self._state
         if isinstance(request, TransactionRequest):
             tx = request.model_dump()
         else:
             tx = TransactionRequest.model_validate(
                 {k: v for k, v in request.items() if k in TransactionRequest.model_fields}).model_dump()
+        return self.decide_dumped(tx, velocity, source=source, started=started)
+
+    def decide_dumped(self, tx: dict[str, Any], velocity: Mapping[str, Any] | None = None, *,
+                      source: Source = "api", started: float | None = None) -> DecisionEvent:
+        """``decide`` of ``TransactionRequest.model_dump()`` output (the caller validated it already)."""
+        started = time.perf_counter() if started is None else started
+        st = self._state
         vel = {name: (velocity.get(name) or 0) if velocity else 0 for name in VELOCITY_FEATURES}
         derived = derive_one(tx)
         x = feature_vector(tx, derived, vel)

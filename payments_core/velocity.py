@@ -198,11 +198,22 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
                                   record: bool = True) -> tuple[bytes | None, dict[str, int]]:
         """GET ``lookup_key`` and the velocity features (recording ``tx``) in ONE command (one Lua
         call: cheaper for the client than a pipeline). Returns (value or None, features)."""
+        keys, args = self.lookup_keys_args(lookup_key, tx, record)
+        return self.parse_lookup(await self._script(keys=keys, args=args))
+
+    def lookup_keys_args(self, lookup_key: str, tx: Mapping[str, Any], record: bool = True) -> tuple[list[str], list[Any]]:
+        """The script call of ``lookup_and_features`` (for callers that pipeline it themselves)."""
         keys, args = self.keys_args(tx, "1" if record else "0")
         args[4] = "lookup"
-        reply = await self._script(keys=[lookup_key, *keys], args=args)
+        return [lookup_key, *keys], args
+
+    def parse_lookup(self, reply: Sequence[Any]) -> tuple[bytes | None, dict[str, int]]:
         value = reply[0] if reply[0] else None  # Lua false -> nil
         return value, self.parse(reply[1:])
+
+    @property
+    def script(self) -> Any:
+        return self._script
 
     async def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:  # type: ignore[override]
         keys, args = self.keys_args(tx, "1" if record else "0")

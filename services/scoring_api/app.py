@@ -2,8 +2,10 @@
 
 Hot path of ``POST /score``: pydantic validation of the request (FastAPI), ONE Redis command (a Lua
 script reading the stored decision for idempotency and computing the velocity features while
-recording the transaction), the decision core (derived features, fast model scorers, compiled rules, policy),
-then SET NX of the decision (second round trip; an earlier writer wins and its decision is returned).
+recording the transaction), the decision core (derived features, fast model scorers, compiled rules,
+policy), then the answer. The decision's SET NX is written behind (``WriteBehindDecisions``: kept in
+process until Redis acknowledges it). Redis commands of concurrent requests share one pipeline per
+event-loop turn (``AutoPipeline``): one socket write and read for all of them.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from services.scoring_api import metrics
 from services.scoring_api.auth import Authenticated
 from services.scoring_api.middleware import LimitAndMeasure
 from services.scoring_api.settings import Settings, get_settings
-from services.scoring_api.store import DecisionStore
+from services.scoring_api.pipelining import AutoPipeline, eval_script
+from services.scoring_api.store import DecisionStore, WriteBehindDecisions
 
 log = logging.getLogger("scoring_api")
 
@@ -70,14 +73,15 @@ _EXAMPLES = {
         "previous_decline_code": "DO_NOT_HONOR", "amount_minor": 250000}},
 }
 
-router = APIRouter()
+router = APIRouter()  # decisions (API key when auth is on)
+public = APIRouter()  # health, readiness, metrics (never behind the key)
 
 
 def _engine(request: Request) -> DecisionEngine:
     return request.app.state.engine
 
 
-@router.post("/score", response_model=DecisionEvent, responses=_ERRORS, dependencies=[Authenticated],
+@router.post("/score", response_model=DecisionEvent, responses=_ERRORS,
              summary="Decide one transaction",
              description="Returns the decision for the transaction. Idempotent by transaction_id: scoring the "
                          "same id again returns the stored decision (header `Idempotent-Replay: true`).")
@@ -85,25 +89,29 @@ async def score(request: Request,
                 tx: Annotated[TransactionRequest, Body(openapi_examples=_EXAMPLES)]) -> Response:
     state = request.app.state
     started = request.scope.get("state", {}).get("started") or time.perf_counter()
-    data = tx.model_dump()
-    try:
-        stored, velocity = await state.velocity.lookup_and_features(state.decisions.key(tx.transaction_id), data)
-        if stored is not None:
-            metrics.REPLAYS.inc()
-            return Response(stored, media_type=JSON, headers={"Idempotent-Replay": "true"})
-        decision = state.engine.decide(tx, velocity, source="api", started=started)
-        body = _DECISION_JSON.to_json(decision)
-        stored, ours = await state.decisions.put(tx.transaction_id, body)
-    except RedisError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis unavailable: {exc}") from None
-    if not ours:  # a concurrent request or the stream decided it first
+    txn = tx.transaction_id
+    written: WriteBehindDecisions = state.written
+    stored = written.local(txn)
+    if stored is None:
+        data = tx.model_dump()
+        keys, args = state.velocity.lookup_keys_args(state.decisions.key(txn), data)
+        try:
+            stored, velocity = state.velocity.parse_lookup(
+                await eval_script(state.pipeline, state.velocity.script, keys, args))
+        except RedisError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis unavailable: {exc}") from None
+        stored = stored or written.local(txn)  # a concurrent request of this worker decided meanwhile
+    if stored is not None:
         metrics.REPLAYS.inc()
         return Response(stored, media_type=JSON, headers={"Idempotent-Replay": "true"})
+    decision = state.engine.decide_dumped(data, velocity, source="api", started=started)
+    body = _DECISION_JSON.to_json(decision)
+    written.put(txn, body)
     metrics.DECISIONS.labels(decision.outcome).inc()
     return Response(body, media_type=JSON)
 
 
-@router.post("/score/batch", response_model=BatchResponse, responses=_ERRORS, dependencies=[Authenticated],
+@router.post("/score/batch", response_model=BatchResponse, responses=_ERRORS,
              summary="Decide many transactions",
              description="One decision per transaction, in order. Idempotent per transaction_id like /score.")
 async def score_batch(request: Request, batch: BatchRequest) -> Response:
@@ -161,14 +169,14 @@ async def score_batch(request: Request, batch: BatchRequest) -> Response:
 
 @router.get("/decisions/{transaction_id}", response_model=DecisionEvent,
             responses={**_ERRORS, 404: {"model": Problem, "description": "No decision stored for this id"}},
-            dependencies=[Authenticated], summary="The stored decision of a transaction",
+            summary="The stored decision of a transaction",
             description="What the stream processor published on payments.decisions (consumed into Redis), or what "
                         "POST /score decided; decisions expire after PA_DECISION_TTL_SECONDS.")
 async def get_decision(request: Request,
                        transaction_id: Annotated[str, Path(pattern=r"^txn_[0-9a-f]{16}$",
                                                            examples=["txn_00c0ffee00c0ffee"])]) -> Response:
     try:
-        body = await request.app.state.decisions.get(transaction_id)
+        body = request.app.state.written.local(transaction_id) or await request.app.state.decisions.get(transaction_id)
     except RedisError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis unavailable: {exc}") from None
     if body is None:
@@ -190,12 +198,12 @@ class Readiness(BaseModel):
     consumer_heartbeat_age_s: float | None = None
 
 
-@router.get("/health", response_model=Health, summary="Liveness")
+@public.get("/health", response_model=Health, summary="Liveness")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
+@public.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
             summary="Readiness: rules and models loaded, Redis reachable")
 async def ready(request: Request) -> JSONResponse:
     state = request.app.state
@@ -221,7 +229,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+@public.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
 async def prometheus_metrics() -> Response:
     data, content_type = metrics.render()
@@ -259,6 +267,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = client
     app.state.velocity = AsyncRedisVelocityStore(client, prefix=f"{settings.redis_prefix}:vel")
     app.state.decisions = DecisionStore(client, settings.redis_prefix, settings.decision_ttl_seconds)
+    app.state.pipeline = AutoPipeline(client)
+    app.state.written = WriteBehindDecisions(app.state.decisions, app.state.pipeline)
     log.info("scoring_api ready: rules=%s models=%s auth=%s", engine.rule_set_version, engine.model_versions,
              "on" if settings.auth_enabled else "off")
     task = asyncio.create_task(_refresher(app))
@@ -273,6 +283,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        with contextlib.suppress(Exception):  # the decisions written behind reach Redis before we stop
+            await asyncio.wait_for(app.state.pipeline.drain(), timeout=5)
         await client.aclose()
 
 
@@ -288,7 +300,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = tuple(settings.keys)
-    app.include_router(router)
+    # The API-key check is a dependency of the routes only when auth is on (then the OpenAPI document
+    # shows the security schemes); with auth off (dev) no per-request dependency runs at all.
+    app.include_router(router, dependencies=[Authenticated] if settings.auth_enabled else [])
+    app.include_router(public)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_errors(request: Request, exc: StarletteHTTPException) -> Response:

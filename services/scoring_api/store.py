@@ -37,3 +37,35 @@ class DecisionStore:
         if not n:
             return 0
         return sum(1 for r in await pipe.execute() if r)
+
+
+class WriteBehindDecisions:
+    """The API's own decisions: answered at once, written to Redis (SET NX) in the next automatic
+    pipeline, and kept in process until Redis has acknowledged them, so a re-score or a GET of the
+    same transaction_id in between still finds the decision.
+
+    A concurrent re-score of the same id on ANOTHER worker within that window (about one Redis round
+    trip) decides again; the decision is the same (deterministic engine; velocity recording is
+    idempotent and excludes the transaction itself) apart from ``decided_at``/``latency_ms``, and the
+    first write wins in Redis."""
+
+    def __init__(self, store: DecisionStore, pipeline: Any):
+        self.store = store
+        self.pipeline = pipeline
+        self._unacked: dict[str, bytes] = {}
+
+    def local(self, transaction_id: str) -> bytes | None:
+        return self._unacked.get(transaction_id)
+
+    def put(self, transaction_id: str, body: bytes) -> None:
+        self._unacked[transaction_id] = body
+
+        def done(reply: Any) -> None:  # stored, or refused (NX: the stream decided first), or failed
+            if self._unacked.get(transaction_id) is body:
+                del self._unacked[transaction_id]
+
+        self.pipeline.send("SET", self.store.key(transaction_id), body, "NX", "EX", self.store.ttl, on_done=done)
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._unacked)

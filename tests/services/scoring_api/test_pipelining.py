@@ -1,0 +1,103 @@
+"""AutoPipeline and the write-behind decision store against a real Redis."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+from payments_core.velocity import AsyncRedisVelocityStore
+from services.scoring_api.pipelining import AutoPipeline, eval_script
+from services.scoring_api.store import DecisionStore, WriteBehindDecisions
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_commands_of_one_loop_turn_share_one_pipeline(redis_url):
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        pipe = AutoPipeline(client)
+        ns = uuid.uuid4().hex
+        replies = await asyncio.gather(*(pipe.call("INCRBY", f"{ns}:n", i) for i in range(1, 51)))
+        assert sorted(replies) == sorted(set(replies)) and max(replies) == sum(range(1, 51))
+        assert (pipe.batches, pipe.commands) == (1, 50)
+        # one failing command fails alone
+        await client.set(f"{ns}:s", "text")
+        ok, bad = await asyncio.gather(pipe.call("GET", f"{ns}:n"), pipe.call("INCR", f"{ns}:s"),
+                                       return_exceptions=True)
+        assert ok == str(sum(range(1, 51))).encode()
+        assert isinstance(bad, ResponseError)
+        await client.aclose()
+
+    run(main())
+
+
+def test_eval_script_reloads_a_flushed_script(redis_url):
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        store = AsyncRedisVelocityStore(client, prefix=f"t{uuid.uuid4().hex[:6]}:vel")
+        pipe = AutoPipeline(client)
+        tx = {"transaction_id": "txn_00000000000000a1", "event_timestamp": "2026-01-01T00:00:00Z",
+              "amount_minor": 500, "card_token_id": "c1", "device_fingerprint": "d1", "merchant_id": "m1"}
+        await client.script_flush()
+        keys, args = store.lookup_keys_args("nokey:" + uuid.uuid4().hex, tx)
+        stored, features = store.parse_lookup(await eval_script(pipe, store.script, keys, args))
+        assert stored is None and features["card_txn_count_600s"] == 0
+        later = {**tx, "transaction_id": "txn_00000000000000a2", "event_timestamp": "2026-01-01T00:01:00Z"}
+        keys, args = store.lookup_keys_args("nokey", later)
+        _, features = store.parse_lookup(await eval_script(pipe, store.script, keys, args))
+        assert features["card_txn_count_600s"] == 1 and features["card_amount_minor_600s"] == 500
+        await client.aclose()
+
+    run(main())
+
+
+def test_decisions_written_behind_are_visible_before_and_after_redis_acknowledges(redis_url):
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        store = DecisionStore(client, prefix=f"t{uuid.uuid4().hex[:6]}", ttl_seconds=60)
+        written = WriteBehindDecisions(store, AutoPipeline(client))
+        await client.set(store.key("txn_b"), b"stream-decided")  # first writer wins (NX)
+        written.put("txn_a", b"api-decided")
+        written.put("txn_b", b"api-decided")
+        assert written.local("txn_a") == b"api-decided" and written.unacknowledged == 2
+        await written.pipeline.drain()
+        assert written.unacknowledged == 0 and written.local("txn_a") is None
+        assert await store.get("txn_a") == b"api-decided"
+        assert await store.get("txn_b") == b"stream-decided"
+        assert 0 < await client.ttl(store.key("txn_a")) <= 60
+        await client.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize("concurrency", [1, 20])
+def test_concurrent_rescoring_returns_one_decision(make_settings, concurrency):
+    """Re-scores racing the first request (same worker) all answer the first decision."""
+    import httpx
+
+    from payments_core.samples import EXAMPLE_REQUEST
+    from services.scoring_api.app import create_app
+
+    from .conftest import API_KEY
+
+    async def main():
+        app = create_app(make_settings())
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         headers={"X-API-Key": API_KEY}) as c:
+                body = {**EXAMPLE_REQUEST, "transaction_id": "txn_" + uuid.uuid4().hex[:16]}
+                rs = await asyncio.gather(*(c.post("/score", json=body) for _ in range(concurrency)))
+                again = await c.post("/score", json=body)
+                fetched = await c.get(f"/decisions/{body['transaction_id']}")
+        assert {r.status_code for r in rs} == {200}
+        assert len({r.content for r in rs}) == 1
+        assert again.content == rs[0].content and again.headers["idempotent-replay"] == "true"
+        assert fetched.content == rs[0].content
+
+    run(main())
