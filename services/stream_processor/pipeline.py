@@ -154,9 +154,13 @@ def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, sou
                               max_offsets_per_trigger=settings.stream_max_offsets_per_trigger)
     if realtime:
         # OSS Spark refuses Python UDF operators in real-time mode by allow-list (they run when the
-        # check is off; see the README section on real-time mode). Runtime SQL settings.
+        # check is off; see the README section on real-time mode). An Arrow batch goes to Python only
+        # when full (or when the real-time batch ends): small batches. Runtime SQL settings of the
+        # session, read while the query runs (so they stay set; the processor's session runs one
+        # scoring query).
         spark.conf.set("spark.sql.streaming.realTimeMode.allowlistCheck", "false")
         spark.conf.set("spark.sql.streaming.realTimeMode.minBatchDuration", "1000")
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.stream_realtime_arrow_batch_rows))
     tasks = None if realtime else (settings.stream_python_workers or _default_parallelism(spark))
     records = score_stream(source, config or scoring_config(settings), form, tasks)
     writer = (records.writeStream.format("kafka").options(**settings.kafka_client_options())

@@ -60,7 +60,12 @@ class StreamProcessorSettings(BaseSettings):
     stream_starting_offsets: str = Field(
         "earliest", description="Where a query with a fresh checkpoint starts: earliest | latest | JSON")
     stream_arrow_batch_rows: int = Field(
-        5000, ge=1, description="Rows per Arrow batch handed to the decision core")
+        20000, ge=1, description="Micro-batch mode: rows per Arrow batch handed to the decision core (bigger: "
+                                  "fewer velocity range scans per row)")
+    stream_realtime_arrow_batch_rows: int = Field(
+        1, ge=1, description="Real-time mode: rows per Arrow batch. Spark closes an Arrow batch only when it is "
+                             "full (or the real-time batch ends), so this is the latency knob: 1 = every record "
+                             "goes to Python as soon as the next one arrives")
     stream_velocity: bool = Field(
         True, description="Read/record velocity in the online Redis store. Diagnostics only: without it "
                           "velocity features are 0 and decisions differ from POST /score")

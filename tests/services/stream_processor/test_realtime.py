@@ -25,11 +25,14 @@ ONE_PARTITION = tuple(TopicSpec(t.name, 1, t.key, t.description) for t in (TRANS
 
 
 @pytest.fixture
-def rt_settings(sp_settings, kafka_bootstrap, kafka_topics):
+def rt_settings(spark, sp_settings, kafka_bootstrap, kafka_topics):
     prefix = f"{kafka_topics}rt{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix, ONE_PARTITION)  # one long-running task fits local[2]
-    return sp_settings.model_copy(update={"topic_prefix": prefix, "stream_trigger": "realtime",
-                                          "stream_interval": "3 seconds", "stream_starting_offsets": "earliest"})
+    arrow_batch = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(arrow_batch)
+    yield sp_settings.model_copy(update={"topic_prefix": prefix, "stream_trigger": "realtime",
+                                         "stream_interval": "3 seconds", "stream_starting_offsets": "earliest"})
+    spark.conf.set(arrow_batch, before)  # start_scoring sets real-time mode's small batches on the shared session
 
 
 def test_allow_list_refuses_python_udfs_unless_disabled(spark, rt_settings):
@@ -67,5 +70,7 @@ def test_the_same_query_decides_in_real_time_mode(spark, rt_settings, kafka_boot
         assert decided == {e["transaction_id"] for e in events}
         assert len(consume_all(kafka_bootstrap, rt_settings.topics.dlq, expect=2, timeout=60)) == 2
         assert "RealTime" in query._jsq.streamingQuery().trigger().getClass().getName()
+        assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == str(
+            rt_settings.stream_realtime_arrow_batch_rows)
     finally:
         query.stop()
