@@ -115,6 +115,20 @@ def prefill_velocity(redis_url: str, velocity_prefix: str, rate: float, seconds:
 
 
 # ------------------------------------------------------------------------------------------ measuring
+def _watermarks(consumer: Any, tp: Any, timeout: float = 60.0) -> tuple[int, int]:
+    """Watermark offsets, retried while a just-created topic elects its leaders."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 class DecisionWatcher:
     """Consumes a decisions topic from its current end: (kafka_ts_ms, event_ts_ms) per decision."""
 
@@ -126,7 +140,7 @@ class DecisionWatcher:
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         assign = []
         for p in parts:
-            lo, hi = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            lo, hi = _watermarks(self.consumer, TopicPartition(topic, p))
             assign.append(TopicPartition(topic, p, lo if from_beginning else hi))
         self.consumer.assign(assign)
         self.kafka_ts: list[int] = []
