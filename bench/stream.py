@@ -90,12 +90,12 @@ def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, see
 
 def prefill_velocity(redis_url: str, velocity_prefix: str, rate: float, seconds: float, seed: int = 23) -> int:
     """Steady state for a run at ``rate``: record ``rate * seconds`` simulator events with event
-    times over the last ``seconds`` in the online velocity store (the core's public ``record``), so
-    the velocity windows hold what ``seconds`` of traffic at that rate would leave in them."""
-    from concurrent.futures import ThreadPoolExecutor
+    times over the last ``seconds`` in the online velocity store (the core's batch recording, the
+    same stored state as recording one by one), so the velocity windows hold what ``seconds`` of
+    traffic at that rate would leave in them."""
     from datetime import UTC, datetime
 
-    from payments_core.velocity import ENTITY_FIELDS, RedisVelocityStore
+    from payments_core.velocity_batch import ENTITY_COLUMNS, BatchRedisVelocity
     from services.simulator.generator import GeneratorConfig, TransactionGenerator
 
     n = int(rate * seconds)
@@ -103,15 +103,21 @@ def prefill_velocity(redis_url: str, velocity_prefix: str, rate: float, seconds:
         return 0
     start = datetime.fromtimestamp(time.time() - seconds, UTC)
     gen = TransactionGenerator(GeneratorConfig(seed=seed, start=start, events_per_second=rate))
-    store = RedisVelocityStore.from_url(redis_url, prefix=velocity_prefix)
-    cols = ["transaction_id", "event_timestamp", "amount_minor", *ENTITY_FIELDS.values()]
+    store = BatchRedisVelocity.from_url(redis_url, prefix=velocity_prefix)
     done = 0
-    with ThreadPoolExecutor(4) as pool:
-        for batch in gen.iter_batches(n, 20_000):
-            rows = batch.to_pandas()[cols].to_dict("records")
-            list(pool.map(store.record, rows, chunksize=500))
-            done += len(rows)
+    for batch in gen.iter_batches(n, 20_000):
+        df = batch.to_pandas()
+        ms = pd_millis(df["event_timestamp"])
+        store.record_arrays(df["transaction_id"].tolist(), ms, df["amount_minor"].tolist(),
+                            [df[c].tolist() for c in ENTITY_COLUMNS])
+        done += len(df)
     return done
+
+
+def pd_millis(ts: Any) -> list[int]:
+    import pandas as pd
+
+    return (pd.to_datetime(ts, utc=True).astype("datetime64[us, UTC]").astype("int64") // 1000).tolist()
 
 
 # ------------------------------------------------------------------------------------------ measuring

@@ -124,7 +124,8 @@ def _truthy(values: pd.Series) -> np.ndarray:
 
 
 def _verdicts(engine: DecisionEngine, st: _State, approval: np.ndarray, risk: np.ndarray, authenticated: np.ndarray,
-              outcome_rules: list[tuple[int, Any]], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              outcome_rules: list[tuple[int, Any]],
+              masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(outcome severity int, cause int, policy code object) per row: ``DecisionEngine._verdict``."""
     p = engine.policy
     n = len(approval)

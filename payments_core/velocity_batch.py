@@ -32,6 +32,7 @@ from payments_core.velocity import _ENTITIES, _OUTPUT_NAMES, _WINDOW_ARGS, DEFAU
 _BATCH_LUA = """
 local grace = tonumber(ARGV[1])
 local record = ARGV[2] ~= '0'
+local read = ARGV[2] ~= '2'
 local nent = tonumber(ARGV[3])
 local windows, full = {}, {}
 for e = 1, nent do
@@ -105,8 +106,13 @@ for k, list in pairs(by_key) do
     end
     if #args > 0 then redis.call('ZADD', key, unpack(args)) end
   end
-  local items
-  if full[e] then
+  local items = {}
+  if not read then
+    if record then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(thr))
+      redis.call('PEXPIRE', key, maxw + grace)
+    end
+  elseif full[e] then
     -- small sets (card, device): read everything once, trim only when something is old enough
     items = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
     if record and #items > 0 and tonumber(items[2]) < thr then
@@ -116,7 +122,7 @@ for k, list in pairs(by_key) do
     if record then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(thr)) end
     items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
   end
-  if record then redis.call('PEXPIRE', key, maxw + grace) end
+  if record and read then redis.call('PEXPIRE', key, maxw + grace) end
   local s, p = {}, {0}
   local m = 0
   for j = 1, #items, 2 do
@@ -138,6 +144,7 @@ for k, list in pairs(by_key) do
     end
   end
 end
+if not read then return '' end
 return table.concat(out, ',')
 """
 
@@ -165,7 +172,8 @@ class BatchRedisVelocity:
         return cls(redis.Redis.from_url(url), **kw)
 
     def features_arrays(self, transaction_id: Sequence[str], event_ms: Sequence[int], amount_minor: Sequence[int],
-                        entities: Sequence[Sequence[str]], record: bool = True) -> np.ndarray:
+                        entities: Sequence[Sequence[str]], record: bool = True, *,
+                        mode: str | None = None) -> np.ndarray:
         """``(n, len(VELOCITY_FEATURES))`` int64 in VELOCITY_FEATURES order.
 
         ``event_ms``: event time in integer epoch milliseconds (floored, as ``velocity.event_millis``);
@@ -190,12 +198,19 @@ class BatchRedisVelocity:
             indices.append(col)
         members = " ".join([f"{tid}|{int(amt)}" for tid, amt in zip(transaction_id, amount_minor, strict=True)])
         stamps = " ".join([str(int(ts)) for ts in event_ms])
-        args = [self.grace_ms, "1" if record else "0", len(_ENTITIES), *_WINDOW_ARGS, *counts, *_READS, members, stamps,
-                *(" ".join(map(str, col)) for col in indices)]
+        args = [self.grace_ms, mode or ("1" if record else "0"), len(_ENTITIES), *_WINDOW_ARGS, *counts, *_READS,
+                members, stamps, *(" ".join(map(str, col)) for col in indices)]
         reply = self._script(keys=keys, args=args)
+        if mode == "2":
+            return np.zeros((n, len(VELOCITY_FEATURES)), dtype=np.int64)
         # one comma-separated string (Lua's %.14g: exact integers far beyond any amount sum)
         flat = np.fromstring(reply, dtype=np.float64, sep=",").astype(np.int64).reshape(n, len(_OUTPUT_NAMES))
         return flat[:, _COLUMN_ORDER]
+
+    def record_arrays(self, transaction_id: Sequence[str], event_ms: Sequence[int], amount_minor: Sequence[int],
+                      entities: Sequence[Sequence[str]]) -> None:
+        """Record a batch without reading (the same stored state as ``features_arrays``)."""
+        self.features_arrays(transaction_id, event_ms, amount_minor, entities, mode="2")
 
     def features_frame(self, df: Any, record: bool = True) -> Any:
         """VELOCITY_FEATURES columns for a pandas DataFrame of contract fields, aligned to ``df.index``."""

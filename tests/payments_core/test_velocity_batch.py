@@ -12,7 +12,7 @@ import redis
 from payments_core.features import VELOCITY_FEATURES
 from payments_core.samples import sample_request
 from payments_core.velocity import RedisVelocityStore
-from payments_core.velocity_batch import BatchRedisVelocity
+from payments_core.velocity_batch import ENTITY_COLUMNS, BatchRedisVelocity
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -26,7 +26,8 @@ def _txs(n: int, seed: int, start: datetime = T0) -> list[dict]:
     for _ in range(n):
         tx = sample_request(rng, base_time=T0, card_token_id=f"tok_{rng.randrange(12)}",
                             device_fingerprint=f"dev_{rng.randrange(7)}", merchant_id=f"m_{rng.randrange(4)}")
-        tx["event_timestamp"] = start + timedelta(seconds=rng.randrange(0, 3000), milliseconds=rng.choice([0, 0, 1, 999]))
+        tx["event_timestamp"] = start + timedelta(seconds=rng.randrange(0, 3000),
+                                                  milliseconds=rng.choice([0, 0, 1, 999]))
         out.append(tx)
     return out
 
@@ -37,7 +38,8 @@ def test_batch_script_equals_per_transaction_script_and_leaves_the_same_state(re
     one, many = RedisVelocityStore(client, prefix=a), BatchRedisVelocity(client, prefix=b)
     txs = _txs(700, seed=3)
     # mixed sizes, one replayed row, and a last batch two days later (trims the old members)
-    batches = [txs[:1], txs[1:300], txs[300:301], txs[300:650], txs[650:], _txs(80, seed=5, start=T0 + timedelta(days=2))]
+    batches = [txs[:1], txs[1:300], txs[300:301], txs[300:650], txs[650:],
+               _txs(80, seed=5, start=T0 + timedelta(days=2))]
     total = 0
     for batch in batches:
         want = pd.DataFrame(one.features_batch(batch), columns=list(VELOCITY_FEATURES))
@@ -60,3 +62,26 @@ def test_batch_script_equals_per_transaction_script_and_leaves_the_same_state(re
 def test_empty_batch(redis_url):
     store = BatchRedisVelocity.from_url(redis_url, prefix=f"test:vb:{uuid.uuid4().hex[:8]}")
     assert store.features_arrays([], [], [], [[], [], []]).shape == (0, len(VELOCITY_FEATURES))
+
+
+def test_record_only_leaves_the_state_of_per_transaction_recording(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    a, b = f"test:vb:{uuid.uuid4().hex[:8]}", f"test:vb:{uuid.uuid4().hex[:8]}"
+    one, many = RedisVelocityStore(client, prefix=a), BatchRedisVelocity(client, prefix=b)
+    txs = _txs(300, seed=8)
+    for tx in txs:
+        one.record(tx)
+    df = pd.DataFrame(txs)
+    ms = (pd.to_datetime(df["event_timestamp"], utc=True).astype("datetime64[us, UTC]").astype("int64") // 1000)
+    many.record_arrays(df["transaction_id"].tolist(), ms.tolist(), df["amount_minor"].tolist(),
+                       [df[c].tolist() for c in ENTITY_COLUMNS])
+    keys = sorted(k.decode() for k in client.scan_iter(f"{a}:*"))
+    assert keys and sorted(k.decode() for k in client.scan_iter(f"{b}:*")) == [k.replace(a, b, 1) for k in keys]
+    for key in keys:
+        assert client.zrange(key, 0, -1, withscores=True) == client.zrange(key.replace(a, b, 1), 0, -1, withscores=True)
+        assert client.pttl(key.replace(a, b, 1)) > 0
+    # and the batch reads agree afterwards
+    probe = _txs(40, seed=9)
+    want = pd.DataFrame(one.features_batch(probe, record=False), columns=list(VELOCITY_FEATURES))
+    assert np.array_equal(many.features_frame(pd.DataFrame(probe), record=False).to_numpy(), want.to_numpy())
+    assert want.to_numpy().sum() > 0
