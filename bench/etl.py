@@ -10,9 +10,16 @@ produced events).
 * ``incremental_10k_s``: one update of the running pipeline (local continuous mode: the warm runner,
   one long-lived Connect session) after 10k new events, including the recomputation of every gold
   materialized view over the whole silver table (OSS materialized views are full recomputes).
+* ``incremental_10k_breakdown_s``: when each phase of that update ended, in seconds since its start
+  (``spark.pipelines.warm_runner``): definitions registered (a new graph per update: the Connect server
+  runs a graph once), graph resolved and tables materialized (the server's materialization truncates
+  every materialized view and sets the properties of every table: Delta commits), streaming tables done,
+  last materialized view done.
 * ``incremental_10k_streaming_only_s``: the same with the streaming tables only (bronze, silver,
   quarantine; gold refreshed every N-th update in continuous mode).
 * ``incremental_10k_cold_cli_s``: the incremental update as a separate cold CLI run.
+* ``load_avg_1m_after_incremental``: the machine's 1-minute load average right after the measured
+  update (2 cores; other jobs running at the same time inflate every figure).
 
     make bench-etl                                   # 1,000,000 + 10,000 events
     make bench-etl BENCH_ARGS="--events 200000"
@@ -48,6 +55,19 @@ def produce(gen: TransactionGenerator, producer: EventProducer, total: int, batc
     if left:
         raise RuntimeError(f"{left} events not delivered")
     return time.perf_counter() - t0
+
+
+def breakdown(phases: dict[str, float]) -> dict[str, float]:
+    """When (seconds since the update's start) each phase of a warm update ended."""
+    from spark.etl.gold import MATERIALIZED
+    from spark.pipelines.warm_runner import STREAMING_TABLES
+
+    def last(names) -> float | None:
+        times = [phases[n] for n in names if n in phases]
+        return max(times) if times else None
+
+    return {"definitions_registered": phases.get("register"), "graph_resolved_tables_materialized": phases.get("queued"),
+            "streaming_tables_done": last(STREAMING_TABLES), "gold_done": last(d.name for d in MATERIALIZED)}
 
 
 def silver_count(lakehouse: Lakehouse) -> int:
@@ -104,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 warm.update()  # session start, JIT and code generation: not part of an incremental update
                 produce(gen, producer, args.incremental)
                 incr_s = warm.update()
+                incr_load = os.getloadavg()[0]
+                incr_phases = breakdown(warm.last_phases)
                 n_incr = silver_count(lakehouse)
                 produce(gen, producer, args.incremental)
                 stream_s = warm.update("streaming")
@@ -118,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         "incremental_10k_s" if args.incremental == 10_000 else f"incremental_{args.incremental}_s": round(incr_s, 1),
         "incremental_10k_streaming_only_s" if args.incremental == 10_000 else
         f"incremental_{args.incremental}_streaming_only_s": round(stream_s, 1),
+        "incremental_10k_breakdown_s" if args.incremental == 10_000 else
+        f"incremental_{args.incremental}_breakdown_s": incr_phases,
         "incremental_10k_cold_cli_s" if args.incremental == 10_000 else
         f"incremental_{args.incremental}_cold_cli_s": round(cold_s, 1),
+        "load_avg_1m_after_incremental": round(incr_load, 2),
         "produce_s": round(produce_s, 1), "full_refresh_events_per_s": round(args.events / full_s),
         "goals": {"full_refresh_1m_s": 180, "incremental_10k_s": 20},
         "driver_memory": args.driver_memory,

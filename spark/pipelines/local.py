@@ -30,6 +30,7 @@ How the CLI is made to work locally (what did not work out of the box, and why):
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shlex
@@ -82,6 +83,12 @@ class LocalPipeline:
                 "spark.sql.sources.default": "delta",
                 # no extra empty micro-batch per stateful flow just to move the watermark
                 "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+                # state stores commit a changelog per micro-batch instead of a full RocksDB snapshot
+                "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+                # checkpoint files renamed with FileSystem.rename: the FileContext path forks `readlink`
+                # for every rename on the local file system
+                "spark.sql.streaming.checkpointFileManagerClass":
+                    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
                 **self.settings.configuration(),
             },
             "libraries": [{"glob": {"include": "transformations/**"}}],
@@ -109,6 +116,12 @@ class LocalPipeline:
             "spark.sql.streaming.stateStore.providerClass":
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
+            # compiled code kept across updates: one update generates more classes than the default 100
+            # entries (every flow, every stage), so each update recompiled what the previous one had
+            "spark.sql.codegen.cache.maxEntries": "2000",
+            # Delta commits on the local file system without forking `readlink` per rename (HDFSLogStore
+            # renames through FileContext); one writer per table (the update lock), as LocalLogStore needs
+            "spark.delta.logStore.file.impl": "io.delta.storage.LocalLogStore",
             **self.extra_conf,
         }
         args = ["--driver-class-path", ":".join(str(p) for p in spark_jars()),
@@ -204,6 +217,7 @@ class WarmSession:
         self.proc: subprocess.Popen | None = None
         self.control = pipeline.state_dir / "control"
         self.n = 0
+        self.last_phases: dict[str, float] = {}
 
     def __enter__(self) -> WarmSession:
         import shutil
@@ -221,7 +235,8 @@ class WarmSession:
         return self
 
     def update(self, mode: str = "", timeout: float = 1800) -> float:
-        """Run one update (``""``, ``"streaming"`` or ``"full"``); returns its seconds; raises on failure."""
+        """Run one update (``""``, ``"streaming"`` or ``"full"``); returns its seconds; raises on failure.
+        ``last_phases`` then holds when each phase of it ended (see ``spark.pipelines.warm_runner``)."""
         import time
 
         assert self.proc is not None
@@ -235,9 +250,10 @@ class WarmSession:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pipeline update {self.n} did not finish in {timeout}s")
             time.sleep(0.1)
-        status, seconds = done.read_text().split()
+        status, seconds, *phases = done.read_text().split(maxsplit=2)
         if status != "COMPLETED":
             raise RuntimeError(f"pipeline update {self.n} {status}")
+        self.last_phases = json.loads(phases[0]) if phases else {}
         return float(seconds)
 
     def __exit__(self, *exc) -> None:

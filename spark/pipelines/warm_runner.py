@@ -11,33 +11,69 @@ loop, in the same session.
 Updates are triggered either every ``--every`` seconds, or by command files (``--control-dir``; used by
 benchmarks, since ``spark-submit``'s Python runner does not pass stdin through): a file ``cmd-<n>``
 holding ``update``, ``update streaming`` (streaming tables only), ``update full`` (full refresh) or
-``quit``, answered by ``done-<n>`` holding ``<status> <seconds>``. After each update it also prints
+``quit``, answered by ``done-<n>`` holding ``<status> <seconds> <phases as JSON>``. After each update it
+also prints ``PA-PHASES`` (seconds since the update's start at which the definitions were registered,
+the graph was resolved and its tables materialized (``queued``), and each flow completed) and
 ``PA-UPDATE <n> <status> <seconds>``. ``--gold-every N`` refreshes the materialized views on every
 N-th timed update only (streaming tables on every one).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
 import traceback
+from datetime import timezone
 from pathlib import Path
 
 STREAMING_TABLES = ["bronze_transactions", "bronze_dead_letters", "silver_transactions", "silver_quarantine"]
 
 
-def _update(spark, spec_path: Path, spec, *, full_refresh_all: bool = False, refresh: list[str] | None = None) -> None:
+def _register(spark, spec_path: Path, spec) -> str:
     from pyspark.pipelines.cli import register_definitions
     from pyspark.pipelines.spark_connect_graph_element_registry import SparkConnectGraphElementRegistry
-    from pyspark.pipelines.spark_connect_pipeline import create_dataflow_graph, handle_pipeline_events, start_run
+    from pyspark.pipelines.spark_connect_pipeline import create_dataflow_graph
 
     graph_id = create_dataflow_graph(spark, default_catalog=spec.catalog, default_database=spec.database,
                                      sql_conf=spec.configuration)
-    registry = SparkConnectGraphElementRegistry(spark, graph_id)
-    register_definitions(spec_path, registry, spec, spark, graph_id)
-    handle_pipeline_events(start_run(spark, graph_id, full_refresh=[], full_refresh_all=full_refresh_all,
-                                     refresh=refresh or [], dry=False, storage=spec.storage))
+    register_definitions(spec_path, SparkConnectGraphElementRegistry(spark, graph_id), spec, spark, graph_id)
+    return graph_id
+
+
+def _run(spark, graph_id: str, spec, *, full_refresh_all: bool = False, refresh: list[str] | None = None) -> dict:
+    """One run of a registered graph; prints its events; returns phase times (seconds since the start of
+    the run): ``queued`` (graph resolved and tables materialized), ``<table>`` (flow completed)."""
+    from pyspark.pipelines.logging_utils import log_with_provided_timestamp
+    from pyspark.pipelines.spark_connect_pipeline import start_run
+
+    started = time.monotonic()
+    phases: dict[str, float] = {}
+    for result in start_run(spark, graph_id, full_refresh=[], full_refresh_all=full_refresh_all,
+                            refresh=refresh or [], dry=False, storage=spec.storage):
+        if "pipeline_event_result" not in result:
+            continue
+        event = result["pipeline_event_result"].event
+        message = event.message
+        log_with_provided_timestamp(message, event.timestamp.ToDatetime().replace(tzinfo=timezone.utc))
+        now = round(time.monotonic() - started, 2)
+        if " is QUEUED" in message:
+            phases.setdefault("queued", now)
+        elif " has COMPLETED" in message and message.startswith("Flow "):
+            phases[message.split()[1].rsplit(".", 1)[-1]] = now
+    return phases
+
+
+def _update(spark, spec_path: Path, spec, *, full_refresh_all: bool = False, refresh: list[str] | None = None) -> dict:
+    """One update: a new graph (a graph runs once), its definitions registered, then run. Returns the
+    phase times in seconds since the start of the update (``register``: definitions sent; ``queued``:
+    graph resolved and tables materialized; one entry per completed flow)."""
+    t0 = time.monotonic()
+    graph_id = _register(spark, spec_path, spec)
+    registered = time.monotonic() - t0
+    phases = _run(spark, graph_id, spec, full_refresh_all=full_refresh_all, refresh=refresh)
+    return {"register": round(registered, 2), **{k: round(v + registered, 2) for k, v in phases.items()}}
 
 
 def _use_free_connect_port() -> int:
@@ -121,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             n += 1
             started = time.monotonic()
             status = "COMPLETED"
+            phases: dict = {}
             try:
-                _update(spark, spec_path, spec, full_refresh_all=full, refresh=refresh)
+                phases = _update(spark, spec_path, spec, full_refresh_all=full, refresh=refresh)
+                print("PA-PHASES " + " ".join(f"{k}={v}" for k, v in phases.items()), flush=True)
             except Exception:
                 status = "FAILED"
                 failures += 1
@@ -131,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PA-UPDATE {n} {status} {seconds:.3f}", flush=True)
             if args.control_dir:
                 done = Path(args.control_dir) / f"done-{n}"
-                done.with_suffix(".tmp").write_text(f"{status} {seconds:.3f}")
+                done.with_suffix(".tmp").write_text(f"{status} {seconds:.3f} {json.dumps(phases)}")
                 done.with_suffix(".tmp").rename(done)
             if args.max_updates and n >= args.max_updates:
                 break
