@@ -7,15 +7,16 @@ batch frames. The steps, in order:
    (``spark.common.contract_checks``; every field rule is read from the pydantic model).
 2. ``quarantine`` - rows with at least one error: raw record, coordinates, first reason, all errors.
 3. ``valid`` - the contract columns of the good rows (defaults filled) plus bronze lineage.
-4. ``deduplicate`` - one row per ``transaction_id``. Streaming: the first one seen within the
-   watermark on the Kafka timestamp (``DEDUP_WATERMARK``); batch: any one (duplicates are replays of
-   the same event).
-5. ``with_retry_features`` - per (card, merchant) pair, in event-time order: ``attempt_sequence``,
+4. dedup - one row per ``transaction_id``. Batch: ``deduplicate``, any one (duplicates are replays
+   of the same event). Streaming: the first one seen, unless seen within the horizon on the Kafka
+   timestamp (``DEDUP_WATERMARK``); ``drop_seen``, in the same stateful step as the retry features.
+5. retry features - per (card, merchant) pair, in event-time order: ``attempt_sequence``,
    ``seconds_since_previous_attempt``, ``previous_attempt_approved``, ``prior_approvals_card_merchant``.
-   Batch: window functions. Streaming: ``with_retry_features_stream``, the same numbers from state
-   kept per bucket of pairs (``applyInPandasWithState``), computed by ``advance_retry_state`` (pandas,
-   vectorised); within a micro-batch in event-time order, across micro-batches in arrival order
-   (Kafka keeps a card's events in order: the topic is keyed by card token).
+   Batch: ``with_retry_features``, window functions. Streaming: ``dedup_and_retry_features_stream``,
+   the same numbers from state kept per bucket of pairs (``applyInPandasWithState``), computed by
+   ``advance_retry_state`` (pandas, vectorised); within a micro-batch in event-time order, across
+   micro-batches in arrival order (Kafka keeps a card's events in order: the topic is keyed by card
+   token). The state is int64 arrays (a bucket's state is read and written as a memory copy).
 6. ``enrich`` - derived features of ``payments_core.features`` (via ``spark.common.features``), decline
    taxonomy of ``payments_core.taxonomy``, merchant-segment dimension (MCC, risk class), time fields,
    USD value (DECIMAL from integer minor units), ``retry_waited_as_advised``.
@@ -70,9 +71,9 @@ def valid(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.size("validation_errors") == 0).select(*cols, *LINEAGE_COLUMNS)
 
 
-def deduplicate(df: DataFrame, *, streaming: bool = False, watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
-    if streaming and watermark:
-        return df.withWatermark("kafka_timestamp", watermark).dropDuplicatesWithinWatermark(["transaction_id"])
+def deduplicate(df: DataFrame) -> DataFrame:
+    """Batch dedup: one row per ``transaction_id`` (duplicates are replays of the same event). The
+    streaming dedup is part of ``dedup_and_retry_features_stream``."""
     return df.dropDuplicates(["transaction_id"])
 
 
@@ -153,13 +154,6 @@ def advance_retry_state(rows: pd.DataFrame, state: np.ndarray) -> tuple[pd.DataF
     return out, new_state[np.argsort(new_state[:, 0], kind="stable")]
 
 
-def _state_from_bytes(blob: bytes) -> np.ndarray:
-    if len(blob) % (8 * _STATE_WIDTH):
-        # the state of checkpoints written before the int64 layout (Arrow IPC of pandas frames)
-        raise ValueError("retry-feature state of an older format: full-refresh silver_transactions")
-    return np.frombuffer(blob, dtype=np.int64).reshape(-1, _STATE_WIDTH)
-
-
 def valid_schema() -> T.StructType:
     """Schema of ``valid(...)`` frames, known without analysis (pipeline functions may not analyse)."""
     contract = struct_type_for(TransactionEvent)
@@ -168,9 +162,65 @@ def valid_schema() -> T.StructType:
     return T.StructType([T.StructField(f.name, f.dataType, True) for f in contract.fields] + lineage)
 
 
-def with_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE_BUCKETS) -> DataFrame:
-    """Retry features over a streaming frame of ``valid_schema()``: state per bucket of card-merchant
-    pairs, each pair identified by the 64-bit ``xxhash64`` of (card token, merchant id)."""
+# dedup state per transaction seen: [transaction key, expiry (Kafka time + horizon, us)] as int64
+_SEEN_WIDTH = 2
+
+
+def _empty_seen() -> np.ndarray:
+    return np.zeros((0, _SEEN_WIDTH), dtype=np.int64)
+
+
+def drop_seen(rows: pd.DataFrame, seen: np.ndarray, horizon_us: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Streaming dedup of ``rows`` (which carry ``_txn``, the transaction id as a 64-bit key) against
+    ``seen`` (the keys of earlier rows with their expiry, sorted by key): keeps the first row per key in
+    arrival order (Kafka time, partition, offset) unless the key was seen within the horizon; returns
+    the kept rows and the new state. Entries expire ``horizon`` after their Kafka time once the latest
+    Kafka time seen is past that (the watermark of ``dropDuplicatesWithinWatermark``); unlike that
+    operator, rows older than the watermark are kept, not dropped as late."""
+    kafka_us = _ts_us(rows["kafka_timestamp"])
+    order = np.lexsort((rows["kafka_offset"].to_numpy(), rows["kafka_partition"].to_numpy(), kafka_us))
+    rows, kafka_us = rows.iloc[order].reset_index(drop=True), kafka_us[order]
+    key = rows["_txn"].to_numpy(dtype=np.int64)
+    first = ~pd.Series(key).duplicated().to_numpy()
+    latest = max(int(kafka_us.max()) if len(kafka_us) else np.iinfo(np.int64).min,
+                 int(seen[:, 1].max()) - horizon_us if len(seen) else np.iinfo(np.int64).min)
+    live = seen[seen[:, 1] >= latest - horizon_us] if len(seen) else seen
+    pos = np.searchsorted(live[:, 0], key)
+    in_state = (pos < len(live)) & (live[np.minimum(pos, max(len(live) - 1, 0)), 0] == key) if len(live) \
+        else np.zeros(len(key), bool)
+    keep = first & ~in_state
+    new = np.column_stack([key[keep], kafka_us[keep] + horizon_us]).astype(np.int64)
+    state = np.concatenate([live, new])
+    return rows[keep].reset_index(drop=True), state[np.argsort(state[:, 0], kind="stable")]
+
+
+def _blob_array(blob: bytes, width: int) -> np.ndarray:
+    if len(blob) % (8 * width):
+        # the state of checkpoints written before the int64 layout (Arrow IPC of pandas frames)
+        raise ValueError("silver state of an older format: full-refresh silver_transactions")
+    return np.frombuffer(blob, dtype=np.int64).reshape(-1, width)
+
+
+def transaction_key(transaction_id: Column) -> Column:
+    """``txn_`` + 16 hex digits (the contract's pattern) -> the 64-bit integer they spell (exact)."""
+    def half(start: int) -> Column:
+        return F.conv(F.substring(transaction_id, start, 8), 16, 10).cast("long")
+    return F.shiftleft(half(5), 32).bitwiseOR(half(13))
+
+
+def dedup_and_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE_BUCKETS,
+                                    watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
+    """Dedup and retry features over a streaming frame of ``valid_schema()`` in ONE stateful step per
+    bucket of card-merchant pairs (each pair identified by the 64-bit ``xxhash64`` of card token and
+    merchant id): rows whose transaction id was seen within ``watermark`` (Kafka time) are dropped
+    (``drop_seen``), then the retry features of the rest are computed (``advance_retry_state``).
+
+    Duplicates are replays of the same event, so they fall in the same bucket. One step instead of
+    ``dropDuplicatesWithinWatermark`` + a second stateful operator: no second shuffle, and no scan of
+    every key of the dedup state on each micro-batch to evict expired ones (that operator's eviction
+    iterates the whole state store; here expiry is a vectorised filter of an int64 array)."""
+    # no watermark: duplicates dropped whenever they come (the state keeps every transaction)
+    horizon_us = int(pd.Timedelta(watermark).value // 1000) if watermark else np.iinfo(np.int64).max // 4
     out_schema = T.StructType([*valid_schema().fields,
                                T.StructField("attempt_sequence", T.LongType()),
                                T.StructField("seconds_since_previous_attempt", T.DoubleType()),
@@ -180,21 +230,30 @@ def with_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE
 
     def step(key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
         rows = pd.concat(list(batches), ignore_index=True)
-        previous = _state_from_bytes(state.get[0]) if state.exists else _empty_state()
-        out, new_state = advance_retry_state(rows, previous)
-        state.update((new_state.tobytes(),))
+        if state.exists:
+            pairs, seen = _blob_array(state.get[0], _STATE_WIDTH), _blob_array(state.get[1], _SEEN_WIDTH)
+        else:
+            pairs, seen = _empty_state(), _empty_seen()
+        rows, seen = drop_seen(rows, seen, horizon_us)
+        if rows.empty:
+            state.update((pairs.tobytes(), seen.tobytes()))
+            return
+        out, pairs = advance_retry_state(rows.drop(columns=["_txn"]), pairs)
+        state.update((pairs.tobytes(), seen.tobytes()))
         yield out[columns]
 
     pair = F.xxhash64(*PAIR)
-    keyed = df.withColumns({"_pair": pair, "_retry_bucket": F.pmod(pair, F.lit(buckets))})
+    keyed = df.withColumns({"_pair": pair, "_retry_bucket": F.pmod(pair, F.lit(buckets)),
+                            "_txn": transaction_key(F.col("transaction_id"))})
     if hasattr(keyed, "_cached_schema"):
         # Spark Connect's applyInPandasWithState asks for the input's columns, i.e. an analysis, which
         # pipeline query functions forbid (ATTEMPT_ANALYSIS_IN_PIPELINE_QUERY_FUNCTION). The schema is
         # known statically, so it is handed over instead of being analysed.
         keyed._cached_schema = T.StructType([*valid_schema().fields, T.StructField("_pair", T.LongType()),
-                                             T.StructField("_retry_bucket", T.LongType())])
+                                             T.StructField("_retry_bucket", T.LongType()),
+                                             T.StructField("_txn", T.LongType())])
     return keyed.groupBy("_retry_bucket").applyInPandasWithState(
-        step, outputStructType=out_schema, stateStructType="pairs binary", outputMode="append",
+        step, outputStructType=out_schema, stateStructType="pairs binary, seen binary", outputMode="append",
         timeoutConf="NoTimeout",
     )
 
@@ -236,8 +295,11 @@ def enrich(df: DataFrame) -> DataFrame:
 def silver_transactions(bronze: DataFrame, *, streaming: bool = False, buckets: int = DEFAULT_RETRY_STATE_BUCKETS,
                         watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
     """bronze -> silver. ``streaming`` picks the stateful path (no analysis of ``bronze`` is done)."""
-    rows = deduplicate(valid(parse(bronze)), streaming=streaming, watermark=watermark)
-    rows = with_retry_features_stream(rows, buckets) if streaming else with_retry_features(rows)
+    rows = valid(parse(bronze))
+    if streaming:
+        rows = dedup_and_retry_features_stream(rows, buckets, watermark)
+    else:
+        rows = with_retry_features(deduplicate(rows))
     return enrich(rows)
 
 

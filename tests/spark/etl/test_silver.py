@@ -146,3 +146,40 @@ def test_retry_state_over_many_batches_equals_full_history():
         [None if pd.isna(v) else bool(v) for v in g["is_approved"].shift(1)]
     assert (out["prior_approvals_card_merchant"] == g["is_approved"].cumsum() - df["is_approved"]).all()
     assert len(state) == df["_pair"].nunique() and (np.diff(state[:, 0]) > 0).all()
+
+
+def test_streaming_dedup_state_keeps_first_within_horizon():
+    """``drop_seen`` (no Spark): first row per transaction in arrival order, duplicates dropped within
+    the horizon across batches, a key seen again after its expiry kept."""
+    import numpy as np
+    import pandas as pd
+
+    hour_us = 3_600_000_000
+
+    def batch(rows):  # (key, kafka time in hours, partition, offset)
+        return pd.DataFrame({"_txn": [r[0] for r in rows], "kafka_partition": [r[2] for r in rows],
+                             "kafka_offset": [r[3] for r in rows],
+                             "kafka_timestamp": pd.to_datetime([r[1] * hour_us for r in rows], unit="us", utc=True)})
+
+    horizon = 24 * hour_us
+    # key 2 twice in one batch (the later offset is listed first); key -1 is txn_ffffffffffffffff
+    kept, seen = silver.drop_seen(batch([(1, 0, 0, 0), (2, 1, 0, 5), (2, 1, 0, 2), (-1, 2, 1, 0)]),
+                                  silver._empty_seen(), horizon)
+    assert list(kept["_txn"]) == [1, 2, -1] and list(kept["kafka_offset"]) == [0, 2, 0]
+    assert [list(r) for r in seen] == [[-1, 26 * hour_us], [1, 24 * hour_us], [2, 25 * hour_us]]
+    kept, seen = silver.drop_seen(batch([(2, 10, 0, 9), (4, 10, 1, 1)]), seen, horizon)
+    assert list(kept["_txn"]) == [4]  # 2 seen 9 hours ago
+    # at 40 h the watermark is 40 - 24 = 16 h, before key 1's expiry (24 h): still a duplicate;
+    # at 60 h the watermark (36 h) is past every expiry (the latest, key 4's, is 34 h): all kept
+    kept, seen = silver.drop_seen(batch([(1, 40, 0, 20)]), seen, horizon)
+    assert list(kept["_txn"]) == []
+    kept, seen = silver.drop_seen(batch([(1, 60, 0, 21), (2, 60, 0, 22), (4, 60, 1, 2)]), seen, horizon)
+    assert list(kept["_txn"]) == [1, 2, 4] and len(seen) == 3 and (np.diff(seen[:, 0]) > 0).all()
+
+
+def test_transaction_key_is_the_hex_value(spark):
+    ids = ["txn_00000000000000a2", "txn_ffffffffffffffff", "txn_8000000000000000", "txn_7fffffffffffffff",
+           "txn_00c0ffee00c0ffee"]
+    df = spark.createDataFrame([(i,) for i in ids], "transaction_id string")
+    got = [r.k for r in df.select(silver.transaction_key(F.col("transaction_id")).alias("k")).collect()]
+    assert got == [int.from_bytes(bytes.fromhex(i[4:]), "big", signed=True) for i in ids]
