@@ -52,6 +52,14 @@ def run(
         # Real-time mode runs every source partition as a long-running task at the same time:
         # give local Spark enough task slots (threads, not cores).
         os.environ.setdefault("PA_SPARK_MASTER", "local[12]")
+    else:
+        # Micro-batch: one Python scoring task per core, and twice as many task slots as cores, so
+        # a scoring batch never waits for a slot held by the decision log's Delta MERGE tasks
+        # (the OS shares the cores; the scheduler no longer queues the hot path behind the log).
+        cores = os.cpu_count() or 2
+        os.environ.setdefault("PA_SPARK_MASTER", f"local[{2 * cores}]")
+        if settings.stream_python_workers is None:
+            settings = settings.model_copy(update={"stream_python_workers": cores})
     from services.stream_processor import pipeline
 
     spark = pipeline.get_session(settings)
