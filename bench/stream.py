@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
               "--warehouse"):
         q.add_argument(a, required=True)
     q.add_argument("--max-offsets", type=int, default=50_000)
-    ap.add_argument("--events", type=int, default=300_000, help="backlog for the saturation runs")
+    ap.add_argument("--events", type=int, default=200_000, help="backlog for the saturation runs")
     ap.add_argument("--batch", type=int, default=50_000, help="maxOffsetsPerTrigger of the saturation runs")
     ap.add_argument("--rates", default="1000,5000", help="fixed offered rates, micro-batch mode")
     ap.add_argument("--seconds", type=float, default=45.0, help="duration of each fixed-rate run")
