@@ -63,9 +63,10 @@ class StreamProcessorSettings(BaseSettings):
         20000, ge=1, description="Micro-batch mode: rows per Arrow batch handed to the decision core (bigger: "
                                   "fewer velocity range scans per row)")
     stream_realtime_arrow_batch_rows: int = Field(
-        1, ge=1, description="Real-time mode: rows per Arrow batch. Spark closes an Arrow batch only when it is "
-                             "full (or the real-time batch ends), so this is the latency knob: 1 = every record "
-                             "goes to Python as soon as the next one arrives")
+        4, ge=1, description="Real-time mode: rows per Arrow batch. Spark closes an Arrow batch only when it is "
+                             "full (or the real-time batch ends): small batches for latency, not too small for "
+                             "throughput (measured at 1,000 tx/s on 2 cores: p99 17 s with 1, 5.6 s with 4; "
+                             "both fell behind)")
     stream_velocity: bool = Field(
         True, description="Read/record velocity in the online Redis store. Diagnostics only: without it "
                           "velocity features are 0 and decisions differ from POST /score")
