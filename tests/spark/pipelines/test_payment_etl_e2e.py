@@ -1,9 +1,8 @@
 """End to end: simulator -> Kafka -> spark-pipelines CLI (bronze, silver, gold) -> gold numbers.
 
 One pipeline update through the real CLI over a small simulated sample (with a replayed event, a
-malformed record and a dead letter); every table agrees with what the simulator produced. (Incremental
-updates are exercised by ``bench/etl.py``, which checks the counts after each update; a second CLI run
-here would add about a minute to the suite.)
+malformed record and a dead letter); every table agrees with what the simulator produced. Then local
+continuous mode: two incremental updates in one warm Connect session (``spark.pipelines.warm_runner``).
 """
 from __future__ import annotations
 
