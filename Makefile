@@ -11,9 +11,9 @@ export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
+# (bench-<area> is deliberately not .PHONY: make does not apply the bench-% pattern rule to phony targets)
 .PHONY: help install install-python install-system jars up up-detached down status test lock bench \
-        simulate scenario backfill \
-        bench-simulator bench-score bench-stream bench-etl bench-train clean
+        simulate scenario backfill clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
