@@ -200,7 +200,7 @@ class DecisionEngine:
             st = self._state
             self._state = self._build_state(st.rules, bundle, st.alias_versions)
 
-    def refresh(self, models: bool = True) -> bool:
+    def refresh(self, models: bool = True, alias_versions: dict[tuple[str, str], str | None] | None = None) -> bool:
         """Pick up a new rule-set file and moved model aliases; returns True when anything changed.
         Cheap when nothing changed (a file stat and a few registry lookups). Never raises: on error
         the current rules/models stay live."""
@@ -214,7 +214,8 @@ class DecisionEngine:
                     rules, changed = new_rules, True
             if models and self.model_source is not None:
                 try:
-                    new_versions = self.model_source.alias_versions()
+                    # ``alias_versions``: already asked by the caller (e.g. in another process)
+                    new_versions = alias_versions if alias_versions is not None else self.model_source.alias_versions()
                     if new_versions != versions:
                         bundle = self.model_source.load_bundle(new_versions, previous=st.bundle)
                         versions, changed = new_versions, True

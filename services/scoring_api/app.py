@@ -32,7 +32,7 @@ from payments_core.models import ModelSource
 from payments_core.rules.model import RuleSource, ruleset_path
 from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
-from services.scoring_api import metrics
+from services.scoring_api import metrics, registry_poll
 from services.scoring_api.auth import Authenticated
 from services.scoring_api.middleware import LimitAndMeasure
 from services.scoring_api.settings import Settings, get_settings
@@ -246,14 +246,30 @@ def build_engine(settings: Settings) -> DecisionEngine:
 
 async def _refresher(app: FastAPI) -> None:
     settings: Settings = app.state.settings
-    while True:
-        await asyncio.sleep(settings.refresh_seconds)
-        try:
-            engine: DecisionEngine = app.state.engine
-            if await asyncio.to_thread(engine.refresh):
-                metrics.show_versions(engine.model_versions, engine.rule_set_version)
-        except Exception:  # never let the refresher die
-            log.exception("refresh failed")
+    poller = registry_poll.start_poller() if settings.mlflow_tracking_uri else None
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            await asyncio.sleep(settings.refresh_seconds)
+            try:
+                engine: DecisionEngine = app.state.engine
+                versions = None
+                if poller is not None:  # the registry lookups run in the helper process
+                    versions = await loop.run_in_executor(poller, registry_poll.alias_versions,
+                                                          settings.mlflow_tracking_uri, settings.uc_catalog,
+                                                          settings.uc_schema)
+                if await asyncio.to_thread(engine.refresh, alias_versions=versions):
+                    metrics.show_versions(engine.model_versions, engine.rule_set_version)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the refresher die (a broken helper process is replaced)
+                log.exception("refresh failed")
+                if poller is not None and getattr(poller, "_broken", False):
+                    poller.shutdown(wait=False, cancel_futures=True)
+                    poller = registry_poll.start_poller()
+    finally:
+        if poller is not None:
+            poller.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.asynccontextmanager

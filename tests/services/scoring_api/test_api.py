@@ -165,3 +165,23 @@ def test_openapi_documents_examples_and_security(client):
     assert spec["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] \
         .endswith("DecisionEvent")
     assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
+
+
+def test_a_moved_champion_alias_is_picked_up_without_restart(make_settings, tmp_path):
+    """The registry is polled from a helper process; the worker reloads when the alias moves."""
+    import time
+
+    from tests.payments_core.helpers import mlflow_uri, register_all, train_models
+
+    uri = mlflow_uri(tmp_path)
+    register_all(uri, tmp_path / "artifacts", train_models(seed=5, kind="linear"))
+    with TestClient(create_app(make_settings(mlflow_tracking_uri=uri, refresh_seconds=0.3)),
+                    headers={"X-API-Key": API_KEY}) as c:
+        assert c.get("/ready").json()["model_versions"]["approval"] == "1"
+        register_all(uri, tmp_path / "artifacts", train_models(seed=9, kind="linear"))  # version 2 -> champion
+        deadline = time.monotonic() + 60
+        while c.get("/ready").json()["model_versions"]["approval"] != "2":
+            assert time.monotonic() < deadline, "the new champion was not picked up"
+            time.sleep(0.2)
+        r = c.post("/score", json={**EXAMPLE_REQUEST, "transaction_id": "txn_00000000000000bb"})
+        assert r.status_code == 200 and r.json()["model_versions"]["approval"] == "2"
