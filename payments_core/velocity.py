@@ -13,10 +13,15 @@ Semantics (identical in every implementation, tests keep them in agreement):
 * recording is idempotent by ``transaction_id``: a transaction is a sorted-set member
   ``<transaction_id>|<amount_minor>`` scored by its event time, so recording it again changes nothing.
 
-Redis layout: one sorted set per entity value, ``{prefix}:{entity}:{value}``; a Lua script records and
-computes in one call (one round trip per transaction, or one per pipelined batch). Members older
+Redis layout: one sorted set per entity value, ``{prefix}:{entity}:{value}``, and next to it a hash
+``...:b`` of amount sums per second and per minute; a Lua script records and computes in one call
+(one round trip per transaction, or one per pipelined batch). Counts come from ``ZCOUNT``; sums
+from the members themselves when a window holds few (``scan_limit``), otherwise from the buckets of
+the whole seconds/minutes inside the window plus the members of the partial seconds at its edges:
+still exact, but bounded work for a merchant taking hundreds of payments a second. Members older
 than the largest window plus ``grace_seconds`` (relative to the transaction being recorded) are
-trimmed, and keys expire after the largest window plus grace of inactivity.
+trimmed (and taken out of their buckets), and keys expire after the largest window plus grace of
+inactivity.
 
 Batches (``features_batch`` / ``features_frame``) first record every transaction of the batch, then
 compute features, all in ONE pipelined round trip; so within a batch the result is the same as if
@@ -41,13 +46,20 @@ from payments_core.features import VELOCITY_FEATURES, VELOCITY_WINDOWS
 ENTITY_FIELDS: dict[str, str] = {"card": "card_token_id", "device": "device_fingerprint", "merchant": "merchant_id"}
 DEFAULT_PREFIX = "pa:vel"
 DEFAULT_GRACE_SECONDS = 3600
+# up to this many members in a window, the script sums their amounts one by one; above it, from
+# per-second and per-minute buckets plus the members of the two partial seconds at the edges
+DEFAULT_SCAN_LIMIT = 128
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _LUA = """
+-- KEYS: [lookup key,] then per entity its sorted set and its bucket hash
+-- ARGV: member, ts (ms), mode (1 record+read, 2 record, 0 read), grace (ms), 'lookup' or '-',
+--       scan limit, then per entity its windows in seconds, comma-separated, ascending
 local member = ARGV[1]
 local ts = tonumber(ARGV[2])
 local mode = ARGV[3]
 local grace = tonumber(ARGV[4])
+local scan_limit = tonumber(ARGV[6])
 local out = {}
 local first = 1
 if ARGV[5] == 'lookup' then
@@ -55,28 +67,93 @@ if ARGV[5] == 'lookup' then
   out[1] = redis.call('GET', KEYS[1])
   first = 2
 end
-for i = first, #KEYS do
-  local key = KEYS[i]
+
+local function amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
+
+-- sum of the amounts of the members scored in [lo, hi)
+local function scan_sum(key, lo, hi)
+  if lo >= hi then return 0 end
+  local s = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, lo, '(' .. hi)) do s = s + amount(m) end
+  return s
+end
+
+-- sum of the bucket fields prefix..x for x in [a, b)
+local function buckets_sum(bkey, prefix, a, b)
+  if a >= b then return 0 end
+  local names = {}
+  for x = a, b - 1 do names[#names + 1] = prefix .. string.format('%d', x) end
+  local s = 0
+  for _, v in ipairs(redis.call('HMGET', bkey, unpack(names))) do if v then s = s + tonumber(v) end end
+  return s
+end
+
+-- count and amount sum of the members scored in [lo, hi): exact, in O(log n + buckets) when many
+local function window(key, bkey, lo, hi)
+  local n = redis.call('ZCOUNT', key, lo, '(' .. hi)
+  if n <= scan_limit then return n, scan_sum(key, lo, hi) end
+  local s_lo, s_hi = math.ceil(lo / 1000), math.floor(hi / 1000)  -- whole seconds inside
+  if s_lo >= s_hi then return n, scan_sum(key, lo, hi) end
+  local sum = scan_sum(key, lo, s_lo * 1000) + scan_sum(key, s_hi * 1000, hi)
+  local m_lo, m_hi = math.ceil(s_lo / 60), math.floor(s_hi / 60)  -- whole minutes inside
+  if m_lo < m_hi then
+    sum = sum + buckets_sum(bkey, 's', s_lo, m_lo * 60) + buckets_sum(bkey, 'm', m_lo, m_hi)
+              + buckets_sum(bkey, 's', m_hi * 60, s_hi)
+  else
+    sum = sum + buckets_sum(bkey, 's', s_lo, s_hi)
+  end
+  return n, sum
+end
+
+local function add_to_buckets(bkey, ms, a)
+  if a == 0 then return end  -- (and -0 would be refused by HINCRBY)
+  local sec = math.floor(ms / 1000)
+  for _, field in ipairs({'s' .. string.format('%d', sec), 'm' .. string.format('%d', math.floor(sec / 60))}) do
+    if redis.call('HINCRBY', bkey, field, a) == 0 then redis.call('HDEL', bkey, field) end
+  end
+end
+
+local e = 0
+for i = first, #KEYS, 2 do
+  e = e + 1
+  local key, bkey = KEYS[i], KEYS[i + 1]
   local windows = {}
-  for w in string.gmatch(ARGV[5 + i - first + 1], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
+  for w in string.gmatch(ARGV[6 + e], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
   local maxw = windows[#windows]
   if mode ~= '0' then
-    redis.call('ZADD', key, ts, member)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(ts - maxw - grace))
+    if redis.call('ZADD', key, ts, member) == 1 then add_to_buckets(bkey, ts, amount(member)) end
+    local cut = '(' .. string.format('%d', ts - maxw - grace)
+    local old = redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'WITHSCORES')
+    if #old > 0 then
+      for k = 1, #old, 2 do add_to_buckets(bkey, tonumber(old[k + 1]), -amount(old[k])) end
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+    end
     redis.call('PEXPIRE', key, maxw + grace)
+    redis.call('PEXPIRE', bkey, maxw + grace)
   end
   if mode ~= '2' then
-    local counts, sums = {}, {}
-    for j = 1, #windows do counts[j] = 0; sums[j] = 0 end
-    local items = redis.call('ZRANGEBYSCORE', key, tostring(ts - maxw), '(' .. tostring(ts), 'WITHSCORES')
-    for k = 1, #items, 2 do
-      local s = tonumber(items[k + 1])
-      local amt = tonumber(string.match(items[k], '|(%d+)$')) or 0
+    local n = redis.call('ZCOUNT', key, ts - maxw, '(' .. ts)
+    if n <= scan_limit then
+      -- few members: one scan serves every window
+      local counts, sums = {}, {}
+      for j = 1, #windows do counts[j] = 0; sums[j] = 0 end
+      if n > 0 then
+        local items = redis.call('ZRANGEBYSCORE', key, ts - maxw, '(' .. ts, 'WITHSCORES')
+        for k = 1, #items, 2 do
+          local s = tonumber(items[k + 1])
+          local amt = amount(items[k])
+          for j = 1, #windows do
+            if s >= ts - windows[j] then counts[j] = counts[j] + 1; sums[j] = sums[j] + amt end
+          end
+        end
+      end
+      for j = 1, #windows do out[#out + 1] = counts[j]; out[#out + 1] = sums[j] end
+    else
       for j = 1, #windows do
-        if s >= ts - windows[j] then counts[j] = counts[j] + 1; sums[j] = sums[j] + amt end
+        local c, sm = window(key, bkey, ts - windows[j], ts)
+        out[#out + 1] = c; out[#out + 1] = sm
       end
     end
-    for j = 1, #windows do out[#out + 1] = counts[j]; out[#out + 1] = sums[j] end
   end
 end
 return out
@@ -125,10 +202,12 @@ def zero_features() -> dict[str, int]:
 class RedisVelocityStore:
     """Velocity over Redis with a synchronous client (``redis.Redis``): stream processor, jobs."""
 
-    def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, grace_seconds: int = DEFAULT_GRACE_SECONDS):
+    def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, grace_seconds: int = DEFAULT_GRACE_SECONDS,
+                 scan_limit: int = DEFAULT_SCAN_LIMIT):
         self.client = client
         self.prefix = prefix
         self.grace_ms = int(grace_seconds) * 1000
+        self.scan_limit = int(scan_limit)
         self._script = client.register_script(_LUA)
 
     @classmethod
@@ -139,8 +218,12 @@ class RedisVelocityStore:
 
     # the arguments of one script call: shared with the async store
     def keys_args(self, tx: Mapping[str, Any], mode: str) -> tuple[list[str], list[Any]]:
-        keys = [f"{self.prefix}:{e}:{tx[ENTITY_FIELDS[e]]}" for e in _ENTITIES]
-        args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, "-", *_WINDOW_ARGS]
+        keys = []
+        for e in _ENTITIES:
+            key = f"{self.prefix}:{e}:{tx[ENTITY_FIELDS[e]]}"
+            keys += (key, key + ":b")
+        args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, "-", self.scan_limit,
+                *_WINDOW_ARGS]
         return keys, args
 
     @staticmethod

@@ -6,8 +6,10 @@ and each read scans the entity's whole window (``ZRANGEBYSCORE``): per transacti
 ~100 µs of client-side packing plus a window scan per key, so a popular merchant's five-minute
 window is scanned once per transaction of that merchant. Here the batch goes as one ``EVALSHA``:
 
-1. record: one ``ZADD`` per key with all of the batch's members of that key, then one trim
-   (relative to the key's newest event of the batch) and one ``PEXPIRE``;
+1. record: one ``ZADD`` per key with all of the batch's members of that key (``ZMSCORE`` first: the
+   members not stored yet go into the per-second/minute amount buckets of ``velocity.py``), then
+   one trim (relative to the key's newest event of the batch; trimmed members leave their buckets)
+   and one ``PEXPIRE`` of the set and of its buckets;
 2. read: per key ONE ``ZRANGEBYSCORE`` over ``[oldest - largest window, newest)`` of the batch,
    prefix sums of the amounts, and per transaction and window two binary searches
    (count and sum of ``t - w <= s < t``, exactly the per-transaction definition).
@@ -85,6 +87,8 @@ local offset = {}
 for e = 1, nent do offset[e] = nout; nout = nout + 2 * #windows[e] end
 local out = {}
 for i = 1, n * nout do out[i] = 0 end
+-- KEYS: the sorted sets of the batch's entity values, then (same order) their bucket hashes
+local nvalues = #KEYS / 2
 for k, list in pairs(by_key) do
   local key = KEYS[k]
   local e = key_entity[k]
@@ -98,6 +102,29 @@ for k, list in pairs(by_key) do
   end
   local thr = hi_ts - maxw - grace
   if record then
+    -- members not stored yet (a replayed transaction changes nothing, its buckets neither)
+    local bkey = KEYS[k + nvalues]
+    local delta = {}
+    local function add(ms, a)
+      if a == 0 then return end
+      local sec = math.floor(ms / 1000)
+      local fs, fm = 's' .. string.format('%d', sec), 'm' .. string.format('%d', math.floor(sec / 60))
+      delta[fs] = (delta[fs] or 0) + a
+      delta[fm] = (delta[fm] or 0) + a
+    end
+    local seen = {}
+    for c = 1, #list, 2000 do
+      local names = {}
+      for q = c, math.min(c + 1999, #list) do names[#names + 1] = members[list[q]] end
+      local scores = redis.call('ZMSCORE', key, unpack(names))
+      for q = 1, #names do
+        local name = names[q]
+        if not scores[q] and not seen[name] then
+          seen[name] = true
+          add(stamps[list[c + q - 1]], amount(name))
+        end
+      end
+    end
     local args = {}
     for _, i in ipairs(list) do
       args[#args + 1] = stamps[i]
@@ -105,24 +132,28 @@ for k, list in pairs(by_key) do
       if #args >= 4000 then redis.call('ZADD', key, unpack(args)); args = {} end
     end
     if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+    -- trim (relative to the key's newest event of the batch), taking the members out of their buckets
+    local cut = '(' .. string.format('%d', thr)
+    local old = redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'WITHSCORES')
+    if #old > 0 then
+      for j = 1, #old, 2 do add(tonumber(old[j + 1]), -amount(old[j])) end
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+    end
+    for field, d in pairs(delta) do
+      if d ~= 0 and redis.call('HINCRBY', bkey, field, d) == 0 then redis.call('HDEL', bkey, field) end
+    end
+    redis.call('PEXPIRE', key, maxw + grace)
+    redis.call('PEXPIRE', bkey, maxw + grace)
   end
   local items = {}
-  if not read then
-    if record then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(thr))
-      redis.call('PEXPIRE', key, maxw + grace)
+  if read then
+    if full[e] then
+      -- small sets (card, device): read everything once
+      items = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
+    else
+      items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
     end
-  elseif full[e] then
-    -- small sets (card, device): read everything once, trim only when something is old enough
-    items = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
-    if record and #items > 0 and tonumber(items[2]) < thr then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(thr))
-    end
-  else
-    if record then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(thr)) end
-    items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
   end
-  if record and read then redis.call('PEXPIRE', key, maxw + grace) end
   local s, p = {}, {0}
   local m = 0
   for j = 1, #items, 2 do
@@ -196,6 +227,7 @@ class BatchRedisVelocity:
             keys.extend(f"{self.prefix}:{e}:{v}" for v in index)
             counts.append(len(index))
             indices.append(col)
+        keys += [f"{k}:b" for k in keys]  # each sorted set's bucket hash (velocity.py's layout)
         members = " ".join([f"{tid}|{int(amt)}" for tid, amt in zip(transaction_id, amount_minor, strict=True)])
         stamps = " ".join([str(int(ts)) for ts in event_ms])
         args = [self.grace_ms, mode or ("1" if record else "0"), len(_ENTITIES), *_WINDOW_ARGS, *counts, *_READS,
