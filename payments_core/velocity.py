@@ -51,7 +51,47 @@ DEFAULT_GRACE_SECONDS = 3600
 DEFAULT_SCAN_LIMIT = 128
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-_LUA = """
+# Lua shared with the batch script (velocity_batch.py): exact count and sum over [lo, hi) of a key
+_WINDOW_LUA = """
+local function vel_amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
+
+-- sum of the amounts of the members scored in [lo, hi)
+local function vel_scan_sum(key, lo, hi)
+  if lo >= hi then return 0 end
+  local s = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, lo, '(' .. hi)) do s = s + vel_amount(m) end
+  return s
+end
+
+-- sum of the bucket fields prefix..x for x in [a, b)
+local function vel_buckets_sum(bkey, prefix, a, b)
+  if a >= b then return 0 end
+  local names = {}
+  for x = a, b - 1 do names[#names + 1] = prefix .. string.format('%d', x) end
+  local s = 0
+  for _, v in ipairs(redis.call('HMGET', bkey, unpack(names))) do if v then s = s + tonumber(v) end end
+  return s
+end
+
+-- count and amount sum of the members scored in [lo, hi): exact, in O(log n + buckets) when many
+local function vel_window(key, bkey, lo, hi, scan_limit)
+  local n = redis.call('ZCOUNT', key, lo, '(' .. hi)
+  if n <= scan_limit then return n, vel_scan_sum(key, lo, hi) end
+  local s_lo, s_hi = math.ceil(lo / 1000), math.floor(hi / 1000)  -- whole seconds inside
+  if s_lo >= s_hi then return n, vel_scan_sum(key, lo, hi) end
+  local sum = vel_scan_sum(key, lo, s_lo * 1000) + vel_scan_sum(key, s_hi * 1000, hi)
+  local m_lo, m_hi = math.ceil(s_lo / 60), math.floor(s_hi / 60)  -- whole minutes inside
+  if m_lo < m_hi then
+    sum = sum + vel_buckets_sum(bkey, 's', s_lo, m_lo * 60) + vel_buckets_sum(bkey, 'm', m_lo, m_hi)
+              + vel_buckets_sum(bkey, 's', m_hi * 60, s_hi)
+  else
+    sum = sum + vel_buckets_sum(bkey, 's', s_lo, s_hi)
+  end
+  return n, sum
+end
+"""
+
+_LUA = _WINDOW_LUA + """
 -- KEYS: [lookup key,] then per entity its sorted set and its bucket hash
 -- ARGV: member, ts (ms), mode (1 record+read, 2 record, 0 read), grace (ms), 'lookup' or '-',
 --       scan limit, then per entity its windows in seconds, comma-separated, ascending
@@ -66,43 +106,6 @@ if ARGV[5] == 'lookup' then
   -- KEYS[1] is a plain key to read in the same call (the scoring API's stored decision)
   out[1] = redis.call('GET', KEYS[1])
   first = 2
-end
-
-local function amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
-
--- sum of the amounts of the members scored in [lo, hi)
-local function scan_sum(key, lo, hi)
-  if lo >= hi then return 0 end
-  local s = 0
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, lo, '(' .. hi)) do s = s + amount(m) end
-  return s
-end
-
--- sum of the bucket fields prefix..x for x in [a, b)
-local function buckets_sum(bkey, prefix, a, b)
-  if a >= b then return 0 end
-  local names = {}
-  for x = a, b - 1 do names[#names + 1] = prefix .. string.format('%d', x) end
-  local s = 0
-  for _, v in ipairs(redis.call('HMGET', bkey, unpack(names))) do if v then s = s + tonumber(v) end end
-  return s
-end
-
--- count and amount sum of the members scored in [lo, hi): exact, in O(log n + buckets) when many
-local function window(key, bkey, lo, hi)
-  local n = redis.call('ZCOUNT', key, lo, '(' .. hi)
-  if n <= scan_limit then return n, scan_sum(key, lo, hi) end
-  local s_lo, s_hi = math.ceil(lo / 1000), math.floor(hi / 1000)  -- whole seconds inside
-  if s_lo >= s_hi then return n, scan_sum(key, lo, hi) end
-  local sum = scan_sum(key, lo, s_lo * 1000) + scan_sum(key, s_hi * 1000, hi)
-  local m_lo, m_hi = math.ceil(s_lo / 60), math.floor(s_hi / 60)  -- whole minutes inside
-  if m_lo < m_hi then
-    sum = sum + buckets_sum(bkey, 's', s_lo, m_lo * 60) + buckets_sum(bkey, 'm', m_lo, m_hi)
-              + buckets_sum(bkey, 's', m_hi * 60, s_hi)
-  else
-    sum = sum + buckets_sum(bkey, 's', s_lo, s_hi)
-  end
-  return n, sum
 end
 
 local function add_to_buckets(bkey, ms, a)
@@ -121,11 +124,11 @@ for i = first, #KEYS, 2 do
   for w in string.gmatch(ARGV[6 + e], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
   local maxw = windows[#windows]
   if mode ~= '0' then
-    if redis.call('ZADD', key, ts, member) == 1 then add_to_buckets(bkey, ts, amount(member)) end
+    if redis.call('ZADD', key, ts, member) == 1 then add_to_buckets(bkey, ts, vel_amount(member)) end
     local cut = '(' .. string.format('%d', ts - maxw - grace)
     local old = redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'WITHSCORES')
     if #old > 0 then
-      for k = 1, #old, 2 do add_to_buckets(bkey, tonumber(old[k + 1]), -amount(old[k])) end
+      for k = 1, #old, 2 do add_to_buckets(bkey, tonumber(old[k + 1]), -vel_amount(old[k])) end
       redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
     end
     redis.call('PEXPIRE', key, maxw + grace)
@@ -141,7 +144,7 @@ for i = first, #KEYS, 2 do
         local items = redis.call('ZRANGEBYSCORE', key, ts - maxw, '(' .. ts, 'WITHSCORES')
         for k = 1, #items, 2 do
           local s = tonumber(items[k + 1])
-          local amt = amount(items[k])
+          local amt = vel_amount(items[k])
           for j = 1, #windows do
             if s >= ts - windows[j] then counts[j] = counts[j] + 1; sums[j] = sums[j] + amt end
           end
@@ -150,7 +153,7 @@ for i = first, #KEYS, 2 do
       for j = 1, #windows do out[#out + 1] = counts[j]; out[#out + 1] = sums[j] end
     else
       for j = 1, #windows do
-        local c, sm = window(key, bkey, ts - windows[j], ts)
+        local c, sm = vel_window(key, bkey, ts - windows[j], ts, scan_limit)
         out[#out + 1] = c; out[#out + 1] = sm
       end
     end

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from payments_core.features import VELOCITY_FEATURES
-from payments_core.velocity import _ENTITIES, _OUTPUT_NAMES, _WINDOW_ARGS, DEFAULT_GRACE_SECONDS, DEFAULT_PREFIX, \
+from payments_core.velocity import _ENTITIES, _OUTPUT_NAMES, _WINDOW_ARGS, _WINDOW_LUA, DEFAULT_GRACE_SECONDS, DEFAULT_PREFIX, \
     ENTITY_FIELDS
 
-_BATCH_LUA = """
+_BATCH_LUA = _WINDOW_LUA + """
 local grace = tonumber(ARGV[1])
 local record = ARGV[2] ~= '0'
 local read = ARGV[2] ~= '2'
@@ -146,10 +146,25 @@ for k, list in pairs(by_key) do
     redis.call('PEXPIRE', bkey, maxw + grace)
   end
   local items = {}
+  local per_transaction = false
   if read then
     if full[e] then
       -- small sets (card, device): read everything once
       items = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
+    elseif redis.call('ZCOUNT', key, lo_ts - maxw, '(' .. tostring(hi_ts)) > 50 * #list then
+      -- a busy key (merchant): each transaction's windows from the amount buckets, instead of
+      -- scanning every member of the batch's time range
+      per_transaction = true
+      local bkey = KEYS[k + nvalues]
+      for _, i in ipairs(list) do
+        local t = stamps[i]
+        local base = (i - 1) * nout + offset[e]
+        for j = 1, #ws do
+          local c, sm = vel_window(key, bkey, t - ws[j], t, 0)
+          out[base + 2 * j - 1] = c
+          out[base + 2 * j] = sm
+        end
+      end
     else
       items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
     end
@@ -164,7 +179,7 @@ for k, list in pairs(by_key) do
       p[m + 1] = p[m] + amount(items[j])
     end
   end
-  for _, i in ipairs(list) do
+  for _, i in ipairs(per_transaction and {} or list) do
     local t = stamps[i]
     local hi = lower(s, t, 1)
     local base = (i - 1) * nout + offset[e]

@@ -110,3 +110,34 @@ def test_buckets_kept_by_the_batch_script_serve_the_per_transaction_reads(redis_
         mem.record(tx)
     probe = _txs(60, seed=13)
     assert one.features_batch(probe, record=False) == mem.features_batch(probe, record=False)
+
+
+def test_a_busy_merchant_is_read_from_the_buckets_with_the_same_answers(redis_url):
+    """A small batch against a merchant holding thousands of members in its window takes the bucket
+    path (no range scan); answers equal the in-memory store's."""
+    from payments_core.velocity import InMemoryVelocityStore
+
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
+    many = BatchRedisVelocity(client, prefix=prefix)
+    mem = InMemoryVelocityStore()
+    rng = random.Random(21)
+    busy = []
+    for i in range(4000):
+        tx = sample_request(rng, base_time=T0, merchant_id="m_busy")
+        tx["transaction_id"] = f"txn_{i:016x}"
+        tx["event_timestamp"] = T0 + timedelta(milliseconds=rng.randrange(0, 600_000))
+        busy.append(tx)
+    many.features_frame(pd.DataFrame(busy))
+    for tx in busy:
+        mem.record(tx)
+    for seed in (22, 23):  # batches of 3: 4,000 members in range > 50 per transaction
+        small = []
+        for j in range(3):
+            tx = sample_request(random.Random(seed * 10 + j), base_time=T0, merchant_id="m_busy")
+            tx["event_timestamp"] = T0 + timedelta(milliseconds=random.Random(seed + j).randrange(300_000, 600_000))
+            small.append(tx)
+        got = many.features_frame(pd.DataFrame(small))
+        want = pd.DataFrame(mem.features_batch(small), columns=list(VELOCITY_FEATURES))
+        assert np.array_equal(got.to_numpy(), want.to_numpy())
+        assert (got["merchant_txn_count_300s"] > 1000).all()
