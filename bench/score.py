@@ -16,6 +16,11 @@ What runs (all real, throwaway, on free ports):
 
 Writes ``bench/results/score.json`` with ``p99_ms_at_1000_rps``, ``max_rps``, ``bare_max_rps`` and
 ``ratio`` (= max_rps / bare_max_rps), plus every run and a micro-benchmark of the decision core.
+
+Both servers run with ONE worker by default: what ``make up`` runs, and on 2 cores shared with Redis
+and the load generator the second worker mostly adds contention (tail latency) for ~25% more
+throughput. ``--compare-workers 2`` (default) repeats saturation and the 1,000 rps run with two
+workers each and reports them under ``compare_workers``.
 Run heavy: ``flock /tmp/pa-heavy.lock python -m bench.score``.
 """
 from __future__ import annotations
@@ -287,9 +292,25 @@ def micro_benchmark(uri: str | None, n: int = 3000) -> dict[str, float]:
             "model_versions": engine.model_versions}
 
 
+def _servers(work: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen, int, subprocess.Popen, int]:
+    from launcher.infra import free_port
+
+    full_port, bare_port = free_port(), free_port()
+    py = sys.executable
+    full = _start([py, "-m", "services.scoring_api", "serve", "--port", str(full_port), "--workers",
+                   str(workers), "--no-consumer", "--log-level", "warning"], env, work / f"full-{workers}.log")
+    bare = _start([py, "-m", "uvicorn", "bench.score:bare_app", "--factory", "--port", str(bare_port),
+                   "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                   "--log-level", "warning"], env, work / f"bare-{workers}.log")
+    return full, full_port, bare, bare_port
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "2")))
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "1")),
+                    help="uvicorn workers of both servers (1 = what `make up` runs)")
+    ap.add_argument("--compare-workers", type=int, default=2,
+                    help="also measure saturation (full and bare) with this many workers (0: skip)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     ap.add_argument("--rates", default="500,1000,2000")
     ap.add_argument("--connections", type=int, default=64, help="open-loop connections")
@@ -299,7 +320,6 @@ def main() -> None:
 
     from bench.common import print_table, write_results
     from launcher import local
-    from launcher.infra import free_port
 
     rates = [float(r) for r in args.rates.split(",")]
     ctx = multiprocessing.get_context("spawn")
@@ -310,25 +330,22 @@ def main() -> None:
         micro = {"heuristic": micro_benchmark(None), args.models: micro_benchmark(uri)}
         env = {**os.environ, "PYTHONPATH": str(REPO), "PA_ENV": "dev", "PA_REDIS_URL": redis_url,
                "PA_MLFLOW_TRACKING_URI": uri, "PA_DATA_DIR": str(work), "PA_REDIS_PREFIX": "bench"}
-        full_port, bare_port = free_port(), free_port()
-        py = sys.executable
-        full = _start([py, "-m", "services.scoring_api", "serve", "--port", str(full_port), "--workers",
-                       str(args.workers), "--no-consumer", "--log-level", "warning"], env, work / "full.log")
-        bare = _start([py, "-m", "uvicorn", "bench.score:bare_app", "--factory", "--port", str(bare_port),
-                       "--workers", str(args.workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                       "--log-level", "warning"], env, work / "bare.log")
         runs: dict[str, Any] = {}
-        try:
-            _wait_http(full_port, "/ready", full, work / "full.log")
-            _wait_http(bare_port, "/health", bare, work / "bare.log")
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-                def run(name: str, port: int, mode: str, rate: float, conns: int, duration: float) -> dict:
-                    res = pool.submit(_load, port, mode, rate, duration, conns, f"{len(runs):02d}{name[:4]}").result()
-                    runs[name] = res
-                    print(f"{name:<22} rps={res['rps']:>8} p50={res['p50_ms']}ms p99={res['p99_ms']}ms "
-                          f"p99.9={res['p999_ms']}ms statuses={res['statuses']} errors={res['errors']}", flush=True)
-                    return res
+        compare: dict[str, Any] = {}
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            def run(name: str, port: int, mode: str, rate: float, conns: int, duration: float,
+                    into: dict[str, Any] = runs) -> dict:
+                res = pool.submit(_load, port, mode, rate, duration, conns,
+                                  f"{len(runs) + len(compare):02d}{name[:4]}").result()
+                into[name] = res
+                print(f"{name:<22} rps={res['rps']:>8} p50={res['p50_ms']}ms p99={res['p99_ms']}ms "
+                      f"p99.9={res['p999_ms']}ms statuses={res['statuses']} errors={res['errors']}", flush=True)
+                return res
 
+            full, full_port, bare, bare_port = _servers(work, env, args.workers)
+            try:
+                _wait_http(full_port, "/ready", full, work / f"full-{args.workers}.log")
+                _wait_http(bare_port, "/health", bare, work / f"bare-{args.workers}.log")
                 run("warmup_full", full_port, "open", 500, 16, 3)
                 run("warmup_bare", bare_port, "open", 500, 16, 3)
                 for rate in rates:
@@ -337,10 +354,26 @@ def main() -> None:
                 run("bare_saturation", bare_port, "closed", 0, args.saturation_connections, args.duration)
                 for rate in rates:
                     run(f"bare_open_{int(rate)}", bare_port, "open", rate, args.connections, args.duration)
-        finally:
-            stop_process(full)
-            stop_process(bare)
-        server_errors = "Traceback" in (work / "full.log").read_text()
+            finally:
+                stop_process(full)
+                stop_process(bare)
+            if args.compare_workers and args.compare_workers != args.workers:
+                k = args.compare_workers
+                full, full_port, bare, bare_port = _servers(work, env, k)
+                try:
+                    _wait_http(full_port, "/ready", full, work / f"full-{k}.log")
+                    _wait_http(bare_port, "/health", bare, work / f"bare-{k}.log")
+                    run(f"warmup_full_{k}w", full_port, "open", 500, 16, 3, into=compare)
+                    run(f"full_saturation_{k}w", full_port, "closed", 0, args.saturation_connections,
+                        args.duration, into=compare)
+                    run(f"bare_saturation_{k}w", bare_port, "closed", 0, args.saturation_connections,
+                        args.duration, into=compare)
+                    run(f"full_open_1000_{k}w", full_port, "open", 1000, args.connections, args.duration,
+                        into=compare)
+                finally:
+                    stop_process(full)
+                    stop_process(bare)
+        server_errors = any("Traceback" in log.read_text() for log in work.glob("full-*.log"))
 
     max_rps = runs["full_saturation"]["rps"]
     bare_max = runs["bare_saturation"]["rps"]
@@ -352,22 +385,35 @@ def main() -> None:
         "workers": args.workers,
         "models": args.models,
         "server_tracebacks": server_errors,
-        "goals": {"p99_ms_at_1000_rps<=5": None, "max_rps>=2000": None, "ratio>=0.7": None},
+        "goals": {},
         "micro_benchmark": micro,
         "runs": runs,
     }
+    if compare:
+        k = args.compare_workers
+        c_full, c_bare = compare[f"full_saturation_{k}w"]["rps"], compare[f"bare_saturation_{k}w"]["rps"]
+        figures["compare_workers"] = {
+            "workers": k, "max_rps": c_full, "bare_max_rps": c_bare,
+            "ratio": round(c_full / c_bare, 3) if c_bare else None,
+            "p99_ms_at_1000_rps": compare[f"full_open_1000_{k}w"]["p99_ms"], "runs": compare}
     p99 = figures["p99_ms_at_1000_rps"]
     figures["goals"] = {"p99_ms_at_1000_rps<=5": p99 is not None and p99 <= 5.0, "max_rps>=2000": max_rps >= 2000,
                         "ratio>=0.7": (figures["ratio"] or 0) >= 0.7}
     path = write_results("score", figures)
-    print_table("Scoring API (loopback, 2 cores shared with the load generator and Redis)", [
-        ("p99 ms at 1000 rps", p99 or float("nan")),
+    rows = [
+        (f"p99 ms at 1000 rps ({args.workers} worker(s))", p99 or float("nan")),
         ("max rps (/score, saturation)", max_rps),
         ("bare FastAPI max rps", bare_max),
         ("ratio", figures["ratio"] or float("nan")),
-        ("decide() us, heuristic", micro["heuristic"]["decide_us"]),
-        (f"decide() us, {args.models}", micro[args.models]["decide_us"]),
-    ])
+    ]
+    if compare:
+        cw = figures["compare_workers"]
+        rows += [(f"{cw['workers']} workers: max rps / bare", f"{cw['max_rps']:,.0f} / {cw['bare_max_rps']:,.0f}"),
+                 (f"{cw['workers']} workers: ratio", cw["ratio"] or float("nan")),
+                 (f"{cw['workers']} workers: p99 ms at 1000 rps", cw["p99_ms_at_1000_rps"])]
+    rows += [("decide() us, heuristic", micro["heuristic"]["decide_us"]),
+             (f"decide() us, {args.models}", micro[args.models]["decide_us"])]
+    print_table("Scoring API (loopback, 2 cores shared with the load generator and Redis)", rows)
     print(f"results: {path}")
 
 

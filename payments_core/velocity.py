@@ -14,10 +14,10 @@ Semantics (identical in every implementation, tests keep them in agreement):
   ``<transaction_id>|<amount_minor>`` scored by its event time, so recording it again changes nothing.
 
 Redis layout: one sorted set per entity value, ``{prefix}:{entity}:{value}``, and next to it a hash
-``...:b`` of amount sums per second and per minute; a Lua script records and computes in one call
+``...:b`` of amount sums per second, minute and hour; a Lua script records and computes in one call
 (one round trip per transaction, or one per pipelined batch). Counts come from ``ZCOUNT``; sums
-from the members themselves when a window holds few (``scan_limit``), otherwise from the buckets of
-the whole seconds/minutes inside the window plus the members of the partial seconds at its edges:
+from the members themselves when a window holds few (``scan_limit``, or fewer than the buckets it
+would take), otherwise from the buckets of the whole seconds/minutes/hours inside the window plus the members of the partial seconds at its edges:
 still exact, but bounded work for a merchant taking hundreds of payments a second. Members older
 than the largest window plus ``grace_seconds`` (relative to the transaction being recorded) are
 trimmed (and taken out of their buckets), and keys expire after the largest window plus grace of
@@ -55,6 +55,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WINDOW_LUA = """
 local function vel_amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
 
+-- the bucket fields of the second of an event time: 's<second>', 'm<minute>', 'h<hour>'
+local function vel_bucket_fields(ms)
+  local sec = math.floor(ms / 1000)
+  local minute = math.floor(sec / 60)
+  return {'s' .. string.format('%d', sec), 'm' .. string.format('%d', minute),
+          'h' .. string.format('%d', math.floor(minute / 60))}
+end
+
 -- sum of the amounts of the members scored in [lo, hi)
 local function vel_scan_sum(key, lo, hi)
   if lo >= hi then return 0 end
@@ -63,29 +71,40 @@ local function vel_scan_sum(key, lo, hi)
   return s
 end
 
--- sum of the bucket fields prefix..x for x in [a, b)
-local function vel_buckets_sum(bkey, prefix, a, b)
-  if a >= b then return 0 end
-  local names = {}
-  for x = a, b - 1 do names[#names + 1] = prefix .. string.format('%d', x) end
-  local s = 0
-  for _, v in ipairs(redis.call('HMGET', bkey, unpack(names))) do if v then s = s + tonumber(v) end end
-  return s
+local VEL_PREFIX = {'s', 'm', 'h'}
+
+-- the bucket fields covering the whole units [a, b) of a level (1 second, 2 minute, 3 hour),
+-- coarsest first: appended to names
+local function vel_cover(level, a, b, names)
+  if a >= b then return end
+  if level < 3 then
+    local up_a, up_b = math.ceil(a / 60), math.floor(b / 60)
+    if up_a < up_b then
+      vel_cover(level, a, up_a * 60, names)
+      vel_cover(level + 1, up_a, up_b, names)
+      vel_cover(level, up_b * 60, b, names)
+      return
+    end
+  end
+  for x = a, b - 1 do names[#names + 1] = VEL_PREFIX[level] .. string.format('%d', x) end
 end
 
--- count and amount sum of the members scored in [lo, hi): exact, in O(log n + buckets) when many
+-- count and amount sum of the members scored in [lo, hi): exact. The sum comes from the members
+-- one by one when that is cheaper, otherwise from the buckets of the whole seconds, minutes and
+-- hours inside the window plus the members of its two partial seconds.
 local function vel_window(key, bkey, lo, hi, scan_limit)
   local n = redis.call('ZCOUNT', key, lo, '(' .. hi)
   if n <= scan_limit then return n, vel_scan_sum(key, lo, hi) end
   local s_lo, s_hi = math.ceil(lo / 1000), math.floor(hi / 1000)  -- whole seconds inside
   if s_lo >= s_hi then return n, vel_scan_sum(key, lo, hi) end
+  local names = {}
+  vel_cover(1, s_lo, s_hi, names)
+  if #names >= n then return n, vel_scan_sum(key, lo, hi) end
   local sum = vel_scan_sum(key, lo, s_lo * 1000) + vel_scan_sum(key, s_hi * 1000, hi)
-  local m_lo, m_hi = math.ceil(s_lo / 60), math.floor(s_hi / 60)  -- whole minutes inside
-  if m_lo < m_hi then
-    sum = sum + vel_buckets_sum(bkey, 's', s_lo, m_lo * 60) + vel_buckets_sum(bkey, 'm', m_lo, m_hi)
-              + vel_buckets_sum(bkey, 's', m_hi * 60, s_hi)
-  else
-    sum = sum + vel_buckets_sum(bkey, 's', s_lo, s_hi)
+  for c = 1, #names, 1000 do
+    local part = {}
+    for q = c, math.min(c + 999, #names) do part[#part + 1] = names[q] end
+    for _, v in ipairs(redis.call('HMGET', bkey, unpack(part))) do if v then sum = sum + tonumber(v) end end
   end
   return n, sum
 end
@@ -110,8 +129,7 @@ end
 
 local function add_to_buckets(bkey, ms, a)
   if a == 0 then return end  -- (and -0 would be refused by HINCRBY)
-  local sec = math.floor(ms / 1000)
-  for _, field in ipairs({'s' .. string.format('%d', sec), 'm' .. string.format('%d', math.floor(sec / 60))}) do
+  for _, field in ipairs(vel_bucket_fields(ms)) do
     if redis.call('HINCRBY', bkey, field, a) == 0 then redis.call('HDEL', bkey, field) end
   end
 end

@@ -7,7 +7,7 @@ and each read scans the entity's whole window (``ZRANGEBYSCORE``): per transacti
 window is scanned once per transaction of that merchant. Here the batch goes as one ``EVALSHA``:
 
 1. record: one ``ZADD`` per key with all of the batch's members of that key (``ZMSCORE`` first: the
-   members not stored yet go into the per-second/minute amount buckets of ``velocity.py``), then
+   members not stored yet go into the per-second/minute/hour amount buckets of ``velocity.py``), then
    one trim (relative to the key's newest event of the batch; trimmed members leave their buckets)
    and one ``PEXPIRE`` of the set and of its buckets;
 2. read: per key ONE ``ZRANGEBYSCORE`` over ``[oldest - largest window, newest)`` of the batch,
@@ -107,10 +107,7 @@ for k, list in pairs(by_key) do
     local delta = {}
     local function add(ms, a)
       if a == 0 then return end
-      local sec = math.floor(ms / 1000)
-      local fs, fm = 's' .. string.format('%d', sec), 'm' .. string.format('%d', math.floor(sec / 60))
-      delta[fs] = (delta[fs] or 0) + a
-      delta[fm] = (delta[fm] or 0) + a
+      for _, f in ipairs(vel_bucket_fields(ms)) do delta[f] = (delta[f] or 0) + a end
     end
     local seen = {}
     for c = 1, #list, 2000 do

@@ -137,7 +137,15 @@ def test_a_busy_merchant_sums_from_buckets_exactly(store):
              enumerate([299.9995, 300, 360, 600.0005, 901, 86400 * 2])]
     assert store.features_batch(probe, record=False) == mem.features_batch(probe, record=False)
     assert max(g["merchant_txn_count_300s"] for g in got) > store.scan_limit  # the bucket path ran
+    # a busy card over two days: its day window sums hour buckets too
+    cards = [{**_tx(20000 + i, 86400 * 5 + rng.uniform(0, 172_800), card="tok_busy", device=f"dev_c{i}",
+                    merchant=f"m_c{i}"), "amount_minor": rng.randrange(1, 10**6)} for i in range(1500)]
+    got = store.features_batch(cards)
+    assert got == mem.features_batch(cards)
+    assert max(g["card_txn_count_86400s"] for g in got) > 500
     # a transaction far later trims everything before it, buckets too
     store.features(_tx(9999, 86400 * 3, card="tok_q", device="dev_q", merchant="m_busy"))
     assert store.client.zcard(f"{store.prefix}:merchant:m_busy") == 1
-    assert set(store.client.hgetall(f"{store.prefix}:merchant:m_busy:b")) == {b"s" + str(int((T0.timestamp() + 86400 * 3))).encode(), b"m" + str(int((T0.timestamp() + 86400 * 3) // 60)).encode()}
+    last = int(T0.timestamp() + 86400 * 3)
+    assert set(store.client.hgetall(f"{store.prefix}:merchant:m_busy:b")) == {
+        b"s%d" % last, b"m%d" % (last // 60), b"h%d" % (last // 3600)}
