@@ -246,7 +246,7 @@ def build_engine(settings: Settings) -> DecisionEngine:
 
 async def _refresher(app: FastAPI) -> None:
     settings: Settings = app.state.settings
-    poller = registry_poll.start_poller() if settings.mlflow_tracking_uri else None
+    poller = app.state.poller
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -266,16 +266,27 @@ async def _refresher(app: FastAPI) -> None:
                 log.exception("refresh failed")
                 if poller is not None and getattr(poller, "_broken", False):
                     poller.shutdown(wait=False, cancel_futures=True)
-                    poller = registry_poll.start_poller()
+                    poller = app.state.poller = registry_poll.start_poller(
+                        settings.mlflow_tracking_uri, settings.uc_catalog, settings.uc_schema)
     finally:
-        if poller is not None:
-            poller.shutdown(wait=False, cancel_futures=True)
+        if app.state.poller is not None:
+            app.state.poller.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    # the registry poller's process starts (and imports MLflow) now, next to the engine's first load
+    app.state.poller = registry_poll.start_poller(settings.mlflow_tracking_uri, settings.uc_catalog,
+                                                  settings.uc_schema) if settings.mlflow_tracking_uri else None
     engine = await asyncio.to_thread(build_engine, settings)
+    if app.state.poller is not None:  # ready only once the poller has answered (imports done)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+                app.state.poller, registry_poll.alias_versions, settings.mlflow_tracking_uri,
+                settings.uc_catalog, settings.uc_schema), timeout=120)
+        except Exception:  # the refresher retries (and replaces a broken poller)
+            log.exception("registry poller did not answer at startup")
     app.state.engine = engine
     metrics.show_versions(engine.model_versions, engine.rule_set_version)
     client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,

@@ -24,5 +24,27 @@ def alias_versions(tracking_uri: str, catalog: str | None, schema: str | None) -
     return _SOURCE.alias_versions()
 
 
-def start_poller() -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+def _exit_with_parent() -> None:
+    """Initializer of the helper process: exit when the API worker that started it is gone (even
+    if it was killed and could not shut the pool down)."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def start_poller(tracking_uri: str, catalog: str | None, schema: str | None) -> concurrent.futures.ProcessPoolExecutor:
+    """Start the helper process and make it import MLflow and ask once now, at startup: spawning
+    and importing later, mid-traffic, costs seconds of CPU next to the serving worker."""
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_exit_with_parent)
+    pool.submit(alias_versions, tracking_uri, catalog, schema)
+    return pool
