@@ -29,9 +29,7 @@ import pandas as pd
 from pydantic import TypeAdapter
 
 from payments_core.features import VELOCITY_FEATURES, derive_frame
-from payments_core.model_features import _DERIVED_BOOLS, _DERIVED_CATEGORICALS, _INT_DEFAULTS, _ONEHOT_INDEX, \
-    BOOL_FEATURES, CATEGORICAL_VOCABULARIES, FEATURE_INDEX, INT_FEATURES, MODEL_FEATURES, N_FEATURES, SCORE_FEATURES, \
-    VELOCITY_AMOUNT_FEATURES, VELOCITY_COUNT_FEATURES, _column, _log1p_column, _onehot_index
+from payments_core.model_features import _ONEHOT_INDEX, FEATURE_INDEX, MODEL_FEATURES, feature_matrix
 from payments_core.taxonomy import DECLINES, SOFT_DECLINES
 
 if TYPE_CHECKING:
@@ -45,55 +43,6 @@ _SEVERITY = {"approve": _APPROVE, "challenge_3ds": _CHALLENGE, "review": _REVIEW
 _RISK, _APPROVAL, _RULE_RISK, _RULE, _ALLOW = 0, 1, 2, 3, 4
 _NO_RETRY = {"should_retry": False, "retry_after_seconds": None, "max_attempts": 0}
 _DATETIME = TypeAdapter(datetime)
-
-
-def feature_matrix(df: pd.DataFrame, derived: pd.DataFrame, velocity: pd.DataFrame) -> np.ndarray:
-    """``model_features.feature_matrix`` (the same numbers, a test proves it) with the one-hot
-    columns looked up once per distinct value instead of once per row."""
-    n = len(df)
-    out = np.zeros((n, N_FEATURES), dtype=np.float64)
-    if n == 0:
-        return out.astype(np.float32)
-    out[:, 0] = _log1p_column(derived["amount_major"].to_numpy(dtype=np.float64))
-    i = 1
-    for name in SCORE_FEATURES:
-        src = derived[name] if name == "composite_risk_score" else df[name]
-        out[:, i] = src.to_numpy(dtype=np.float64)
-        i += 1
-    for name in BOOL_FEATURES:
-        src = derived[name] if name in _DERIVED_BOOLS else _column(df, name, False)
-        out[:, i] = src.fillna(False).astype(bool).to_numpy(dtype=np.float64)
-        i += 1
-    for name in INT_FEATURES:
-        src = derived[name] if name == "hour_of_day" else _column(df, name, _INT_DEFAULTS[name])
-        out[:, i] = src.fillna(_INT_DEFAULTS.get(name, 0)).to_numpy(dtype=np.float64)
-        i += 1
-
-    def vel(name: str) -> np.ndarray:
-        if name in velocity.columns:
-            col = velocity[name]
-        elif name in df.columns:
-            col = df[name]
-        else:
-            return np.zeros(n, dtype=np.float64)
-        return pd.to_numeric(col, errors="coerce").fillna(0).to_numpy(dtype=np.float64)
-
-    for name in VELOCITY_COUNT_FEATURES:
-        out[:, i] = vel(name)
-        i += 1
-    for name in VELOCITY_AMOUNT_FEATURES:
-        out[:, i] = _log1p_column(vel(name))
-        i += 1
-    rows = np.arange(n)
-    for field in CATEGORICAL_VOCABULARIES:
-        src = derived[field] if field in _DERIVED_CATEGORICALS else _column(df, field, None)
-        codes, uniques = pd.factorize(src, use_na_sentinel=True)  # -1: None / NaN
-        lookup = np.array([(-1 if (j := _onehot_index(field, v)) is None else j) for v in list(uniques)]
-                          + [-1 if (j := _onehot_index(field, None)) is None else j], dtype=np.int64)
-        idx = lookup[codes]  # codes == -1 picks the last entry: the missing value's column
-        hit = idx >= 0
-        out[rows[hit], idx[hit]] = 1.0
-    return out.astype(np.float32)
 
 
 def _score_chunked(engine: DecisionEngine, st: _State, X: np.ndarray) -> _Scores:

@@ -220,8 +220,11 @@ def feature_matrix(df: pd.DataFrame, derived: pd.DataFrame | None = None,
     rows = np.arange(n)
     for field in CATEGORICAL_VOCABULARIES:
         src = derived[field] if field in _DERIVED_CATEGORICALS else _column(df, field, None)
-        idx = np.fromiter(((-1 if (j := _onehot_index(field, v)) is None else j) for v in src.tolist()),
-                          dtype=np.int64, count=n)
+        # one lookup per distinct value, not per row
+        codes, uniques = pd.factorize(src, use_na_sentinel=True)  # -1: None / NaN
+        lookup = np.array([(-1 if (j := _onehot_index(field, v)) is None else j) for v in list(uniques)]
+                          + [-1 if (j := _onehot_index(field, None)) is None else j], dtype=np.int64)
+        idx = lookup[codes]  # codes == -1 picks the last entry: the missing value's column
         hit = idx >= 0
         out[rows[hit], idx[hit]] = 1.0
     return out.astype(np.float32)

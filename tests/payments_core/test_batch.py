@@ -8,11 +8,11 @@ import pandas as pd
 
 from payments_core import batch
 from payments_core.features import VELOCITY_FEATURES, derive_frame
-from payments_core.model_features import feature_matrix
+from payments_core.model_features import feature_matrix, feature_vector
 from payments_core.samples import sample_request
 
 
-def test_feature_matrix_is_the_model_features_one_including_missing_and_unknown_values():
+def test_feature_matrix_rows_are_the_one_row_vectors_including_missing_and_unknown_values():
     rng = random.Random(3)
     df = pd.DataFrame([sample_request(rng) for _ in range(400)])
     df.loc[::7, "previous_decline_code"] = None
@@ -22,8 +22,9 @@ def test_feature_matrix_is_the_model_features_one_including_missing_and_unknown_
     derived = derive_frame(df)
     vel = pd.DataFrame(np.arange(len(df) * len(VELOCITY_FEATURES)).reshape(len(df), -1) % 97,
                        columns=list(VELOCITY_FEATURES))
-    want = feature_matrix(df, derived, vel)
-    got = batch.feature_matrix(df, derived, vel)
+    got = feature_matrix(df, derived, vel)
+    want = np.stack([feature_vector(row, derived.iloc[k].to_dict(), vel.iloc[k].to_dict())
+                     for k, row in enumerate(df.to_dict("records"))])
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got, want)
     assert (got[::13] != 0).any()
