@@ -29,6 +29,7 @@ How the CLI is made to work locally (what did not work out of the box, and why):
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -37,6 +38,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,9 +150,9 @@ class LocalPipeline:
             cmd += ["--refresh", ",".join(refresh)]
         return cmd
 
-    def run_once(self, *, full_refresh: bool = False, refresh: list[str] | None = None, dry: bool = False,
-                 timeout: float | None = None) -> int:
-        """One pipeline update through the CLI; returns its exit code (0 = the run COMPLETED)."""
+    @contextlib.contextmanager
+    def _exclusive_update(self) -> Iterator[None]:
+        """The spec written and this pipeline's update lock held (one update at a time)."""
         self.lakehouse.schema_dir.mkdir(parents=True, exist_ok=True)
         self.write_spec()
         with open(self.state_dir / "update.lock", "w") as lock:
@@ -158,6 +160,12 @@ class LocalPipeline:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise RuntimeError(f"another update of {PIPELINE_NAME} is running for {self.lakehouse.schema_dir}") from None
+            yield
+
+    def run_once(self, *, full_refresh: bool = False, refresh: list[str] | None = None, dry: bool = False,
+                 timeout: float | None = None) -> int:
+        """One pipeline update through the CLI; returns its exit code (0 = the run COMPLETED)."""
+        with self._exclusive_update():
             cmd = self.command(full_refresh=full_refresh, refresh=refresh, dry=dry)
             log.info("running %s", " ".join(shlex.quote(c) for c in cmd[:1] + cmd[-4:]))
             proc = subprocess.Popen(cmd, env=self.environment(), cwd=self.state_dir, start_new_session=True)
@@ -185,13 +193,7 @@ class LocalPipeline:
     def run_continuously(self, interval_s: float = 30.0, *, gold_every: int = 1, max_updates: int = 0) -> int:
         """Updates every ``interval_s`` seconds in one long-lived Spark Connect session until
         SIGINT/SIGTERM (or ``max_updates``); materialized views on every ``gold_every``-th update."""
-        self.lakehouse.schema_dir.mkdir(parents=True, exist_ok=True)
-        self.write_spec()
-        with open(self.state_dir / "update.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RuntimeError(f"another update of {PIPELINE_NAME} is running for {self.lakehouse.schema_dir}") from None
+        with self._exclusive_update():
             proc = subprocess.Popen(self.warm_command(every_s=interval_s, gold_every=gold_every, max_updates=max_updates),
                                     env=self.environment(), cwd=self.state_dir, start_new_session=True)
             previous = {s: signal.signal(s, lambda *_: _terminate(proc)) for s in (signal.SIGINT, signal.SIGTERM)}
