@@ -6,16 +6,17 @@ separately and not included. Counts are checked after each update (silver must h
 produced events).
 
 * ``full_refresh_1m_s``: one cold ``spark-pipelines run --full-refresh-all`` (CLI start to exit: Spark
-  Connect server start, graph registration, bronze, silver, quarantine, every gold materialized view).
+  Connect server start, graph registration, bronze, silver, quarantine, the gold partial aggregates).
 * ``incremental_10k_s``: one update of the running pipeline (local continuous mode: the warm runner,
-  one long-lived Connect session) after 10k new events, including the recomputation of every gold
-  materialized view over the whole silver table (OSS materialized views are full recomputes).
+  one long-lived Connect session) after 10k new events, gold included: the new silver rows summed into
+  ``gold_partials``, over which every gold dataset is a view (``spark.etl.gold``).
 * ``incremental_10k_breakdown_s``: when each phase of that update ended, in seconds since its start
   (``spark.pipelines.warm_runner``): definitions registered (a new graph per update: the Connect server
-  runs a graph once), graph resolved and tables materialized (the server's materialization truncates
-  every materialized view and sets the properties of every table: Delta commits), streaming tables done,
-  last materialized view done.
-* ``incremental_10k_streaming_only_s``: the same with the streaming tables only (bronze, silver,
+  runs a graph once), graph resolved and tables materialized (the server sets the properties of every
+  table: Delta commits), streaming tables done (bronze, silver, quarantine), gold partials done.
+* ``gold_views_read_s``: reading every gold view once right after that update (they are computed on
+  read), in a separate session: total and the slowest view.
+* ``incremental_10k_streaming_only_s``: the same update without the gold partials (bronze, silver,
   quarantine; gold refreshed every N-th update in continuous mode).
 * ``incremental_10k_cold_cli_s``: the incremental update as a separate cold CLI run.
 * ``load_avg_1m_after_incremental``: the machine's 1-minute load average right after the measured
@@ -60,6 +61,7 @@ def produce(gen: TransactionGenerator, producer: EventProducer, total: int, batc
 def breakdown(phases: dict[str, float]) -> dict[str, float]:
     """When (seconds since the update's start) each phase of a warm update ended."""
     from spark.etl.gold import MATERIALIZED
+    from spark.etl.gold_partials import PARTIALS
     from spark.pipelines.warm_runner import STREAMING_TABLES
 
     def last(names) -> float | None:
@@ -67,7 +69,7 @@ def breakdown(phases: dict[str, float]) -> dict[str, float]:
         return max(times) if times else None
 
     return {"definitions_registered": phases.get("register"), "graph_resolved_tables_materialized": phases.get("queued"),
-            "streaming_tables_done": last(STREAMING_TABLES), "gold_done": last(d.name for d in MATERIALIZED)}
+            "streaming_tables_done": last(STREAMING_TABLES), "gold_done": last([PARTIALS, *(d.name for d in MATERIALIZED)])}
 
 
 def silver_count(lakehouse: Lakehouse) -> int:
@@ -80,6 +82,51 @@ def silver_count(lakehouse: Lakehouse) -> int:
         spark.stop()
 
 
+def reuse(args) -> int:
+    """Warm incremental updates over the data an earlier run left in ``--workdir`` (iteration aid)."""
+    work = Path(args.workdir)
+    with local.kafka(work, heap="768m") as bootstrap:
+        lakehouse = Lakehouse(catalog="bench", schema="etl", warehouse_dir=work / "warehouse")
+        if not lakehouse.exists(None, "silver_transactions"):
+            raise SystemExit(f"no earlier run in {work}")
+        # new transaction ids (another seed), event times ending about now
+        gen = TransactionGenerator(GeneratorConfig(seed=int(time.time()) % 2**31, start=datetime.now(UTC) - timedelta(hours=2),
+                                                   events_per_second=args.incremental * (args.updates + 1) / 7200.0))
+        producer = EventProducer(bootstrap, prefixed(TRANSACTIONS, PREFIX))
+        pipeline = LocalPipeline(lakehouse, PipelineSettings(KafkaSource(bootstrap, PREFIX)),
+                                 driver_memory=args.driver_memory, shuffle_partitions=4)
+        with pipeline.warm(work / "warm-runner.log") as warm:
+            print(f"first update {warm.update():.1f}s {warm.last_phases}", flush=True)
+            produce(gen, producer, args.warmup_events)
+            print(f"warm-up update ({args.warmup_events} events) {warm.update():.1f}s {warm.last_phases}", flush=True)
+            for _ in range(args.updates):
+                produce(gen, producer, args.incremental)
+                seconds = warm.update()
+                print(f"incremental update {seconds:.1f}s load {os.getloadavg()[0]:.2f} "
+                      f"{breakdown(warm.last_phases)} {warm.last_phases}", flush=True)
+        print(f"silver rows {silver_count(lakehouse):,}; gold views read {gold_read_s(lakehouse)}", flush=True)
+    return 0
+
+
+def gold_read_s(lakehouse: Lakehouse) -> dict:
+    """Seconds to read every gold view once (session start excluded): total and the slowest one."""
+    from spark.common.session import get_spark
+    from spark.etl.gold import GOLD_NAMES
+
+    spark = get_spark("bench-etl-gold", warehouse_dir=lakehouse.warehouse_dir)
+    try:
+        lakehouse.register(spark)
+        times = {}
+        for name in GOLD_NAMES:
+            t0 = time.perf_counter()
+            spark.table(name).collect()
+            times[name] = round(time.perf_counter() - t0, 2)
+        slowest = max(times, key=times.get)
+        return {"total": round(sum(times.values()), 1), "slowest": slowest, "slowest_s": times[slowest]}
+    finally:
+        spark.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=1_000_000)
@@ -87,14 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=float, default=30.0, help="simulated history span of the full load")
     p.add_argument("--driver-memory", default=os.environ.get("PA_SPARK_DRIVER_MEMORY", "3g"))
     p.add_argument("--workdir", default=None, help="keep data here (default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --workdir holding an earlier run's data: skip producing the full load, the full refresh "
+                        "and the cold CLI update; only measure warm incremental updates (not written to results)")
+    p.add_argument("--updates", type=int, default=1, help="with --reuse: measured incremental updates")
+    p.add_argument("--warmup-events", type=int, default=1000,
+                   help="events of the warm-up update (Python workers, JIT and code generation of every flow)")
     args = p.parse_args(argv)
+    if args.reuse:
+        if not args.workdir:
+            raise SystemExit("--reuse needs --workdir")
+        return reuse(args)
 
     with tempfile.TemporaryDirectory(prefix="bench-etl-") as tmp:
         work = Path(args.workdir or tmp)
         with local.kafka(work, heap="768m") as bootstrap:
             ensure_topics(bootstrap, PREFIX)
             # the simulated clock ends about now after every batch (silver quarantines future events)
-            total = args.events + 3 * args.incremental
+            total = args.events + 3 * args.incremental + args.warmup_events
             gen = TransactionGenerator(GeneratorConfig(
                 seed=42, start=datetime.now(UTC) - timedelta(days=args.days),
                 events_per_second=total * 1.02 / (args.days * 86_400.0)))
@@ -121,17 +178,24 @@ def main(argv: list[str] | None = None) -> int:
             n_cold = silver_count(lakehouse)
 
             with pipeline.warm(work / "warm-runner.log") as warm:
-                warm.update()  # session start, JIT and code generation: not part of an incremental update
+                # session start, then a first update WITH data (Python workers, JIT and code generation of
+                # every flow): a continuously running pipeline pays these once, not per update
+                first_s = warm.update()
+                produce(gen, producer, args.warmup_events)
+                warmup_s = warm.update()
                 produce(gen, producer, args.incremental)
                 incr_s = warm.update()
                 incr_load = os.getloadavg()[0]
                 incr_phases = breakdown(warm.last_phases)
                 n_incr = silver_count(lakehouse)
+                gold_read = gold_read_s(lakehouse)
                 produce(gen, producer, args.incremental)
                 stream_s = warm.update("streaming")
             n_stream = silver_count(lakehouse)
 
-    expected = [args.events + k * args.incremental for k in range(4)]
+    w = args.warmup_events
+    expected = [args.events, args.events + args.incremental, args.events + 2 * args.incremental + w,
+                args.events + 3 * args.incremental + w]
     if [n_full, n_cold, n_incr, n_stream] != expected:
         raise SystemExit(f"silver counts {n_full}, {n_cold}, {n_incr}, {n_stream} differ from the produced {expected}")
     figures = {
@@ -142,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         f"incremental_{args.incremental}_streaming_only_s": round(stream_s, 1),
         "incremental_10k_breakdown_s" if args.incremental == 10_000 else
         f"incremental_{args.incremental}_breakdown_s": incr_phases,
+        "gold_views_read_s": gold_read,
+        "warm_session_first_update_s": round(first_s, 1),
+        "warm_session_warmup_update_s": round(warmup_s, 1), "warmup_events": w,
         "incremental_10k_cold_cli_s" if args.incremental == 10_000 else
         f"incremental_{args.incremental}_cold_cli_s": round(cold_s, 1),
         "load_avg_1m_after_incremental": round(incr_load, 2),

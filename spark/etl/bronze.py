@@ -49,8 +49,16 @@ class KafkaSource:
         return opts
 
 
-def read_kafka_stream(spark: SparkSession, source: KafkaSource, topic: str) -> DataFrame:
-    return spark.readStream.format("kafka").options(**source.options(topic)).load()
+def read_kafka_stream(spark: SparkSession, source: KafkaSource, topic: str, consumer_group: str | None = None) -> DataFrame:
+    """The Kafka source of ``topic``. ``consumer_group``: a stable ``group.id`` for the executors' consumers
+    (Spark assigns partitions itself and commits nothing, so the group only names the consumers): Spark
+    pools consumers per group and partition, so a query restarted with the same group (every triggered
+    pipeline update restarts its flows) reuses the previous run's connected consumers instead of
+    creating one per partition per run (by default each run has a new random group)."""
+    options = source.options(topic)
+    if consumer_group and "kafka.group.id" not in options:
+        options["kafka.group.id"] = consumer_group
+    return spark.readStream.format("kafka").options(**options).load()
 
 
 def bronze_from_kafka(raw: DataFrame, *, with_headers: bool = True) -> DataFrame:

@@ -44,7 +44,7 @@ class EtlJobSettings:
         p.add_argument("--continuous", action="store_true", help="repeat updates every --interval seconds")
         p.add_argument("--interval", type=float, default=30.0)
         p.add_argument("--gold-every", type=int, default=1,
-                       help="continuous: refresh the gold materialized views every N updates")
+                       help="continuous: refresh gold (the partial aggregates) every N updates")
         p.add_argument("--driver-memory", default=os.environ.get("PA_SPARK_DRIVER_MEMORY", "2g"))
         p.add_argument("--print-command", action="store_true", help="print the spark-pipelines command and exit")
         args = p.parse_args(argv)

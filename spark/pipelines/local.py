@@ -20,11 +20,11 @@ How the CLI is made to work locally (what did not work out of the box, and why):
   pipeline). Its warehouse is the schema folder, so the tables land where ``spark.common.tables``
   expects them (``<warehouse>/<catalog>/<schema>/<table>``) and every other job reads them by path.
 * The OSS CLI has no continuous mode (one ``run`` = one triggered update: streaming tables process what
-  is available, materialized views are recomputed) and every ``run`` pays for two JVM starts, a cold
+  is available, materialized views, if any, are recomputed) and every ``run`` pays for two JVM starts, a cold
   JIT and code generation. Continuous mode (``run_continuously``) therefore uses
   ``spark.pipelines.warm_runner``: the CLI's own steps, repeated every ``interval`` seconds in ONE
   long-lived Connect session (started exactly like the CLI); each update is incremental for the
-  streaming tables thanks to the checkpoints in ``storage``, and the materialized views can be
+  streaming tables thanks to the checkpoints in ``storage``, and gold (the partial aggregates) can be
   refreshed on every N-th update only (``gold_every``).
 """
 from __future__ import annotations
@@ -57,6 +57,11 @@ class LocalPipeline:
     settings: PipelineSettings
     driver_memory: str = "2g"
     shuffle_partitions: int = 4
+    # task slots of the local Connect server (its master ``local[N]``). The CLI's default remote is plain
+    # ``local``, i.e. ONE task slot: every flow's tasks queued behind each other on one thread. Twice the
+    # cores: an update is many small latency-bound tasks (Kafka fetches, Delta log reads, Python
+    # workers) of several flows at once
+    task_slots: int = 2 * (os.cpu_count() or 1)
     extra_conf: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -97,6 +102,11 @@ class LocalPipeline:
         }
         self.spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
         return self.spec_path
+
+    def remote_args(self) -> list[str]:
+        """The CLI's ``--remote``: the local Connect server it starts runs with this master. Command line
+        only: ``PYSPARK_SUBMIT_ARGS`` (the server's own submit) must not name a remote."""
+        return ["--remote", f"local[{self.task_slots}]"]
 
     def submit_args(self) -> list[str]:
         from launcher.jars import spark_jars
@@ -143,7 +153,7 @@ class LocalPipeline:
 
     def command(self, *, full_refresh: bool = False, refresh: list[str] | None = None, dry: bool = False) -> list[str]:
         cli = Path(sys.executable).parent / "spark-pipelines"
-        cmd = [str(cli), *self.submit_args(), "dry-run" if dry else "run", "--spec", str(self.spec_path)]
+        cmd = [str(cli), *self.remote_args(), *self.submit_args(), "dry-run" if dry else "run", "--spec", str(self.spec_path)]
         if full_refresh and not dry:
             cmd.append("--full-refresh-all")
         if refresh and not dry:
@@ -181,7 +191,8 @@ class LocalPipeline:
         from spark.pipelines import warm_runner
 
         spark_class = Path(sys.executable).parent / "spark-class"
-        cmd = [str(spark_class), "org.apache.spark.deploy.SparkPipelines", warm_runner.__file__, *self.submit_args(),
+        cmd = [str(spark_class), "org.apache.spark.deploy.SparkPipelines", warm_runner.__file__, *self.remote_args(),
+               *self.submit_args(),
                "--pipeline-spec", str(self.spec_path), "--every", str(every_s), "--gold-every", str(gold_every),
                "--owner-pid", str(os.getpid())]
         if control_dir:
@@ -192,7 +203,7 @@ class LocalPipeline:
 
     def run_continuously(self, interval_s: float = 30.0, *, gold_every: int = 1, max_updates: int = 0) -> int:
         """Updates every ``interval_s`` seconds in one long-lived Spark Connect session until
-        SIGINT/SIGTERM (or ``max_updates``); materialized views on every ``gold_every``-th update."""
+        SIGINT/SIGTERM (or ``max_updates``); gold on every ``gold_every``-th update."""
         with self._exclusive_update():
             proc = subprocess.Popen(self.warm_command(every_s=interval_s, gold_every=gold_every, max_updates=max_updates),
                                     env=self.environment(), cwd=self.state_dir, start_new_session=True)

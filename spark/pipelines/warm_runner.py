@@ -14,8 +14,9 @@ holding ``update``, ``update streaming`` (streaming tables only), ``update full`
 ``quit``, answered by ``done-<n>`` holding ``<status> <seconds> <phases as JSON>``. After each update it
 also prints ``PA-PHASES`` (seconds since the update's start at which the definitions were registered,
 the graph was resolved and its tables materialized (``queued``), and each flow completed) and
-``PA-UPDATE <n> <status> <seconds>``. ``--gold-every N`` refreshes the materialized views on every
-N-th timed update only (streaming tables on every one).
+``PA-UPDATE <n> <status> <seconds>``. ``--gold-every N`` appends to the gold partial aggregates
+(``gold_partials``, over which every gold dataset is a view) on every N-th timed update only
+(bronze, silver and quarantine on every one).
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--pipeline-spec", required=True)
     p.add_argument("--every", type=float, default=30.0, help="seconds between update starts")
-    p.add_argument("--gold-every", type=int, default=1, help="refresh materialized views every N updates")
+    p.add_argument("--gold-every", type=int, default=1, help="refresh gold (partials, materialized views) every N updates")
     p.add_argument("--control-dir", default=None, help="run one update per command file cmd-<n> in this folder")
     p.add_argument("--max-updates", type=int, default=0)
     p.add_argument("--owner-pid", type=int, default=0, help="exit when this process is gone")

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from spark.etl import gold, silver
+from spark.etl import gold, gold_partials, silver
 from tests.spark.factories import T0, bronze_frame, event
 
 D = timedelta
@@ -49,9 +49,13 @@ def gold_env(spark):
     silver.silver_transactions(bronze).cache().createOrReplaceTempView("silver_transactions")
     silver.silver_quarantine(bronze).createOrReplaceTempView("silver_quarantine")
     bronze_frame(spark, ["refused"], topic="payments.transactions.dlq").createOrReplaceTempView("bronze_dead_letters")
+    gold_partials.partial_aggregates(spark.table("silver_transactions")).cache().createOrReplaceTempView(
+        gold_partials.PARTIALS)
     for d in gold.in_dependency_order(gold.MATERIALIZED):
         gold.build(spark, d.name).cache().createOrReplaceTempView(d.name)
-    registered = gold.register_views(spark, available={"silver_transactions", *(d.name for d in gold.MATERIALIZED)})
+    available = {"bronze_transactions", "bronze_dead_letters", "silver_transactions", "silver_quarantine",
+                 gold_partials.PARTIALS, *(d.name for d in gold.MATERIALIZED)}
+    registered = gold.register_views(spark, available=available)
     assert set(registered) == {d.name for d in gold.VIEWS}
     yield spark
     spark.catalog.clearCache()
@@ -69,7 +73,8 @@ def test_registry_is_consistent():
                 "v_merchant_segment_performance", "v_geography", "v_daily_trends", "v_streaming_ingestion",
                 "v_data_quality", "v_active_alerts", "v_latency_histogram", "dim_merchants"}
     assert set(gold.GOLD_NAMES) == expected
-    known = {"silver_transactions", "silver_quarantine", "bronze_transactions", "bronze_dead_letters", *expected}
+    known = {"silver_transactions", "silver_quarantine", "bronze_transactions", "bronze_dead_letters",
+             gold_partials.PARTIALS, *expected}
     for d in gold.GOLD:
         assert set(d.sources) <= known, d.name
         assert d.render(lambda n: f"cat.sch.{n}").count("cat.sch.") == d.sql.count("{")
@@ -190,7 +195,9 @@ def test_recommendations(spark):
                             amount_minor=10000, event_timestamp=T0 + D(seconds=i)))
         events.append(event(400 + i, merchant_segment="Gaming", payment_solution="network_token", is_network_token=True,
                             is_approved=i % 10 != 0, amount_minor=10000, event_timestamp=T0 + D(seconds=i)))
-    silver.silver_transactions(bronze_frame(spark, events)).createOrReplaceTempView("silver_transactions")
+    rows = silver.silver_transactions(bronze_frame(spark, events))
+    rows.createOrReplaceTempView("silver_transactions")
+    gold_partials.partial_aggregates(rows).createOrReplaceTempView(gold_partials.PARTIALS)
     for name in ("v_retry_performance", "v_reason_code_insights"):
         gold.build(spark, name).createOrReplaceTempView(name)
     recs = [r.asDict() for r in gold.build(spark, "v_recommendations").collect()]

@@ -94,7 +94,7 @@ def test_warm_runner_incremental_updates(spark, kafka_bootstrap, kafka_topics, t
         assert producer.flush(30) == 0
         warm.update(timeout=600)
         phases = warm.last_phases
-    assert 0 < phases["register"] <= phases["queued"] <= phases["silver_transactions"] <= phases["v_approval_kpis_daily"]
+    assert 0 < phases["register"] <= phases["queued"] <= phases["silver_transactions"] <= phases["gold_partials"]
 
     registered = lakehouse.register(spark)
     assert "v_data_quality" in registered
