@@ -9,7 +9,10 @@ produced events).
   Connect server start, graph registration, bronze, silver, quarantine, the gold partial aggregates).
 * ``incremental_10k_s``: one update of the running pipeline (local continuous mode: the warm runner,
   one long-lived Connect session) after 10k new events, gold included: the new silver rows summed into
-  ``gold_partials``, over which every gold dataset is a view (``spark.etl.gold``).
+  ``gold_partials``, over which every gold dataset is a view (``spark.etl.gold``). The session has
+  already run one update without and one with new data (``--warmup-events``: Python workers, JIT and
+  code generation of every flow, paid once by a continuously running pipeline); their times are
+  ``warm_session_first_update_s`` and ``warm_session_warmup_update_s``.
 * ``incremental_10k_breakdown_s``: when each phase of that update ended, in seconds since its start
   (``spark.pipelines.warm_runner``): definitions registered (a new graph per update: the Connect server
   runs a graph once), graph resolved and tables materialized (the server sets the properties of every
@@ -24,6 +27,8 @@ produced events).
 
     make bench-etl                                   # 1,000,000 + 10,000 events
     make bench-etl BENCH_ARGS="--events 200000"
+    python -m bench.etl --workdir W                  # keep the data in W, then iterate on warm updates:
+    python -m bench.etl --workdir W --reuse --updates 3   # (printed, not written to the results)
 """
 from __future__ import annotations
 
