@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -39,6 +40,9 @@ def run(
     scorer: Annotated[str, typer.Option(help="arrow_udf | map_in_arrow")] = "arrow_udf",
     decision_log: Annotated[Optional[bool], typer.Option(  # noqa: UP007
         "--decision-log/--no-decision-log", help="Run the Delta decision-log query")] = None,
+    only: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        help="decision_log: run only the decision-log query (the processor starts itself this way as a "
+             "child process, see PA_STREAM_LOG_PROCESS)")] = None,
 ) -> None:
     """Run the processor until interrupted (or, with --available-now, until caught up)."""
     overrides = {k: v for k, v in {
@@ -48,6 +52,24 @@ def run(
     settings = StreamProcessorSettings(**overrides)
     logging.basicConfig(level=os.environ.get("PA_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    if only not in (None, "decision_log"):
+        raise typer.BadParameter(f"--only: expected decision_log, got {only!r}")
+    if only == "decision_log":
+        _run_decision_log_only(settings)
+        return
+    log_child = None
+    if settings.stream_decision_log and settings.stream_log_process and not available_now:
+        log_child = _spawn_decision_log(settings)
+        settings = settings.model_copy(update={"stream_decision_log": False})
+    try:
+        _run(settings, available_now=available_now, scorer=scorer, log_child=log_child)
+    finally:
+        if log_child is not None:
+            _stop_child(log_child)
+
+
+def _run(settings: StreamProcessorSettings, *, available_now: bool, scorer: str,
+         log_child: subprocess.Popen | None) -> None:
     if settings.stream_trigger == "realtime":
         # Real-time mode runs every source partition as a long-running task at the same time:
         # give local Spark enough task slots (threads, not cores).
@@ -85,10 +107,78 @@ def run(
                 failed = q.exception() or RuntimeError(f"query {q.name} stopped")
                 stop.set()
                 break
+        if log_child is not None and log_child.poll() is not None:
+            failed = RuntimeError(f"the decision-log process exited with {log_child.returncode}")
+            stop.set()
         if time.monotonic() - last_report >= settings.stream_progress_log_seconds:
             last_report = time.monotonic()
             for q in running.queries:
                 _log_progress(q)
+        stop.wait(1.0)
+    running.stop()
+    spark.stop()
+    if failed is not None:
+        log.error("query failed: %s", failed)
+        raise typer.Exit(1)
+    log.info("stopped")
+
+
+def _spawn_decision_log(settings: StreamProcessorSettings) -> subprocess.Popen:
+    """The decision-log query as a child process (same arguments, ``--only decision_log``), at a
+    lower CPU priority; it gets SIGTERM if this process dies (even by SIGKILL)."""
+    nice = settings.stream_log_nice
+
+    def before_exec() -> None:  # in the child, before exec
+        os.nice(nice)
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    env = dict(os.environ)
+    # its own local Spark: one task slot per core is plenty for MERGE and metrics
+    env.setdefault("PA_SPARK_MASTER", f"local[{os.cpu_count() or 2}]")
+    argv = [sys.executable, "-m", "services.stream_processor", *sys.argv[1:], "--only", "decision_log"]
+    child = subprocess.Popen(argv, env=env, preexec_fn=before_exec)  # noqa: PLW1509
+    log.info("decision-log process started (pid %d, nice +%d)", child.pid, nice)
+    return child
+
+
+def _stop_child(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(90)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _run_decision_log_only(settings: StreamProcessorSettings) -> None:
+    from services.stream_processor import pipeline
+
+    spark = pipeline.get_session(settings, app_name="stream-processor-decision-log")
+    query = pipeline.start_decision_log(spark, settings)
+    running = pipeline.Running(None, query, spark)  # type: ignore[arg-type]
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("signal %s: stopping the decision-log query", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    failed = None
+    last_report = time.monotonic()
+    while not stop.is_set():
+        if not query.isActive:
+            failed = query.exception() or RuntimeError(f"query {query.name} stopped")
+            break
+        if time.monotonic() - last_report >= settings.stream_progress_log_seconds:
+            last_report = time.monotonic()
+            _log_progress(query)
         stop.wait(1.0)
     running.stop()
     spark.stop()

@@ -27,7 +27,14 @@ from pyspark.sql.streaming import StreamingQuery
 
 from services.stream_processor.decision_log import DecisionLogWriter
 from services.stream_processor.metrics import AlertThresholds, MetricsWriter
-from services.stream_processor.scoring import INPUT_COLUMNS, OUTPUT_DDL, ScoringConfig, score_map_in_arrow, score_udf
+from services.stream_processor.scoring import (
+    INPUT_COLUMNS,
+    OUTPUT_DDL,
+    ScoringConfig,
+    score_map_in_arrow,
+    score_publish_udf,
+    score_udf,
+)
 from services.stream_processor.settings import StreamProcessorSettings
 from services.stream_processor.tables import ALERTS, DECISION_LOG, METRICS_1M, DeltaTarget
 
@@ -88,7 +95,9 @@ def _default_parallelism(spark: SparkSession) -> int | None:
         return None
 
 
-def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None = None) -> ScoringConfig:
+def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None = None,
+                   publish: bool = False) -> ScoringConfig:
+    """``publish``: the Python workers publish the records themselves (``score_publish_udf``)."""
     from payments_core.rules.model import ruleset_path
 
     rules = ruleset_path(settings.data_dir)
@@ -103,6 +112,7 @@ def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None =
         velocity_prefix=f"{settings.redis_prefix}:vel",
         uc_catalog=settings.uc_catalog,
         uc_schema=settings.uc_schema,
+        publish=tuple(sorted(settings.worker_producer_options().items())) if publish else None,
     )
 
 
@@ -126,13 +136,19 @@ def score_stream(raw: DataFrame, config: ScoringConfig, form: ScorerForm = "arro
 
     ``tasks``: merge the Kafka partitions into this many tasks (``coalesce``, no shuffle), so each
     Python worker gets bigger Arrow batches and a micro-batch runs in one wave; micro-batch only
-    (real-time mode needs one long-running task per Kafka partition)."""
+    (real-time mode needs one long-running task per Kafka partition).
+
+    With ``config.publish`` the scorer publishes the records itself (``score_publish_udf``) and the
+    query yields no rows: the sink has nothing to write."""
     cols = raw.select(*INPUT_COLUMNS)
     if tasks:
         cols = cols.coalesce(tasks)
     if form == "map_in_arrow":
         return cols.mapInArrow(score_map_in_arrow(config), OUTPUT_DDL)
-    out = cols.select(score_udf(config)(*[F.col(c) for c in INPUT_COLUMNS]).alias("o"))
+    udf = score_publish_udf(config) if config.publish else score_udf(config)
+    out = cols.select(udf(*[F.col(c) for c in INPUT_COLUMNS]).alias("o"))
+    if config.publish:
+        out = out.where(F.col("o").isNotNull())
     return out.select("o.topic", "o.key", "o.value", "o.headers")
 
 
@@ -141,7 +157,9 @@ def _trigger(writer, *, trigger: str, interval: str, available_now: bool):
     if available_now:
         return writer.trigger(availableNow=True)
     if trigger == "realtime":
-        return writer.trigger(realTime=interval if interval and not interval.startswith("0 ") else "5 seconds")
+        # the real-time batch duration only sets how often offsets are checkpointed (and how much a
+        # restart replays) once the workers publish: long batches, few batch transitions
+        return writer.trigger(realTime=interval if interval and not interval.startswith("0 ") else "5 minutes")
     return writer.trigger(processingTime=interval)
 
 
@@ -152,18 +170,25 @@ def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, sou
     if source is None:
         source = kafka_source(spark, settings, settings.topics.transactions, realtime=realtime,
                               max_offsets_per_trigger=settings.stream_max_offsets_per_trigger)
+    publish = realtime and settings.stream_realtime_publish == "worker" and form == "arrow_udf"
     if realtime:
         # OSS Spark refuses Python UDF operators in real-time mode by allow-list (they run when the
         # check is off; see the README section on real-time mode). An Arrow batch goes to Python only
-        # when full (or when the real-time batch ends): small batches. Runtime SQL settings of the
-        # session, read while the query runs (so they stay set; the processor's session runs one
-        # scoring query).
+        # when full (or when the real-time batch ends): small batches, and a small JVM -> Python
+        # buffer (``pandas.udf.buffer.size``: the JVM sends what it has buffered only once it holds
+        # that many bytes; 64 KiB by default, ~80 transactions per partition). Runtime SQL settings
+        # of the session, read while the query runs (so they stay set; the processor's session runs
+        # one scoring query).
         spark.conf.set("spark.sql.streaming.realTimeMode.allowlistCheck", "false")
         spark.conf.set("spark.sql.streaming.realTimeMode.minBatchDuration", "1000")
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.stream_realtime_arrow_batch_rows))
+        spark.conf.set("spark.sql.execution.pandas.udf.buffer.size", str(settings.stream_realtime_buffer_bytes))
     tasks = None if realtime else (settings.stream_python_workers or _default_parallelism(spark))
-    records = score_stream(source, config or scoring_config(settings), form, tasks)
-    writer = (records.writeStream.format("kafka").options(**settings.kafka_client_options())
+    if config is None:
+        config = scoring_config(settings, publish=publish)
+    records = score_stream(source, config, form, tasks)
+    sink_options = {} if realtime else {f"kafka.{k}": v for k, v in settings.stream_sink_kafka_options.items()}
+    writer = (records.writeStream.format("kafka").options(**{**settings.kafka_client_options(), **sink_options})
               .option("checkpointLocation", settings.checkpoint(query_name))
               .queryName(query_name)
               .outputMode("update"))

@@ -13,11 +13,17 @@
    ``transaction_id``, a ``pa.context`` header with the transaction facts the decision log and the
    metrics need), or a ``DeadLetter`` for ``payments.transactions.dlq``.
 
-Two Spark forms wrap it, both Arrow-batched (never one Python call per row):
+Three Spark forms wrap it, all Arrow-batched (never one Python call per row):
 
 * ``score_udf`` -- a scalar ``arrow_udf`` returning a struct (``ArrowEvalPythonExec``); the default,
   because it is 1:1 and is the UDF form real-time mode on Databricks accepts;
-* ``score_map_in_arrow`` -- ``DataFrame.mapInArrow`` (``MapInArrowExec``).
+* ``score_map_in_arrow`` -- ``DataFrame.mapInArrow`` (``MapInArrowExec``);
+* ``score_publish_udf`` -- real-time mode in OSS Spark: an iterator ``arrow_udf`` that publishes each
+  batch's records to Kafka itself (``Publisher``, one idempotent producer per worker, flushed before
+  the task ends) and hands Spark nothing to write. OSS Spark 4.2's Python runner reads a UDF's
+  results back only when the socket to the worker is full or the task's input ends, and a real-time
+  task's input ends with its batch: through Spark's sink a decision waited for the end of the
+  real-time batch (p50 ~ half the batch duration). See the README, "Real-time mode".
 
 The engine, the velocity client and the rule/model sources live once per Python worker process
 (workers are reused across tasks) and ``DecisionEngine.refresh()`` runs at most every
@@ -60,6 +66,8 @@ OUTPUT_ARROW = pa.struct([
     pa.field("topic", pa.string()), pa.field("key", pa.binary()), pa.field("value", pa.binary()),
     pa.field("headers", pa.list_(_HEADER_TYPE)),
 ])
+# Read timeout of the velocity store's client (seconds): one script call decides a whole batch
+VELOCITY_TIMEOUT_S = 120.0
 # Batches up to this many valid rows take the engine's one-row path (``decide`` per row, the same
 # decisions by definition): the vectorised path has a fixed set-up cost of a few milliseconds per
 # batch (pandas frames, rule masks), which real-time mode's small batches would pay per record.
@@ -81,6 +89,55 @@ class ScoringConfig:
     velocity_prefix: str = "pa:vel"
     uc_catalog: str | None = None
     uc_schema: str | None = None
+    # ``score_publish_udf``: Kafka producer settings of the worker's own producer (sorted pairs,
+    # librdkafka names; hashable, as the config keys the per-process runtimes)
+    publish: tuple[tuple[str, str], ...] | None = None
+
+
+class Publisher:
+    """One Kafka producer per Python worker process for ``score_publish_udf``.
+
+    Idempotent, ``acks=all`` and the Java client's partitioner (``murmur2_random``: a key lands on
+    the partition Spark's Kafka sink would choose). Delivery is asynchronous; ``flush`` (at the end of
+    each task, i.e. before its real-time batch commits) waits for every record and raises on any
+    failed delivery, so the task fails and the batch is replayed: at least once, as with the sink."""
+
+    def __init__(self, conf: dict[str, str]):
+        from confluent_kafka import Producer
+
+        self._failed: list[str] = []
+        self._producer = Producer({"enable.idempotence": True, "acks": "all", "linger.ms": 1,
+                                   "partitioner": "murmur2_random", **conf})
+
+    def _delivered(self, err, _msg) -> None:
+        if err is not None:
+            self._failed.append(str(err))
+
+    def publish(self, records: pa.StructArray) -> None:
+        produce = self._producer.produce
+        topics, keys, values = (records.field(i).to_pylist() for i in range(3))
+        headers = records.field(3).to_pylist()
+        for topic, key, value, hdrs in zip(topics, keys, values, headers, strict=True):
+            while True:
+                try:
+                    produce(topic, value, key, headers=[(h["key"], h["value"]) for h in hdrs] if hdrs else None,
+                            on_delivery=self._delivered)
+                    break
+                except BufferError:  # local queue full: serve deliveries, then retry
+                    self._producer.poll(0.05)
+        self._producer.poll(0)
+        self._check()
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        left = self._producer.flush(timeout_s)
+        self._check()
+        if left:
+            raise RuntimeError(f"{left} records not delivered to Kafka within {timeout_s}s")
+
+    def _check(self) -> None:
+        if self._failed:
+            failed, self._failed = self._failed, []
+            raise RuntimeError(f"Kafka delivery failed for {len(failed)} records: {failed[0]}")
 
 
 class Runtime:
@@ -105,9 +162,15 @@ class Runtime:
         self.engine = DecisionEngine.from_sources(RuleSource(config.rules_path), models)
         self.velocity = None
         if config.redis_url:
+            import redis
+
             from payments_core.velocity_batch import BatchRedisVelocity
 
-            self.velocity = BatchRedisVelocity.from_url(config.redis_url, prefix=config.velocity_prefix)
+            # one script call per batch: a large micro-batch legitimately keeps Redis busy for seconds
+            # (redis-py 8 reads with a 5 s timeout by default; a timeout failed the whole query)
+            client = redis.Redis.from_url(config.redis_url, socket_timeout=VELOCITY_TIMEOUT_S)
+            self.velocity = BatchRedisVelocity(client, prefix=config.velocity_prefix)
+        self.publisher = Publisher(dict(config.publish)) if config.publish else None
         self._refreshed = time.monotonic()
 
     def maybe_refresh(self) -> None:
@@ -233,6 +296,50 @@ def score_udf(config: ScoringConfig):
               timestamp: pa.Array) -> pa.Array:
         return process_arrays(config, key, value, topic, partition, offset, timestamp)
 
+    return arrow_udf(score, returnType=_struct_type()).asNondeterministic()
+
+
+def score_publish_udf(config: ScoringConfig):
+    """The iterator form of ``score_udf`` that publishes (``config.publish``) instead of returning.
+
+    Each Arrow batch is decided and its records handed to the worker's producer at once. When the
+    task's input ends, the UDF flushes the producer (the task, hence the real-time batch, completes
+    only after every record of it is acknowledged by the broker) and returns a null struct per row,
+    which the query drops: Spark's sink writes nothing."""
+    import typing
+
+    from pyspark.sql.functions import arrow_udf
+
+    if not config.publish:
+        raise ValueError("score_publish_udf needs ScoringConfig.publish (Kafka producer settings)")
+
+    def score(batches):
+        t0 = time.time()
+        publisher = runtime(config).publisher
+        rows = 0
+        first = None
+        for cols in batches:
+            first = first or time.time()
+            out = process_arrays(config, *cols)
+            publisher.publish(out)
+            rows += len(out)
+        t1 = time.time()
+        publisher.flush()
+        if _PROFILE:
+            import os
+            import sys
+
+            print(f"[publish pid={os.getpid()}] task start {t0:.3f} first batch +{(first or t1) - t0:.3f}s "
+                  f"input end +{t1 - t0:.3f}s flushed +{time.time() - t0:.3f}s rows={rows}",
+                  file=sys.stderr, flush=True)
+        # one (null) result per input row, all at the end: results yielded per batch would pile up
+        # in the worker -> JVM socket, which the JVM does not read before the input ends; once full,
+        # the worker would block and stop reading input (seconds of stall)
+        yield pa.nulls(rows, OUTPUT_ARROW)
+
+    # pyspark infers the UDF kind (scalar iterator) from these hints; typing's names, as objects
+    score.__annotations__ = {"batches": typing.Iterator[typing.Tuple[pa.Array, ...]],  # noqa: UP006
+                             "return": typing.Iterator[pa.Array]}
     return arrow_udf(score, returnType=_struct_type()).asNondeterministic()
 
 

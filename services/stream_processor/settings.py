@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_VERSION = "v1"
 
 Trigger = Literal["microbatch", "realtime"]
+RealtimePublish = Literal["worker", "sink"]
 
 
 class StreamProcessorSettings(BaseSettings):
@@ -49,7 +50,7 @@ class StreamProcessorSettings(BaseSettings):
     stream_interval: str = Field(
         "0 seconds",
         description="microbatch: processingTime interval ('0 seconds' = as fast as possible); "
-                    "realtime: the real-time batch duration (checkpoint interval)")
+                    "realtime: the real-time batch duration (checkpoint interval; '0 seconds' = 5 minutes)")
     stream_checkpoint_dir: Path | None = Field(
         None, description=f"Checkpoint root; default <data_dir>/checkpoints/stream_processor/{CHECKPOINT_VERSION}")
     stream_max_offsets_per_trigger: int | None = Field(
@@ -67,6 +68,16 @@ class StreamProcessorSettings(BaseSettings):
                              "full (or the real-time batch ends): small batches for latency, not too small for "
                              "throughput (measured at 1,000 tx/s on 2 cores: p99 17 s with 1, 5.6 s with 4; "
                              "both fell behind)")
+    stream_realtime_publish: RealtimePublish = Field(
+        "worker", description="Real-time mode: who writes the decisions to Kafka. worker: each Python scoring "
+                              "worker publishes its records itself as soon as they are decided (OSS Spark 4.2 "
+                              "reads a Python UDF's results back only when the real-time batch ends, so "
+                              "through the sink a decision waits for the end of its batch); sink: Spark's "
+                              "Kafka sink, as in micro-batch mode (for a runtime that streams UDF results)")
+    stream_realtime_buffer_bytes: int = Field(
+        1024, ge=16, description="Real-time mode: spark.sql.execution.pandas.udf.buffer.size, the bytes the JVM "
+                                 "buffers before sending rows to the Python worker (and the worker's socket "
+                                 "buffers); Spark's 64 KiB default holds ~80 transactions per partition back")
     stream_velocity: bool = Field(
         True, description="Read/record velocity in the online Redis store. Diagnostics only: without it "
                           "velocity features are 0 and decisions differ from POST /score")
@@ -78,6 +89,12 @@ class StreamProcessorSettings(BaseSettings):
         None, ge=1, description="Micro-batch mode: Python scoring tasks per batch (Kafka partitions are "
                                 "coalesced into this many); default: Spark's default parallelism (cores)")
 
+    stream_sink_kafka_options: dict[str, str] = Field(
+        default_factory=lambda: {"linger.ms": "5", "batch.size": "262144"},
+        description="Producer settings of the scoring query's Kafka sink (micro-batch mode; passed as kafka.<name>). "
+                    "The Java client's 16 KiB batches hold ~10 decisions: bigger batches mean fewer produce "
+                    "requests for the sink and the broker. No compression: the scoring API's consumer "
+                    "(aiokafka) has no lz4/snappy/zstd codec installed")
     stream_async_progress: bool = Field(
         True, description="Micro-batch mode: write offset/commit logs asynchronously (lower latency; a "
                           "restart may replay up to the checkpoint interval, which the idempotent "
@@ -87,12 +104,20 @@ class StreamProcessorSettings(BaseSettings):
 
     # --- the decision-log query (decisions topic -> Delta, exactly one row per transaction) --------
     stream_log_interval: str = Field(
-        "10 seconds", description="processingTime of the decision-log query (each batch: one MERGE and the "
-                                  "touched minutes of the metrics; longer = less CPU taken from scoring)")
+        "30 seconds", description="processingTime of the decision-log query (each batch: one MERGE and the "
+                                  "touched minutes of the metrics; longer = less CPU taken from scoring: a MERGE "
+                                  "costs ~2 s of fixed work whatever its size)")
     stream_metrics_interval_seconds: float = Field(
-        30.0, ge=0, description="Refresh the one-minute metrics and alerts at most this often")
+        60.0, ge=0, description="Refresh the one-minute metrics and alerts at most this often (each refresh "
+                                "re-reads the touched minutes from the log: at 5,000 tx/s 300,000 rows a minute)")
     stream_log_max_offsets_per_trigger: int | None = Field(None, ge=1)
     stream_decision_log: bool = Field(True, description="Run the decision-log + metrics query")
+    stream_log_process: bool = Field(
+        True, description="python -m services.stream_processor run: run the decision-log query in its own "
+                          "Spark driver process at a lower CPU priority (stream_log_nice), so its Delta MERGEs and "
+                          "metric refreshes take the CPU the scoring query leaves instead of stalling it (on 2 "
+                          "cores a MERGE in the same JVM stalled real-time scoring for seconds)")
+    stream_log_nice: int = Field(19, ge=0, le=19, description="nice increment of the decision-log process")
 
     # --- one-minute metrics and alerts -------------------------------------------------------------
     alert_min_volume: int = Field(50, ge=1, description="Minimum transactions in a minute to judge it")
@@ -131,6 +156,12 @@ class StreamProcessorSettings(BaseSettings):
         return Topics(prefixed(TRANSACTIONS, self.topic_prefix),
                       self.stream_dlq_topic or prefixed(TRANSACTIONS_DLQ, self.topic_prefix),
                       self.stream_decisions_topic or prefixed(DECISIONS, self.topic_prefix))
+
+    def worker_producer_options(self) -> dict[str, str]:
+        """Settings of the Python workers' own Kafka producer (real-time mode, ``worker`` publishing):
+        the bootstrap servers and ``PA_KAFKA_OPTIONS``, which must then also be valid librdkafka
+        settings (e.g. security.protocol, sasl.mechanism, sasl.username/password)."""
+        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_options}
 
     def kafka_client_options(self) -> dict[str, str]:
         """Options for Spark's Kafka source/sink (``kafka.``-prefixed client settings)."""

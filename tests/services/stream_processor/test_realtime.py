@@ -4,7 +4,9 @@ Lean on purpose: one partition, a few records. What it pins down:
 * OSS Spark's real-time allow-list refuses the Python scorer (``ArrowEvalPythonExec``), with the
   exact error the README documents;
 * with the check off (what ``start_scoring`` does in real-time mode), the unchanged query decides
-  valid records and dead-letters invalid ones; only the trigger differs from micro-batch mode.
+  valid records and dead-letters invalid ones; only the trigger differs from micro-batch mode;
+* both ways of publishing in real-time mode: the Python workers' own producer (the default, see
+  ``scoring.score_publish_udf``) and Spark's Kafka sink.
 """
 from __future__ import annotations
 
@@ -28,11 +30,16 @@ ONE_PARTITION = tuple(TopicSpec(t.name, 1, t.key, t.description) for t in (TRANS
 def rt_settings(spark, sp_settings, kafka_bootstrap, kafka_topics):
     prefix = f"{kafka_topics}rt{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix, ONE_PARTITION)  # one long-running task fits local[2]
-    arrow_batch = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    before = spark.conf.get(arrow_batch)
+    # start_scoring sets real-time mode's small batches and buffers on the shared session
+    keys = ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.execution.pandas.udf.buffer.size")
+    before = {k: spark.conf.get(k, None) for k in keys}
     yield sp_settings.model_copy(update={"topic_prefix": prefix, "stream_trigger": "realtime",
                                          "stream_interval": "3 seconds", "stream_starting_offsets": "earliest"})
-    spark.conf.set(arrow_batch, before)  # start_scoring sets real-time mode's small batches on the shared session
+    for key, value in before.items():
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
 
 
 def test_allow_list_refuses_python_udfs_unless_disabled(spark, rt_settings):
@@ -54,7 +61,9 @@ def test_allow_list_refuses_python_udfs_unless_disabled(spark, rt_settings):
     assert "ArrowEvalPythonExec" in error
 
 
-def test_the_same_query_decides_in_real_time_mode(spark, rt_settings, kafka_bootstrap):
+@pytest.mark.parametrize("publish", ["worker", "sink"])
+def test_the_same_query_decides_in_real_time_mode(spark, rt_settings, kafka_bootstrap, publish):
+    rt_settings = rt_settings.model_copy(update={"stream_realtime_publish": publish})
     events = make_events(30, seed=51)
     query = pipeline.start_scoring(spark, rt_settings)
     try:
