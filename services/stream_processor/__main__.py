@@ -91,6 +91,13 @@ def _run(settings: StreamProcessorSettings, *, available_now: bool, scorer: str,
         spark.stop()
         return
     running = pipeline.start(spark, settings, form=scorer)  # type: ignore[arg-type]
+    _supervise(running, spark, settings, log_child)
+
+
+def _supervise(running, spark, settings: StreamProcessorSettings,
+               log_child: subprocess.Popen | None = None) -> None:
+    """Until SIGINT/SIGTERM, a query stops or the decision-log child exits: log progress, then stop
+    the queries and the session (exit status 1 on a failure)."""
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -161,31 +168,7 @@ def _run_decision_log_only(settings: StreamProcessorSettings) -> None:
 
     spark = pipeline.get_session(settings, app_name="stream-processor-decision-log")
     query = pipeline.start_decision_log(spark, settings)
-    running = pipeline.Running(None, query, spark)  # type: ignore[arg-type]
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("signal %s: stopping the decision-log query", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    failed = None
-    last_report = time.monotonic()
-    while not stop.is_set():
-        if not query.isActive:
-            failed = query.exception() or RuntimeError(f"query {query.name} stopped")
-            break
-        if time.monotonic() - last_report >= settings.stream_progress_log_seconds:
-            last_report = time.monotonic()
-            _log_progress(query)
-        stop.wait(1.0)
-    running.stop()
-    spark.stop()
-    if failed is not None:
-        log.error("query failed: %s", failed)
-        raise typer.Exit(1)
-    log.info("stopped")
+    _supervise(pipeline.Running(None, query, spark), spark, settings)  # type: ignore[arg-type]
 
 
 def _log_progress(query) -> None:
