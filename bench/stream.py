@@ -86,6 +86,11 @@ def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, see
             sent += due
         producer._producer.poll(0)
         time.sleep(0.004)
+    short = int(rate * seconds) - sent  # the last slice before the deadline: exactly rate x seconds in all
+    if short > 0:
+        batch = gen.batch(short, now=time.time())
+        producer.send(batch.json_values(), batch.keys())
+        sent += short
     producer._producer.flush(60)
     return sent
 
