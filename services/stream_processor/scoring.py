@@ -314,24 +314,13 @@ def score_publish_udf(config: ScoringConfig):
         raise ValueError("score_publish_udf needs ScoringConfig.publish (Kafka producer settings)")
 
     def score(batches):
-        t0 = time.time()
         publisher = runtime(config).publisher
         rows = 0
-        first = None
         for cols in batches:
-            first = first or time.time()
             out = process_arrays(config, *cols)
             publisher.publish(out)
             rows += len(out)
-        t1 = time.time()
         publisher.flush()
-        if _PROFILE:
-            import os
-            import sys
-
-            print(f"[publish pid={os.getpid()}] task start {t0:.3f} first batch +{(first or t1) - t0:.3f}s "
-                  f"input end +{t1 - t0:.3f}s flushed +{time.time() - t0:.3f}s rows={rows}",
-                  file=sys.stderr, flush=True)
         # one (null) result per input row, all at the end: results yielded per batch would pile up
         # in the worker -> JVM socket, which the JVM does not read before the input ends; once full,
         # the worker would block and stop reading input (seconds of stall)

@@ -58,6 +58,8 @@ DIMENSIONS: dict[str, T.DataType] = {
     "ingestion_lag_s": T.DoubleType(),
 }
 
+_INGESTION_LAG_S = "(unix_micros(ingested_at) - unix_micros(event_timestamp)) / 1e6"
+
 # measure -> (input expression over silver, type); every one is summed, except *_min/*_max
 MEASURES: dict[str, tuple[str, T.DataType]] = {
     "n": ("1", T.LongType()),
@@ -83,7 +85,7 @@ MEASURES: dict[str, tuple[str, T.DataType]] = {
     "authenticated_approved": ("CAST(COALESCE(three_ds_authenticated AND is_approved, false) AS BIGINT)", T.LongType()),
     "seconds_since_previous_sum": ("COALESCE(seconds_since_previous_attempt, 0D)", T.DoubleType()),
     "seconds_since_previous_n": ("CAST(seconds_since_previous_attempt IS NOT NULL AS BIGINT)", T.LongType()),
-    "ingestion_lag_sum": ("(unix_micros(ingested_at) - unix_micros(event_timestamp)) / 1e6", T.DoubleType()),
+    "ingestion_lag_sum": (_INGESTION_LAG_S, T.DoubleType()),
     "event_ts_min": ("event_timestamp", T.TimestampType()),
     "event_ts_max": ("event_timestamp", T.TimestampType()),
     "ingested_at_max": ("ingested_at", T.TimestampType()),
@@ -124,7 +126,7 @@ GRAINS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
 # dimensions computed from silver columns (the others are silver columns)
 _DERIVED_DIMENSIONS = {
     "ingestion_hour": "date_trunc('hour', ingested_at)",
-    "ingestion_lag_s": "(unix_micros(ingested_at) - unix_micros(event_timestamp)) / 1e6",
+    "ingestion_lag_s": _INGESTION_LAG_S,
 }
 _FILTERS = {f"_f_{g}": f for g, (_, _, f) in GRAINS.items() if f}
 
@@ -144,7 +146,7 @@ def _three_significant_digits(x: np.ndarray) -> np.ndarray:
 
 
 def aggregate_pandas(rows: pd.DataFrame) -> pd.DataFrame:
-    """The partial rows of one batch of input rows (``_input_columns`` of silver), every grain."""
+    """The partial rows of one batch of input rows (``_inputs`` of silver), every grain."""
     out = []
     for grain, (dims, measures, row_filter) in GRAINS.items():
         sub = rows[rows[f"_f_{grain}"].astype(bool)] if row_filter else rows
@@ -189,20 +191,19 @@ def _typed(part: pd.DataFrame) -> pd.DataFrame:
     return part
 
 
-def _input_columns():
-    cols = [F.expr(_DERIVED_DIMENSIONS.get(d, d)).cast(t).alias(d) for d, t in DIMENSIONS.items()]
-    cols += [F.expr(expr).cast(t).alias(m) for m, (expr, t) in MEASURES.items()]
-    cols += [F.expr(f"COALESCE({f}, false)").alias(name) for name, f in _FILTERS.items()]
-    return cols
+def _inputs() -> list[tuple[str, str, T.DataType]]:
+    """(name, expression over silver, type) of every column ``_aggregate`` reads."""
+    return [*((d, _DERIVED_DIMENSIONS.get(d, d), t) for d, t in DIMENSIONS.items()),
+            *((m, expr, t) for m, (expr, t) in MEASURES.items()),
+            *((name, f"COALESCE({f}, false)", T.BooleanType()) for name, f in _FILTERS.items())]
 
 
 def partial_aggregates(silver: DataFrame) -> DataFrame:
     """silver rows (streaming or batch) -> partial rows of every grain (no analysis of ``silver``)."""
-    rows = silver.select(*_input_columns())
+    inputs = _inputs()
+    rows = silver.select(*(F.expr(expr).cast(t).alias(name) for name, expr, t in inputs))
     if hasattr(rows, "_cached_schema"):
         # Spark Connect's mapInPandas asks for the input's columns, i.e. an analysis, which pipeline query
         # functions forbid (ATTEMPT_ANALYSIS_IN_PIPELINE_QUERY_FUNCTION); the schema is known statically
-        rows._cached_schema = T.StructType([*(T.StructField(d, t) for d, t in DIMENSIONS.items()),
-                                            *(T.StructField(m, t) for m, (_, t) in MEASURES.items()),
-                                            *(T.StructField(f, T.BooleanType()) for f in _FILTERS)])
+        rows._cached_schema = T.StructType([T.StructField(name, t) for name, _, t in inputs])
     return rows.mapInPandas(_aggregate, partials_schema())
