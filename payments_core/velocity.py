@@ -13,8 +13,11 @@ Semantics (identical in every implementation, tests keep them in agreement):
 * recording is idempotent by ``transaction_id``: a transaction is a sorted-set member
   ``<transaction_id>|<amount_minor>`` scored by its event time, so recording it again changes nothing.
 
-Redis layout: one sorted set per entity value, ``{prefix}:{entity}:{value}``, and next to it a hash
-``...:b`` of amount sums per second, minute and hour; a Lua script records and computes in one call
+Redis layout: one sorted set per entity value, ``{prefix}:{entity}:{value}``, and next to it, once
+the set holds ``BUCKET_MIN_MEMBERS`` members, a hash ``...:b`` of amount sums per second, minute and
+hour (every writer keeps "the hash is complete iff the set holds that many": built when a write
+brings the set there, dropped when a trim takes it below; a smaller window is summed from its
+members anyway, and most cards and devices never pay the bucket writes); a Lua script records and computes in one call
 (one round trip per transaction, or one per pipelined batch). Counts come from ``ZCOUNT``; sums
 from the members themselves when a window holds few (``scan_limit``, or fewer than the buckets it
 would take), otherwise from the buckets of the whole seconds/minutes/hours inside the window plus the members of the partial seconds at its edges:
@@ -49,6 +52,8 @@ DEFAULT_GRACE_SECONDS = 3600
 # up to this many members in a window, the script sums their amounts one by one; above it, from
 # per-second and per-minute buckets plus the members of the two partial seconds at the edges
 DEFAULT_SCAN_LIMIT = 128
+# the amount buckets of a set exist only while it holds at least this many members (see the Lua)
+BUCKET_MIN_MEMBERS = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Lua shared with the batch script (velocity_batch.py): exact count and sum over [lo, hi) of a key
@@ -69,6 +74,50 @@ local function vel_scan_sum(key, lo, hi)
   local s = 0
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, lo, '(' .. hi)) do s = s + vel_amount(m) end
   return s
+end
+
+-- Amount buckets are kept only for sets of at least VEL_BUCKET_MIN members. Every writer keeps
+-- "the hash <set>:b is complete iff ZCARD(set) >= VEL_BUCKET_MIN" (checked after its trim): below
+-- that a window is summed from its members anyway, and most cards and devices never pay the three
+-- HINCRBYs per transaction.
+local VEL_BUCKET_MIN = __BUCKET_MIN__
+
+-- add amount a at event time ms to the field -> change table of a write
+local function vel_delta_add(delta, ms, a)
+  if a == 0 then return end
+  for _, f in ipairs(vel_bucket_fields(ms)) do delta[f] = (delta[f] or 0) + a end
+end
+
+-- the hash rebuilt from every member of the set (the write that brings it to VEL_BUCKET_MIN)
+local function vel_build_buckets(key, bkey)
+  redis.call('DEL', bkey)  -- (a hash left by an older writer)
+  local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local b = {}
+  for j = 1, #all, 2 do vel_delta_add(b, tonumber(all[j + 1]), vel_amount(all[j])) end
+  local args = {}
+  for f, v in pairs(b) do
+    if v ~= 0 then args[#args + 1] = f; args[#args + 1] = v end
+    if #args >= 2000 then redis.call('HSET', bkey, unpack(args)); args = {} end
+  end
+  if #args > 0 then redis.call('HSET', bkey, unpack(args)) end
+end
+
+-- after a write that took the set from card_before to card_after members (additions, then the
+-- trim): keep the invariant. delta: field -> change of the write's new and trimmed members; it is
+-- only used (so only needed) when both cards are at least VEL_BUCKET_MIN.
+local function vel_sync_buckets(key, bkey, card_before, card_after, delta, ttl)
+  if card_after >= VEL_BUCKET_MIN then
+    if card_before >= VEL_BUCKET_MIN then
+      for field, d in pairs(delta) do
+        if d ~= 0 and redis.call('HINCRBY', bkey, field, d) == 0 then redis.call('HDEL', bkey, field) end
+      end
+    else
+      vel_build_buckets(key, bkey)
+    end
+    redis.call('PEXPIRE', bkey, ttl)
+  elseif card_before >= VEL_BUCKET_MIN then
+    redis.call('DEL', bkey)
+  end
 end
 
 local VEL_PREFIX = {'s', 'm', 'h'}
@@ -94,7 +143,8 @@ end
 -- hours inside the window plus the members of its two partial seconds.
 local function vel_window(key, bkey, lo, hi, scan_limit)
   local n = redis.call('ZCOUNT', key, lo, '(' .. hi)
-  if n <= scan_limit then return n, vel_scan_sum(key, lo, hi) end
+  -- (n >= VEL_BUCKET_MIN: the set holds at least n members, so it has its buckets)
+  if n <= scan_limit or n < VEL_BUCKET_MIN then return n, vel_scan_sum(key, lo, hi) end
   local s_lo, s_hi = math.ceil(lo / 1000), math.floor(hi / 1000)  -- whole seconds inside
   if s_lo >= s_hi then return n, vel_scan_sum(key, lo, hi) end
   local names = {}
@@ -108,7 +158,7 @@ local function vel_window(key, bkey, lo, hi, scan_limit)
   end
   return n, sum
 end
-"""
+""".replace("__BUCKET_MIN__", str(BUCKET_MIN_MEMBERS))
 
 _LUA = _WINDOW_LUA + """
 -- KEYS: [lookup key,] then per entity its sorted set and its bucket hash
@@ -127,13 +177,6 @@ if ARGV[5] == 'lookup' then
   first = 2
 end
 
-local function add_to_buckets(bkey, ms, a)
-  if a == 0 then return end  -- (and -0 would be refused by HINCRBY)
-  for _, field in ipairs(vel_bucket_fields(ms)) do
-    if redis.call('HINCRBY', bkey, field, a) == 0 then redis.call('HDEL', bkey, field) end
-  end
-end
-
 local e = 0
 for i = first, #KEYS, 2 do
   e = e + 1
@@ -141,25 +184,42 @@ for i = first, #KEYS, 2 do
   local windows = {}
   for w in string.gmatch(ARGV[6 + e], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
   local maxw = windows[#windows]
+  local card = nil
   if mode ~= '0' then
-    if redis.call('ZADD', key, ts, member) == 1 then add_to_buckets(bkey, ts, vel_amount(member)) end
+    local added = redis.call('ZADD', key, ts, member)
     local cut = '(' .. string.format('%d', ts - maxw - grace)
-    local old = redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'WITHSCORES')
-    if #old > 0 then
-      for k = 1, #old, 2 do add_to_buckets(bkey, tonumber(old[k + 1]), -vel_amount(old[k])) end
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+    local card_before = redis.call('ZCARD', key) - added
+    local delta, removed = {}, 0
+    if card_before >= VEL_BUCKET_MIN then
+      -- the buckets exist: the new member in, the trimmed ones out
+      if added == 1 then vel_delta_add(delta, ts, vel_amount(member)) end
+      local old = redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'WITHSCORES')
+      if #old > 0 then
+        for k = 1, #old, 2 do vel_delta_add(delta, tonumber(old[k + 1]), -vel_amount(old[k])) end
+        removed = redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+      end
+    else
+      removed = redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
     end
+    card = card_before + added - removed
+    vel_sync_buckets(key, bkey, card_before, card, delta, maxw + grace)
     redis.call('PEXPIRE', key, maxw + grace)
-    redis.call('PEXPIRE', bkey, maxw + grace)
   end
   if mode ~= '2' then
-    local n = redis.call('ZCOUNT', key, ts - maxw, '(' .. ts)
+    local items, n = nil, 0
+    if card ~= nil and card <= scan_limit then
+      -- a small set (most cards and devices): read the window without counting it first
+      items = redis.call('ZRANGEBYSCORE', key, ts - maxw, '(' .. ts, 'WITHSCORES')
+      n = #items / 2
+    else
+      n = redis.call('ZCOUNT', key, ts - maxw, '(' .. ts)
+    end
     if n <= scan_limit then
       -- few members: one scan serves every window
       local counts, sums = {}, {}
       for j = 1, #windows do counts[j] = 0; sums[j] = 0 end
       if n > 0 then
-        local items = redis.call('ZRANGEBYSCORE', key, ts - maxw, '(' .. ts, 'WITHSCORES')
+        items = items or redis.call('ZRANGEBYSCORE', key, ts - maxw, '(' .. ts, 'WITHSCORES')
         for k = 1, #items, 2 do
           local s = tonumber(items[k + 1])
           local amt = vel_amount(items[k])

@@ -101,53 +101,64 @@ for k, list in pairs(by_key) do
     if t > hi_ts then hi_ts = t end
   end
   local thr = hi_ts - maxw - grace
+  local items = nil  -- the members read (full sets: the whole set, read once for the trim and the read)
   if record then
-    -- members not stored yet (a replayed transaction changes nothing, its buckets neither)
     local bkey = KEYS[k + nvalues]
-    local delta = {}
-    local function add(ms, a)
-      if a == 0 then return end
-      for _, f in ipairs(vel_bucket_fields(ms)) do delta[f] = (delta[f] or 0) + a end
-    end
-    local seen = {}
-    for c = 1, #list, 2000 do
-      local names = {}
-      for q = c, math.min(c + 1999, #list) do names[#names + 1] = members[list[q]] end
-      local scores = redis.call('ZMSCORE', key, unpack(names))
-      for q = 1, #names do
-        local name = names[q]
-        if not scores[q] and not seen[name] then
-          seen[name] = true
-          add(stamps[list[c + q - 1]], amount(name))
+    -- the members not stored yet (a replayed transaction changes nothing, its buckets neither)
+    local fresh = {}
+    if #list == 1 then
+      if redis.call('ZADD', key, stamps[list[1]], members[list[1]]) == 1 then fresh[1] = list[1] end
+    else
+      local seen = {}
+      for c = 1, #list, 2000 do
+        local names = {}
+        for q = c, math.min(c + 1999, #list) do names[#names + 1] = members[list[q]] end
+        local scores = redis.call('ZMSCORE', key, unpack(names))
+        for q = 1, #names do
+          local name = names[q]
+          if not scores[q] and not seen[name] then
+            seen[name] = true
+            fresh[#fresh + 1] = list[c + q - 1]
+          end
         end
       end
+      local args = {}
+      for _, i in ipairs(list) do
+        args[#args + 1] = stamps[i]
+        args[#args + 1] = members[i]
+        if #args >= 4000 then redis.call('ZADD', key, unpack(args)); args = {} end
+      end
+      if #args > 0 then redis.call('ZADD', key, unpack(args)) end
     end
-    local args = {}
-    for _, i in ipairs(list) do
-      args[#args + 1] = stamps[i]
-      args[#args + 1] = members[i]
-      if #args >= 4000 then redis.call('ZADD', key, unpack(args)); args = {} end
+    -- trim (relative to the key's newest event of the batch)
+    local card, old
+    if full[e] and read then
+      items = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      card = #items / 2
+      old = {}
+      for j = 1, #items, 2 do
+        if tonumber(items[j + 1]) >= thr then break end
+        old[#old + 1] = items[j]; old[#old + 1] = items[j + 1]
+      end
+    else
+      card = redis.call('ZCARD', key)
+      old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', thr), 'WITHSCORES')
     end
-    if #args > 0 then redis.call('ZADD', key, unpack(args)) end
-    -- trim (relative to the key's newest event of the batch), taking the members out of their buckets
-    local cut = '(' .. string.format('%d', thr)
-    local old = redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'WITHSCORES')
-    if #old > 0 then
-      for j = 1, #old, 2 do add(tonumber(old[j + 1]), -amount(old[j])) end
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+    if #old > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', thr)) end
+    local card_before, card_after = card - #fresh, card - #old / 2
+    local delta = {}
+    if card_before >= VEL_BUCKET_MIN and card_after >= VEL_BUCKET_MIN then
+      for _, i in ipairs(fresh) do vel_delta_add(delta, stamps[i], amount(members[i])) end
+      for j = 1, #old, 2 do vel_delta_add(delta, tonumber(old[j + 1]), -amount(old[j])) end
     end
-    for field, d in pairs(delta) do
-      if d ~= 0 and redis.call('HINCRBY', bkey, field, d) == 0 then redis.call('HDEL', bkey, field) end
-    end
+    vel_sync_buckets(key, bkey, card_before, card_after, delta, maxw + grace)
     redis.call('PEXPIRE', key, maxw + grace)
-    redis.call('PEXPIRE', bkey, maxw + grace)
   end
-  local items = {}
   local per_transaction = false
   if read then
     if full[e] then
-      -- small sets (card, device): read everything once
-      items = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
+      -- small sets (card, device): everything once (already read when recording)
+      items = items or redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
     elseif redis.call('ZCOUNT', key, lo_ts - maxw, '(' .. tostring(hi_ts)) > 50 * #list then
       -- a busy key (merchant): each transaction's windows from the amount buckets, instead of
       -- scanning every member of the batch's time range
@@ -166,6 +177,7 @@ for k, list in pairs(by_key) do
       items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
     end
   end
+  items = items or {}
   local s, p = {}, {0}
   local m = 0
   for j = 1, #items, 2 do

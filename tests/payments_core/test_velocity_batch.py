@@ -141,3 +141,63 @@ def test_a_busy_merchant_is_read_from_the_buckets_with_the_same_answers(redis_ur
         want = pd.DataFrame(mem.features_batch(small), columns=list(VELOCITY_FEATURES))
         assert np.array_equal(got.to_numpy(), want.to_numpy())
         assert (got["merchant_txn_count_300s"] > 1000).all()
+
+
+def _bucket_sums(client, key: str) -> dict[bytes, int]:
+    """What the amount buckets of a sorted set must hold: recomputed from its members."""
+    want: dict[bytes, int] = {}
+    for member, score in client.zrange(key, 0, -1, withscores=True):
+        amount = int(member.rsplit(b"|", 1)[1])
+        sec = int(score) // 1000
+        for field in (b"s%d" % sec, b"m%d" % (sec // 60), b"h%d" % (sec // 3600)):
+            want[field] = want.get(field, 0) + amount
+    return {f: v for f, v in want.items() if v}
+
+
+def test_buckets_exist_exactly_for_sets_of_bucket_min_members_whoever_writes(redis_url):
+    """Both writers keep "a set has complete buckets iff it holds >= BUCKET_MIN_MEMBERS": a card
+    growing past the threshold (by one script or the other), then trimmed back below it."""
+    from payments_core.velocity import BUCKET_MIN_MEMBERS, InMemoryVelocityStore
+
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
+    one = RedisVelocityStore(client, prefix=prefix, scan_limit=0)  # reads from buckets whenever they exist
+    many = BatchRedisVelocity(client, prefix=prefix)
+    mem = InMemoryVelocityStore()
+    key = f"{prefix}:card:tok_grow"
+    rng = random.Random(31)
+
+    def tx(i: int, seconds: float) -> dict:
+        t = sample_request(rng, base_time=T0, card_token_id="tok_grow", device_fingerprint=f"dev_{i}",
+                           merchant_id=f"m_{i % 3}")
+        return {**t, "transaction_id": f"txn_{i:016x}", "event_timestamp": T0 + timedelta(seconds=seconds)}
+
+    seen = set()
+    i = 0
+    for size, writer in [(1, "one")] * 10 + [(20, "batch"), (1, "one"), (40, "batch"), (1, "one")] * 2:
+        batch = [tx(i + j, rng.uniform(0, 3_000)) for j in range(size)]  # (within the grace period)
+        i += size
+        if writer == "one":
+            got = [one.features(t) for t in batch]
+        else:
+            got = many.features_frame(pd.DataFrame(batch)).to_dict("records")
+        for t in batch:
+            mem.record(t)
+        assert got == [mem.features(t, record=False) for t in batch]
+        card = client.zcard(key)
+        has = bool(client.exists(f"{key}:b"))
+        assert has == (card >= BUCKET_MIN_MEMBERS), (card, has)
+        if has:
+            assert {f: int(v) for f, v in client.hgetall(f"{key}:b").items()} == _bucket_sums(client, key)
+            assert client.pttl(f"{key}:b") > 0
+        seen.add(has)
+    assert seen == {False, True}  # the card crossed the threshold
+    # two days later: everything older is trimmed, the buckets go with it
+    for writer in ("batch", "one"):
+        t = tx(i, 200_000 + i)
+        i += 1
+        if writer == "one":
+            one.features(t)
+        else:
+            many.features_frame(pd.DataFrame([t]))
+        assert client.zcard(key) < BUCKET_MIN_MEMBERS and not client.exists(f"{key}:b")
