@@ -13,14 +13,14 @@ Semantics (identical in every implementation, tests keep them in agreement):
 * recording is idempotent by ``transaction_id``: a transaction is a sorted-set member
   ``<transaction_id>|<amount_minor>`` scored by its event time, so recording it again changes nothing.
 
-Redis layout: one sorted set per entity value, ``{prefix}:{entity}:{value}``, and next to it, once
-the set holds ``BUCKET_MIN_MEMBERS`` members, a hash ``...:b`` of amount sums per second, minute and
-hour (every writer keeps "the hash is complete iff the set holds that many": built when a write
+Redis layout: one sorted set per entity value, ``{prefix}:v2:{entity}:{value}`` (``entity_key``),
+and next to it, once the set holds ``BUCKET_MIN_MEMBERS`` members, a hash ``...:b`` of amount sums
+per second, ten seconds, minute and hour (every writer keeps "the hash is complete iff the set holds that many": built when a write
 brings the set there, dropped when a trim takes it below; a smaller window is summed from its
 members anyway, and most cards and devices never pay the bucket writes); a Lua script records and computes in one call
 (one round trip per transaction, or one per pipelined batch). Counts come from ``ZCOUNT``; sums
 from the members themselves when a window holds few (``scan_limit``, or fewer than the buckets it
-would take), otherwise from the buckets of the whole seconds/minutes/hours inside the window plus the members of the partial seconds at its edges:
+would take), otherwise from the buckets of the whole seconds/ten seconds/minutes/hours inside the window plus the members of the partial seconds at its edges:
 still exact, but bounded work for a merchant taking hundreds of payments a second. Members older
 than the largest window plus ``grace_seconds`` (relative to the transaction being recorded) are
 trimmed (and taken out of their buckets), and keys expire after the largest window plus grace of
@@ -54,18 +54,19 @@ DEFAULT_GRACE_SECONDS = 3600
 DEFAULT_SCAN_LIMIT = 128
 # the amount buckets of a set exist only while it holds at least this many members (see the Lua)
 BUCKET_MIN_MEMBERS = 64
+KEY_LAYOUT = "v2"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Lua shared with the batch script (velocity_batch.py): exact count and sum over [lo, hi) of a key
 _WINDOW_LUA = """
 local function vel_amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
 
--- the bucket fields of the second of an event time: 's<second>', 'm<minute>', 'h<hour>'
+-- the bucket fields of the second of an event time: 's<second>', 't<ten seconds>', 'm<minute>', 'h<hour>'
 local function vel_bucket_fields(ms)
   local sec = math.floor(ms / 1000)
   local minute = math.floor(sec / 60)
-  return {'s' .. string.format('%d', sec), 'm' .. string.format('%d', minute),
-          'h' .. string.format('%d', math.floor(minute / 60))}
+  return {'s' .. string.format('%d', sec), 't' .. string.format('%d', math.floor(sec / 10)),
+          'm' .. string.format('%d', minute), 'h' .. string.format('%d', math.floor(minute / 60))}
 end
 
 -- sum of the amounts of the members scored in [lo, hi)
@@ -120,18 +121,21 @@ local function vel_sync_buckets(key, bkey, card_before, card_after, delta, ttl)
   end
 end
 
-local VEL_PREFIX = {'s', 'm', 'h'}
+local VEL_PREFIX = {'s', 't', 'm', 'h'}
+local VEL_UP = {10, 6, 60}  -- how many units of a level make one of the next
 
--- the bucket fields covering the whole units [a, b) of a level (1 second, 2 minute, 3 hour),
--- coarsest first: appended to names
+-- the bucket fields covering the whole units [a, b) of a level (1 second, 2 ten seconds, 3 minute,
+-- 4 hour), coarsest first: appended to names (a 5-minute window: ~17 fields, not ~64 without the
+-- ten-second level)
 local function vel_cover(level, a, b, names)
   if a >= b then return end
-  if level < 3 then
-    local up_a, up_b = math.ceil(a / 60), math.floor(b / 60)
+  local r = VEL_UP[level]
+  if r then
+    local up_a, up_b = math.ceil(a / r), math.floor(b / r)
     if up_a < up_b then
-      vel_cover(level, a, up_a * 60, names)
+      vel_cover(level, a, up_a * r, names)
       vel_cover(level + 1, up_a, up_b, names)
-      vel_cover(level, up_b * 60, b, names)
+      vel_cover(level, up_b * r, b, names)
       return
     end
   end
@@ -252,6 +256,13 @@ _OUTPUT_NAMES: tuple[str, ...] = tuple(
 assert set(_OUTPUT_NAMES) == set(VELOCITY_FEATURES)
 
 
+def entity_key(prefix: str, entity: str, value: Any) -> str:
+    """The sorted set of one entity value (its amount buckets: the same key + ``:b``). The layout
+    version in it changes when the stored format does (v2: ten-second buckets), so a new version
+    starts from empty windows instead of misreading the old format."""
+    return f"{prefix}:{KEY_LAYOUT}:{entity}:{value}"
+
+
 def event_millis(ts: Any) -> int:
     """Event time in integer epoch milliseconds (floored); naive datetimes are UTC."""
     if isinstance(ts, pd.Timestamp):
@@ -301,7 +312,7 @@ class RedisVelocityStore:
     def keys_args(self, tx: Mapping[str, Any], mode: str) -> tuple[list[str], list[Any]]:
         keys = []
         for e in _ENTITIES:
-            key = f"{self.prefix}:{e}:{tx[ENTITY_FIELDS[e]]}"
+            key = entity_key(self.prefix, e, tx[ENTITY_FIELDS[e]])
             keys += (key, key + ":b")
         args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, "-", self.scan_limit,
                 *_WINDOW_ARGS]

@@ -7,7 +7,7 @@ and each read scans the entity's whole window (``ZRANGEBYSCORE``): per transacti
 window is scanned once per transaction of that merchant. Here the batch goes as one ``EVALSHA``:
 
 1. record: one ``ZADD`` per key with all of the batch's members of that key (``ZMSCORE`` first: the
-   members not stored yet go into the per-second/minute/hour amount buckets of ``velocity.py``), then
+   members not stored yet go into the per-second/ten-second/minute/hour amount buckets of ``velocity.py``), then
    one trim (relative to the key's newest event of the batch; trimmed members leave their buckets)
    and one ``PEXPIRE`` of the set and of its buckets;
 2. read: per key ONE ``ZRANGEBYSCORE`` over ``[oldest - largest window, newest)`` of the batch,
@@ -29,7 +29,7 @@ import numpy as np
 
 from payments_core.features import VELOCITY_FEATURES
 from payments_core.velocity import _ENTITIES, _OUTPUT_NAMES, _WINDOW_ARGS, _WINDOW_LUA, DEFAULT_GRACE_SECONDS, DEFAULT_PREFIX, \
-    ENTITY_FIELDS
+    ENTITY_FIELDS, entity_key
 
 _BATCH_LUA = _WINDOW_LUA + """
 local grace = tonumber(ARGV[1])
@@ -248,7 +248,7 @@ class BatchRedisVelocity:
                 if j is None:
                     j = index[v] = base + len(index) + 1  # 1-based KEYS index
                 col.append(j)
-            keys.extend(f"{self.prefix}:{e}:{v}" for v in index)
+            keys.extend(entity_key(self.prefix, e, v) for v in index)
             counts.append(len(index))
             indices.append(col)
         keys += [f"{k}:b" for k in keys]  # each sorted set's bucket hash (velocity.py's layout)

@@ -13,7 +13,7 @@ import redis.asyncio
 
 from payments_core.features import VELOCITY_FEATURES
 from payments_core.samples import sample_request
-from payments_core.velocity import AsyncRedisVelocityStore, InMemoryVelocityStore, RedisVelocityStore
+from payments_core.velocity import AsyncRedisVelocityStore, InMemoryVelocityStore, RedisVelocityStore, entity_key
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -93,7 +93,7 @@ def test_redis_and_in_memory_agree(store, scan_limit):
 def test_old_members_are_trimmed_and_keys_expire(store):
     store.features(_tx(200, 0, card="tok_trim"))
     store.features(_tx(201, 86400 + 3600 + 10, card="tok_trim"))
-    key = f"{store.prefix}:card:tok_trim"
+    key = entity_key(store.prefix, "card", "tok_trim")
     assert store.client.zcard(key) == 1  # the first is older than the largest window + grace
     ttl = store.client.pttl(key)
     assert 0 < ttl <= (86400 + 3600) * 1000
@@ -144,7 +144,7 @@ def test_a_busy_merchant_sums_from_buckets_exactly(store):
     assert got == mem.features_batch(cards)
     assert max(g["card_txn_count_86400s"] for g in got) > 500
     # a transaction far later trims everything before it; one member left: no buckets any more
-    key = f"{store.prefix}:merchant:m_busy"
+    key = entity_key(store.prefix, "merchant", "m_busy")
     assert store.client.exists(f"{key}:b")
     store.features(_tx(9999, 86400 * 3, card="tok_q", device="dev_q", merchant="m_busy"))
     assert store.client.zcard(key) == 1

@@ -149,7 +149,7 @@ def _bucket_sums(client, key: str) -> dict[bytes, int]:
     for member, score in client.zrange(key, 0, -1, withscores=True):
         amount = int(member.rsplit(b"|", 1)[1])
         sec = int(score) // 1000
-        for field in (b"s%d" % sec, b"m%d" % (sec // 60), b"h%d" % (sec // 3600)):
+        for field in (b"s%d" % sec, b"t%d" % (sec // 10), b"m%d" % (sec // 60), b"h%d" % (sec // 3600)):
             want[field] = want.get(field, 0) + amount
     return {f: v for f, v in want.items() if v}
 
@@ -157,14 +157,14 @@ def _bucket_sums(client, key: str) -> dict[bytes, int]:
 def test_buckets_exist_exactly_for_sets_of_bucket_min_members_whoever_writes(redis_url):
     """Both writers keep "a set has complete buckets iff it holds >= BUCKET_MIN_MEMBERS": a card
     growing past the threshold (by one script or the other), then trimmed back below it."""
-    from payments_core.velocity import BUCKET_MIN_MEMBERS, InMemoryVelocityStore
+    from payments_core.velocity import BUCKET_MIN_MEMBERS, InMemoryVelocityStore, entity_key
 
     client = redis.Redis.from_url(redis_url)
     prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
     one = RedisVelocityStore(client, prefix=prefix, scan_limit=0)  # reads from buckets whenever they exist
     many = BatchRedisVelocity(client, prefix=prefix)
     mem = InMemoryVelocityStore()
-    key = f"{prefix}:card:tok_grow"
+    key = entity_key(prefix, "card", "tok_grow")
     rng = random.Random(31)
 
     def tx(i: int, seconds: float) -> dict:
