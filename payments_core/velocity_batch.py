@@ -6,10 +6,12 @@ and each read scans the entity's whole window (``ZRANGEBYSCORE``): per transacti
 ~100 µs of client-side packing plus a window scan per key, so a popular merchant's five-minute
 window is scanned once per transaction of that merchant. Here the batch goes as one ``EVALSHA``:
 
-1. record: one ``ZADD`` per key with all of the batch's members of that key (``ZMSCORE`` first: the
-   members not stored yet go into the per-second/ten-second/minute/hour amount buckets of ``velocity.py``), then
-   one trim (relative to the key's newest event of the batch; trimmed members leave their buckets)
-   and one ``PEXPIRE`` of the set and of its buckets;
+1. record: one ``ZADD`` per key with all of the batch's members of that key (``ZMSCORE`` first, or
+   the answer of ``ZADD`` for a key with one member in the batch: the members not stored yet go into
+   the amount buckets of ``velocity.py`` when the set has them), then one trim (relative to the key's
+   newest event of the batch; trimmed members leave their buckets; for cards and devices it reads the
+   whole set once, which then serves the read too), the buckets kept complete iff the set holds
+   ``velocity.BUCKET_MIN_MEMBERS``, and one ``PEXPIRE`` of the set and of its buckets;
 2. read: per key ONE ``ZRANGEBYSCORE`` over ``[oldest - largest window, newest)`` of the batch,
    prefix sums of the amounts, and per transaction and window two binary searches
    (count and sum of ``t - w <= s < t``, exactly the per-transaction definition).
