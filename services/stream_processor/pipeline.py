@@ -76,7 +76,11 @@ def get_session(settings: StreamProcessorSettings, app_name: str = "stream-proce
     pools.parent.mkdir(parents=True, exist_ok=True)
     pools.write_text(FAIR_POOLS)
     conf.update({"spark.scheduler.mode": "FAIR", "spark.scheduler.allocation.file": str(pools)})
-    return get_spark(app_name, warehouse_dir=settings.warehouse, extra_conf=conf)
+    # Thread stacks of 32 MiB: when a query stops during a foreachBatch, Spark 4.2 checks the Python
+    # error for an interruption with the regex "...calling((.|\r\n|\r|\n)*)..." (SPARK-48717), which
+    # recurses per character; on a ~15,000-character py4j traceback it overflowed the default 1 MiB
+    # and the decision-log query died with StackOverflowError instead of stopping.
+    return get_spark(app_name, warehouse_dir=settings.warehouse, extra_conf=conf, java_options="-Xss32m")
 
 
 def _in_pool(spark: SparkSession, pool: str) -> None:

@@ -43,8 +43,10 @@ def local_conf(warehouse_dir: Path, *, shuffle_partitions: int = 4, driver_memor
 
 
 def get_spark(app_name: str = "payment-analysis", *, warehouse_dir: Path | str | None = None,
-              extra_conf: dict[str, str] | None = None) -> SparkSession:
-    """A SparkSession ready for Kafka and Delta (local) or the Databricks runtime's session."""
+              extra_conf: dict[str, str] | None = None, java_options: str = "") -> SparkSession:
+    """A SparkSession ready for Kafka and Delta (local) or the Databricks runtime's session.
+
+    ``java_options``: added to the driver JVM's options (local only; the JVM starts with the session)."""
     if on_databricks():
         return SparkSession.builder.getOrCreate()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -54,7 +56,10 @@ def get_spark(app_name: str = "payment-analysis", *, warehouse_dir: Path | str |
     warehouse = Path(warehouse_dir).resolve()
     warehouse.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.appName(app_name).master(os.environ.get("PA_SPARK_MASTER", "local[2]"))
-    for key, value in {**local_conf(warehouse), **(extra_conf or {})}.items():
+    conf = {**local_conf(warehouse), **(extra_conf or {})}
+    if java_options:
+        conf["spark.driver.extraJavaOptions"] = f'{conf["spark.driver.extraJavaOptions"]} {java_options}'
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("PA_SPARK_LOG_LEVEL", "WARN"))
