@@ -72,8 +72,9 @@ def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, see
     reaches its event time (its scheduled time, which latency is measured from).
 
     Events are generated in chunks of ``chunk_s``, at least a second ahead of the clock, one
-    simulator call per chunk (the simulator spreads a chunk's event times up to the chunk's end): generating a few events every few milliseconds cost
-    the load generator ~0.3 of the 2 cores at 5,000 tx/s, CPU taken from the system under test."""
+    simulator call per chunk (the simulator spreads a chunk's event times up to the chunk's end):
+    generating a few events every few milliseconds cost the load generator ~0.3 of the 2 cores at
+    5,000 tx/s, CPU taken from the system under test."""
     from services.simulator.generator import GeneratorConfig, TransactionGenerator
     from services.simulator.producer import EventProducer
 

@@ -15,13 +15,14 @@ Semantics (identical in every implementation, tests keep them in agreement):
 
 Redis layout: one sorted set per entity value, ``{prefix}:v2:{entity}:{value}`` (``entity_key``),
 and next to it, once the set holds ``BUCKET_MIN_MEMBERS`` members, a hash ``...:b`` of amount sums
-per second, ten seconds, minute and hour (every writer keeps "the hash is complete iff the set holds that many": built when a write
-brings the set there, dropped when a trim takes it below; a smaller window is summed from its
-members anyway, and most cards and devices never pay the bucket writes); a Lua script records and computes in one call
-(one round trip per transaction, or one per pipelined batch). Counts come from ``ZCOUNT``; sums
-from the members themselves when a window holds few (``scan_limit``, or fewer than the buckets it
-would take), otherwise from the buckets of the whole seconds/ten seconds/minutes/hours inside the window plus the members of the partial seconds at its edges:
-still exact, but bounded work for a merchant taking hundreds of payments a second. Members older
+per second, ten seconds, minute and hour. Every writer keeps "the hash is complete iff the set holds
+that many": built when a write brings the set there, dropped when a trim takes it below (a smaller
+window is summed from its members anyway, and most cards and devices never pay the bucket writes).
+A Lua script records and computes in one call (one round trip per transaction, or one per pipelined
+batch). Counts come from ``ZCOUNT``; sums from the members themselves when a window holds few
+(``scan_limit``, or fewer than the buckets it would take), otherwise from the buckets of the whole
+seconds/ten seconds/minutes/hours inside the window plus the members of the partial seconds at its
+edges: still exact, but bounded work for a merchant taking hundreds of payments a second. Members older
 than the largest window plus ``grace_seconds`` (relative to the transaction being recorded) are
 trimmed (and taken out of their buckets), and keys expire after the largest window plus grace of
 inactivity.
@@ -49,8 +50,8 @@ from payments_core.features import VELOCITY_FEATURES, VELOCITY_WINDOWS
 ENTITY_FIELDS: dict[str, str] = {"card": "card_token_id", "device": "device_fingerprint", "merchant": "merchant_id"}
 DEFAULT_PREFIX = "pa:vel"
 DEFAULT_GRACE_SECONDS = 3600
-# up to this many members in a window, the script sums their amounts one by one; above it, from
-# per-second and per-minute buckets plus the members of the two partial seconds at the edges
+# up to this many members in a window, the script sums their amounts one by one; above it, from the
+# amount buckets plus the members of the two partial seconds at the edges
 DEFAULT_SCAN_LIMIT = 128
 # the amount buckets of a set exist only while it holds at least this many members (see the Lua)
 BUCKET_MIN_MEMBERS = 64

@@ -208,6 +208,10 @@ return table.concat(out, ',')
 # the script's output column order = ``velocity._OUTPUT_NAMES``; positions of VELOCITY_FEATURES in it
 _COLUMN_ORDER = np.array([_OUTPUT_NAMES.index(name) for name in VELOCITY_FEATURES])
 ENTITY_COLUMNS = tuple(ENTITY_FIELDS[e] for e in _ENTITIES)
+# Read timeout of ``from_url``'s client (seconds): one script call records and reads a whole batch, and
+# a large batch legitimately keeps Redis busy for seconds (redis-py 8 reads with a 5 s timeout by
+# default; in the stream processor a timeout failed the whole query)
+READ_TIMEOUT_S = 120.0
 # how each entity's sorted set is read: "all" (small sets: cards, devices -- one read, the trim only
 # when something is old enough) or "window" (merchants: only the batch's windows)
 _READS = tuple("window" if e == "merchant" else "all" for e in _ENTITIES)
@@ -223,10 +227,10 @@ class BatchRedisVelocity:
         self._script = client.register_script(_BATCH_LUA)
 
     @classmethod
-    def from_url(cls, url: str, **kw: Any) -> BatchRedisVelocity:
+    def from_url(cls, url: str, socket_timeout: float = READ_TIMEOUT_S, **kw: Any) -> BatchRedisVelocity:
         import redis
 
-        return cls(redis.Redis.from_url(url), **kw)
+        return cls(redis.Redis.from_url(url, socket_timeout=socket_timeout), **kw)
 
     def features_arrays(self, transaction_id: Sequence[str], event_ms: Sequence[int], amount_minor: Sequence[int],
                         entities: Sequence[Sequence[str]], record: bool = True, *,

@@ -66,8 +66,6 @@ OUTPUT_ARROW = pa.struct([
     pa.field("topic", pa.string()), pa.field("key", pa.binary()), pa.field("value", pa.binary()),
     pa.field("headers", pa.list_(_HEADER_TYPE)),
 ])
-# Read timeout of the velocity store's client (seconds): one script call decides a whole batch
-VELOCITY_TIMEOUT_S = 120.0
 # Batches up to this many valid rows take the engine's one-row path (``decide`` per row, the same
 # decisions by definition): the vectorised path has a fixed set-up cost of a few milliseconds per
 # batch (pandas frames, rule masks), which real-time mode's small batches would pay per record.
@@ -162,14 +160,9 @@ class Runtime:
         self.engine = DecisionEngine.from_sources(RuleSource(config.rules_path), models)
         self.velocity = None
         if config.redis_url:
-            import redis
-
             from payments_core.velocity_batch import BatchRedisVelocity
 
-            # one script call per batch: a large micro-batch legitimately keeps Redis busy for seconds
-            # (redis-py 8 reads with a 5 s timeout by default; a timeout failed the whole query)
-            client = redis.Redis.from_url(config.redis_url, socket_timeout=VELOCITY_TIMEOUT_S)
-            self.velocity = BatchRedisVelocity(client, prefix=config.velocity_prefix)
+            self.velocity = BatchRedisVelocity.from_url(config.redis_url, prefix=config.velocity_prefix)
         self.publisher = Publisher(dict(config.publish)) if config.publish else None
         self._refreshed = time.monotonic()
 
