@@ -76,7 +76,7 @@ def _run(settings: StreamProcessorSettings, *, available_now: bool, scorer: str,
         os.environ.setdefault("PA_SPARK_MASTER", "local[12]")
     else:
         # Micro-batch: one Python scoring task per core, and twice as many task slots as cores, so
-        # a scoring batch never waits for a slot held by the decision log's Delta MERGE tasks
+        # a scoring batch never waits for a slot held by the decision log's Delta tasks
         # (the OS shares the cores; the scheduler no longer queues the hot path behind the log).
         cores = os.cpu_count() or 2
         os.environ.setdefault("PA_SPARK_MASTER", f"local[{2 * cores}]")
@@ -145,7 +145,7 @@ def _spawn_decision_log(settings: StreamProcessorSettings) -> subprocess.Popen:
             pass
 
     env = dict(os.environ)
-    # its own local Spark: one task slot per core is plenty for MERGE and metrics
+    # its own local Spark: one task slot per core is plenty for its appends and metrics
     env.setdefault("PA_SPARK_MASTER", f"local[{os.cpu_count() or 2}]")
     argv = [sys.executable, "-m", "services.stream_processor", *sys.argv[1:], "--only", "decision_log"]
     child = subprocess.Popen(argv, env=env, preexec_fn=before_exec)  # noqa: PLW1509

@@ -8,16 +8,22 @@ micro-batch query (``foreachBatch``) turns the topic into the table idempotently
 1. parse each record with the contract's ``DecisionEvent`` schema, plus the ``pa.context`` header
    (event time, source offset and a few transaction facts) the scoring query attaches;
 2. keep the first record of each ``transaction_id`` within the batch (by Kafka timestamp, offset);
-3. ``MERGE ... WHEN NOT MATCHED THEN INSERT`` on ``transaction_id``, restricted to the batch's
-   event-time range (duplicates carry the same event time, so the restriction is exact; it lets
-   Delta prune by ``event_date`` partition and ``event_timestamp`` file statistics instead of
-   scanning the whole log). Replaying a batch of this query is harmless: the merge inserts nothing.
+3. drop the rows whose ``transaction_id`` the log already holds (a left anti join against the log
+   restricted to the batch's event-time range: duplicates carry the same event time, so the
+   restriction is exact, and it lets Delta prune by ``event_date`` partition and ``event_timestamp``
+   file statistics instead of scanning the whole log);
+4. append the rest in one commit tagged ``txnAppId`` = the query's id, ``txnVersion`` = the batch id:
+   Delta skips a batch it has already committed when the query replays it after a crash, and the
+   anti join keeps a replay harmless even without that tag (e.g. a new checkpoint over old topic
+   data). An insert-only ``MERGE`` does the same work but measured 1.5-2.5x slower here (150,000
+   decisions: 2.3-4.5 s against 1.5-1.8 s).
 
 Then the one-minute metrics of the minutes this batch touched are recomputed (``metrics.py``).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -39,7 +45,7 @@ CONTEXT_SCHEMA = T.StructType(
     + [T.StructField("event_timestamp_ms", T.LongType()), T.StructField("source_partition", T.IntegerType()),
        T.StructField("source_offset", T.LongType())]
 )
-# Leading columns first: Delta keeps file statistics on the first 32 columns, and the merge and the
+# Leading columns first: Delta keeps file statistics on the first 32 columns, and the anti join and the
 # metrics prune by event_timestamp and decided_at.
 _LEADING = ("transaction_id", "event_timestamp", "decided_at", "published_at", "event_date", "outcome")
 
@@ -89,7 +95,7 @@ def log_schema(spark: SparkSession) -> T.StructType:
 
 @dataclass
 class DecisionLogWriter:
-    """``foreachBatch`` body: idempotent merge into the log, then the touched minutes' metrics."""
+    """``foreachBatch`` body: idempotent append to the log, then the touched minutes' metrics."""
 
     target: DeltaTarget
     metrics: object | None = None  # metrics.MetricsWriter
@@ -98,6 +104,13 @@ class DecisionLogWriter:
     metrics_interval_s: float = 0.0
     _pending: tuple[int, int] | None = field(default=None, init=False, repr=False)
     _refreshed_at: float | None = field(default=None, init=False, repr=False)
+    _app_id: str | None = field(default=None, init=False, repr=False)
+    _bound: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def bind(self, query_id: str) -> None:
+        """The query's id (stable across restarts from its checkpoint): the appends' ``txnAppId``."""
+        self._app_id = query_id
+        self._bound.set()
 
     def ensure(self, spark: SparkSession) -> None:
         self.target.ensure(spark, log_schema(spark), partition_by=("event_date",),
@@ -107,6 +120,9 @@ class DecisionLogWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
+        # the first batch can start before ``start()`` has returned the query (and its id)
+        if not self._bound.wait(120):
+            raise RuntimeError("DecisionLogWriter.bind(query.id) was not called")
         started = time.perf_counter()
         first = Window.partitionBy("transaction_id").orderBy("published_at", "decision_partition", "decision_offset")
         rows = (decision_rows(batch).withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
@@ -122,7 +138,8 @@ class DecisionLogWriter:
             if not bounds or not bounds["n"]:
                 return
             t0 = time.perf_counter()
-            merge_into(spark, self.target, rows, bounds["ev_lo"], bounds["ev_hi"])
+            append_new(spark, self.target, rows, bounds["ev_lo"], bounds["ev_hi"], app_id=self._app_id,
+                       batch_id=batch_id)
             t1 = time.perf_counter()
             if self.metrics is not None:
                 lo, hi = bounds["dec_lo"], bounds["dec_hi"]
@@ -137,7 +154,7 @@ class DecisionLogWriter:
                 if self._refreshed_at is None or now - self._refreshed_at >= self.metrics_interval_s:
                     self.metrics.refresh(spark, self.target, lo, hi)
                     self._pending, self._refreshed_at = None, now
-            log.info("decision log batch %d: %d decisions (parse and dedupe %.1fs, merge %.1fs, metrics %.1fs)",
+            log.info("decision log batch %d: %d decisions (parse and dedupe %.1fs, append %.1fs, metrics %.1fs)",
                      batch_id, bounds["n"], t0 - started, t1 - t0, time.perf_counter() - t1)
         finally:
             rows.unpersist()
@@ -154,11 +171,13 @@ def _ts(micros: int) -> Column:
     return F.timestamp_micros(F.lit(int(micros)))
 
 
-def merge_into(spark: SparkSession, target: DeltaTarget, rows: DataFrame, ev_lo: int, ev_hi: int) -> None:
-    """Insert the rows whose transaction_id is not in the log yet (within the event-time range)."""
-    cond = (
-        (F.col("t.transaction_id") == F.col("s.transaction_id"))
-        & F.col("t.event_date").between(F.to_date(_ts(ev_lo)), F.to_date(_ts(ev_hi)))
-        & F.col("t.event_timestamp").between(_ts(ev_lo), _ts(ev_hi))
-    )
-    (target.delta_table(spark).alias("t").merge(rows.alias("s"), cond).whenNotMatchedInsertAll().execute())
+def append_new(spark: SparkSession, target: DeltaTarget, rows: DataFrame, ev_lo: int, ev_hi: int, *,
+               app_id: str | None, batch_id: int) -> None:
+    """Append the rows whose transaction_id is not in the log yet (looked up within the event-time
+    range), as one commit that Delta skips if this (app_id, batch_id) is already committed."""
+    logged = target.read(spark).where(
+        F.col("event_date").between(F.to_date(_ts(ev_lo)), F.to_date(_ts(ev_hi)))
+        & F.col("event_timestamp").between(_ts(ev_lo), _ts(ev_hi))
+    ).select("transaction_id")
+    new_rows = rows.join(logged, "transaction_id", "left_anti").select(*rows.columns)
+    target.append(new_rows, txn=(app_id, batch_id) if app_id else None)

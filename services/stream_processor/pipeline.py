@@ -8,7 +8,7 @@
 
 ``decision_log`` (micro-batch; Delta is not a real-time-mode sink)::
 
-    Kafka payments.decisions ─► foreachBatch: MERGE into the Delta decision log (exactly one row per
+    Kafka payments.decisions ─► foreachBatch: idempotent append to the Delta decision log (exactly one row per
         transaction) ─► recompute the touched minutes of stream_metrics_1m and stream_alerts
 
 Every builder takes the parts tests swap: the source DataFrame (``source=``), topic names and paths
@@ -67,7 +67,7 @@ FAIR_POOLS = """<?xml version="1.0"?>
 
 def get_session(settings: StreamProcessorSettings, app_name: str = "stream-processor") -> SparkSession:
     """The processor's session: the project's ``get_spark`` plus the processor's settings, and FAIR
-    scheduling with a heavier pool for the scoring query, so the decision log's Delta merges do not
+    scheduling with a heavier pool for the scoring query, so the decision log's Delta writes do not
     hold the task slots the hot path needs."""
     from spark.common.session import get_spark
 
@@ -237,6 +237,7 @@ def start_decision_log(spark: SparkSession, settings: StreamProcessorSettings, *
         writer.trigger(processingTime=settings.stream_log_interval)
     _in_pool(spark, "decision_log")
     query = writer.start()
+    writer_fn.bind(query.id)
     _WRITERS[query.id] = writer_fn  # Running.stop flushes its pending metrics
     log.info("query %s started", query_name)
     return query

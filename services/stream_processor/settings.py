@@ -104,9 +104,9 @@ class StreamProcessorSettings(BaseSettings):
 
     # --- the decision-log query (decisions topic -> Delta, exactly one row per transaction) --------
     stream_log_interval: str = Field(
-        "30 seconds", description="processingTime of the decision-log query (each batch: one MERGE and the "
-                                  "touched minutes of the metrics; longer = less CPU taken from scoring: a MERGE "
-                                  "costs ~2 s of fixed work whatever its size)")
+        "30 seconds", description="processingTime of the decision-log query (each batch: one Delta append and, "
+                                  "every stream_metrics_interval_seconds, the touched minutes of the metrics; "
+                                  "longer = fewer Delta commits and fixed work per decision)")
     stream_metrics_interval_seconds: float = Field(
         60.0, ge=0, description="Refresh the one-minute metrics and alerts at most this often (each refresh "
                                 "re-reads the touched minutes from the log: at 5,000 tx/s 300,000 rows a minute)")
@@ -114,9 +114,9 @@ class StreamProcessorSettings(BaseSettings):
     stream_decision_log: bool = Field(True, description="Run the decision-log + metrics query")
     stream_log_process: bool = Field(
         True, description="python -m services.stream_processor run: run the decision-log query in its own "
-                          "Spark driver process at a lower CPU priority (stream_log_nice), so its Delta MERGEs and "
+                          "Spark driver process at a lower CPU priority (stream_log_nice), so its Delta writes and "
                           "metric refreshes take the CPU the scoring query leaves instead of stalling it (on 2 "
-                          "cores a MERGE in the same JVM stalled real-time scoring for seconds)")
+                          "cores a Delta MERGE in the same JVM stalled real-time scoring for seconds)")
     stream_log_nice: int = Field(19, ge=0, le=19, description="nice increment of the decision-log process")
 
     # --- one-minute metrics and alerts -------------------------------------------------------------

@@ -48,6 +48,16 @@ class DeltaTarget:
             return spark.read.table(self.qualified_name)
         return spark.read.format("delta").load(str(self.path))
 
+    def append(self, df: DataFrame, txn: tuple[str, int] | None = None) -> None:
+        """Append ``df`` in one commit; ``txn`` = (app id, version): skipped if already committed."""
+        writer = df.write.format("delta").mode("append")
+        if txn is not None:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
+        if self.qualified_name:
+            writer.saveAsTable(self.qualified_name)
+        else:
+            writer.save(str(self.path))
+
     def replace_where(self, df: DataFrame, predicate: str) -> None:
         """Atomically replace the rows matching ``predicate`` by ``df`` (one Delta commit)."""
         writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
