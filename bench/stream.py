@@ -16,6 +16,10 @@ the simulator's generator (wall clock: event time = production time). Measured f
   rate for ``--seconds`` (90); p50/p99 of the decisions after a ``--warmup`` (30 s: the steady state,
   not a fresh JVM's first seconds, which are reported apart as ``warmup``); every decision's times
   are kept in ``<workdir>/latency-<rate>-<time>.npz``;
+* the same at ``--scoring-only-rates`` (5,000 tx/s) without the decision-log query on these two
+  cores (``p99_ms_at_5000_tx_per_s_scoring_only``): the log is a consumer of the decisions topic, off
+  the Kafka -> decision path, and where it runs (its own cores, a Databricks job) is a deployment
+  choice; on 2 shared cores it takes the CPU the scoring query needs at that rate (README);
 * the same scoring query with the generic ``mlflow.pyfunc.spark_udf`` scorer (a pyfunc wrapping
   the same DecisionEngine + Redis velocity, fed by ``from_json`` against the contract): saturation
   over the same events (``spark_udf_max_tx_per_s``);
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -412,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="seconds of traffic pre-recorded in the velocity store before a fixed-rate run "
                          "(300 = the longest window that scans per call, merchant 5 min: steady state)")
     ap.add_argument("--no-decision-log", action="store_true", help="scoring query only (no Delta log query)")
+    ap.add_argument("--scoring-only-rates", default="5000",
+                    help="fixed offered rates also run without the decision-log query (as with the log on its "
+                         "own compute: it is a consumer of the decisions topic, like the API's Redis consumer)")
     ap.add_argument("--processor-env", action="append", default=[], metavar="PA_X=V",
                     help="extra environment of the processor (repeatable), e.g. PA_STREAM_VELOCITY=false")
     ap.add_argument("--workdir", help="keep broker data, checkpoints and logs here (default: a temp folder)")
@@ -459,19 +467,22 @@ def phase_saturation(plat: Platform, topics: Any, args: argparse.Namespace, resu
 
 
 def phase_fixed_rate(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any], rate: float,
-                     mode: str = "microbatch") -> None:
+                     mode: str = "microbatch", scoring_only: bool = False) -> None:
     """A fresh processor (checkpoints from the topic's end) at an offered rate, velocity windows
-    pre-filled to their steady state for that rate."""
-    name = f"{mode}_at_{int(rate)}"
-    prefix = f"r{int(rate)}{mode[:2]}"
+    pre-filled to their steady state for that rate. ``scoring_only``: without the decision-log query
+    on these cores."""
+    name = f"{mode}_at_{int(rate)}" + ("_scoring_only" if scoring_only else "")
+    prefix = f"r{int(rate)}{mode[:2]}{'so' if scoring_only else ''}"
     t = time.monotonic()
     filled = prefill_velocity(plat.redis_url, f"{prefix}:vel", rate, args.velocity_history)
     print(f"{name}: velocity history {filled:,} events ({time.monotonic() - t:.0f}s)", flush=True)
     argv = _processor(str(plat.workdir / f"ckpt-{name}"))
     if mode == "realtime":
         argv += ["--trigger", "realtime", "--interval", args.rtm_interval]
-    with plat.process(f"processor-{name}", argv, PA_STREAM_STARTING_OFFSETS="latest",
-                      PA_REDIS_PREFIX=prefix) as proc:
+    env = {"PA_STREAM_STARTING_OFFSETS": "latest", "PA_REDIS_PREFIX": prefix}
+    if scoring_only:
+        env["PA_STREAM_DECISION_LOG"] = "false"
+    with plat.process(f"processor-{name}", argv, **env) as proc:
         time.sleep(25)  # session start, first (empty) batches, long-running real-time tasks
         if proc.poll() is not None:
             raise RuntimeError(f"processor exited\n{plat.tail('processor-' + name)}")
@@ -479,8 +490,21 @@ def phase_fixed_rate(plat: Platform, topics: Any, args: argparse.Namespace, resu
     if mode == "realtime":
         stats["batch_duration"] = args.rtm_interval
     stats["velocity_history_events"] = filled
+    if not scoring_only:
+        stats["decision_log_batches"] = decision_log_batches(plat.workdir / f"processor-{name}.log")
     results["runs"][name] = stats
     print(f"{name}: {stats}", flush=True)
+
+
+_LOG_BATCH = re.compile(r"decision log batch (\d+): (\d+) decisions \(parse and dedupe ([\d.]+)s, "
+                        r"append ([\d.]+)s, metrics ([\d.]+)s\)")
+
+
+def decision_log_batches(processor_log: Path) -> list[dict[str, float]]:
+    """The decision-log batches a run finished (from the processor's log): whether the log kept up."""
+    text = processor_log.read_text(errors="replace") if processor_log.exists() else ""
+    return [{"batch": int(m[0]), "decisions": int(m[1]), "parse_s": float(m[2]), "append_s": float(m[3]),
+             "metrics_s": float(m[4])} for m in _LOG_BATCH.findall(text)]
 
 
 def phase_pyfunc(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -538,6 +562,9 @@ def bench(args: argparse.Namespace) -> None:
             if not args.skip_microbatch:
                 for rate in [float(r) for r in args.rates.split(",") if r]:
                     phase_fixed_rate(plat, topics, args, results, rate)
+                if not args.no_decision_log:
+                    for rate in [float(r) for r in args.scoring_only_rates.split(",") if r]:
+                        phase_fixed_rate(plat, topics, args, results, rate, scoring_only=True)
             if not args.skip_rtm:
                 phase_fixed_rate(plat, topics, args, results, 1000.0, mode="realtime")
 
@@ -545,12 +572,14 @@ def bench(args: argparse.Namespace) -> None:
     figures = {
         "max_tx_per_s": runs.get("saturation_microbatch", {}).get("tx_per_s"),
         "p99_ms_at_5000_tx_per_s": runs.get("microbatch_at_5000", {}).get("p99_ms"),
+        "p99_ms_at_5000_tx_per_s_scoring_only": runs.get("microbatch_at_5000_scoring_only", {}).get("p99_ms"),
         "p99_ms_at_1000_tx_per_s": runs.get("microbatch_at_1000", {}).get("p99_ms"),
         "spark_udf_max_tx_per_s": runs.get("saturation_pyfunc_spark_udf", {}).get("tx_per_s"),
         "scoring_query_only_max_tx_per_s": runs.get("saturation_scoring_only", {}).get("tx_per_s"),
         "p99_ms_rtm_at_1000_tx_per_s": runs.get("realtime_at_1000", {}).get("p99_ms"),
         "p50_ms_at_1000_tx_per_s": runs.get("microbatch_at_1000", {}).get("p50_ms"),
         "p50_ms_at_5000_tx_per_s": runs.get("microbatch_at_5000", {}).get("p50_ms"),
+        "p50_ms_at_5000_tx_per_s_scoring_only": runs.get("microbatch_at_5000_scoring_only", {}).get("p50_ms"),
         "p50_ms_rtm_at_1000_tx_per_s": runs.get("realtime_at_1000", {}).get("p50_ms"),
     }
     figures["goals"] = {
