@@ -131,26 +131,44 @@ def _supervise(running, spark, settings: StreamProcessorSettings,
 
 
 def _spawn_decision_log(settings: StreamProcessorSettings) -> subprocess.Popen:
-    """The decision-log query as a child process (same arguments, ``--only decision_log``), at a
-    lower CPU priority; it gets SIGTERM if this process dies (even by SIGKILL)."""
-    nice = settings.stream_log_nice
-
-    def before_exec() -> None:  # in the child, before exec
-        os.nice(nice)
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
+    """The decision-log query as a child process (same arguments, ``--only decision_log``) at a lower
+    CPU priority (``spawn_low_priority``)."""
     env = dict(os.environ)
     # its own local Spark: one task slot per core is plenty for its appends and metrics
     env.setdefault("PA_SPARK_MASTER", f"local[{os.cpu_count() or 2}]")
     argv = [sys.executable, "-m", "services.stream_processor", *sys.argv[1:], "--only", "decision_log"]
-    child = subprocess.Popen(argv, env=env, preexec_fn=before_exec)  # noqa: PLW1509
-    log.info("decision-log process started (pid %d, nice +%d)", child.pid, nice)
+    child = spawn_low_priority(argv, settings.stream_log_nice, env)
+    log.info("decision-log process started (pid %d, nice +%d)", child.pid, settings.stream_log_nice)
     return child
+
+
+def spawn_low_priority(argv: list[str], nice: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` at CPU priority ``nice``, killed if this process dies (even by SIGKILL).
+
+    The child gets its own session, and that session's scheduler autogroup gets the nice value too:
+    with autogroups on (the Linux default of many kernels; ``/proc/sys/kernel/sched_autogroup_enabled``)
+    the CPU is first shared fairly between sessions, and ``nice`` only ranks threads within one. A
+    nice-19 child in the processor's own session kept that whole session busy next to Redis and the
+    broker, and the scoring path's tail grew with every decision-log batch."""
+
+    def before_exec() -> None:  # in the child, after setsid, before exec
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(str(nice))
+        except OSError:  # no autogroups (or not Linux): plain nice below
+            pass
+        os.nice(nice)
+        try:
+            import ctypes
+
+            # PR_SET_PDEATHSIG: in its own session the child no longer shares the fate of the
+            # processor's process group, so it dies with the processor (a PySpark JVM exits when its
+            # Python driver does); the decision log is idempotent, a hard stop loses nothing
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+        except OSError:
+            pass
+
+    return subprocess.Popen(argv, env=env, preexec_fn=before_exec, start_new_session=True)  # noqa: PLW1509
 
 
 def _stop_child(child: subprocess.Popen) -> None:
