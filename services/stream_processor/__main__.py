@@ -54,6 +54,8 @@ def run(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     if only not in (None, "decision_log"):
         raise typer.BadParameter(f"--only: expected decision_log, got {only!r}")
+    if not available_now:
+        _stop_on_signals()
     if only == "decision_log":
         _run_decision_log_only(settings)
         return
@@ -94,18 +96,26 @@ def _run(settings: StreamProcessorSettings, *, available_now: bool, scorer: str,
     _supervise(running, spark, settings, log_child)
 
 
+# Set by SIGINT/SIGTERM. The handlers are installed before the session and the tables are set up, so
+# a stop that arrives during start-up waits for it to finish (an interrupted Delta table creation
+# left a table that could neither be read nor created again) and then stops the queries at once.
+_STOP = threading.Event()
+
+
+def _stop_on_signals() -> None:
+    def on_signal(signum, _frame):
+        log.info("signal %s: stopping queries", signal.Signals(signum).name)
+        _STOP.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
 def _supervise(running, spark, settings: StreamProcessorSettings,
                log_child: subprocess.Popen | None = None) -> None:
     """Until SIGINT/SIGTERM, a query stops or the decision-log child exits: log progress, then stop
     the queries and the session (exit status 1 on a failure)."""
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("signal %s: stopping queries", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = _STOP
     failed = None
     last_report = time.monotonic()
     while not stop.is_set():

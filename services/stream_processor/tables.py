@@ -5,6 +5,8 @@ Locally a table is a Delta folder ``<warehouse>/<catalog>/<schema>/<name>`` (the
 """
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from spark.common.session import on_databricks
+
+log = logging.getLogger(__name__)
 
 DECISION_LOG = "stream_decision_log"
 METRICS_1M = "stream_metrics_1m"
@@ -71,6 +75,9 @@ class DeltaTarget:
         """Create the table when missing (idempotent)."""
         from delta.tables import DeltaTable
 
+        if self.path is not None:
+            _drop_uncommitted_log(self.path)
+
         builder = DeltaTable.createIfNotExists(spark)
         builder = builder.tableName(self.qualified_name) if self.qualified_name else builder.location(str(self.path))
         builder = builder.addColumns(schema)
@@ -79,3 +86,14 @@ class DeltaTarget:
         for key, value in (properties or {}).items():
             builder = builder.property(key, value)
         builder.execute()
+
+
+def _drop_uncommitted_log(path: Path) -> None:
+    """A creation stopped before its first commit leaves ``_delta_log`` without any commit or
+    checkpoint file, and Delta then refuses both to read the table and to create it
+    (``DELTA_TABLE_NOT_FOUND``) until someone deletes the folder. Nothing was ever committed there,
+    so nothing is lost: remove it, and the creation starts over."""
+    delta_log = path / "_delta_log"
+    if delta_log.is_dir() and not any(f.suffix in (".json", ".parquet", ".crc") for f in delta_log.iterdir()):
+        log.warning("%s: a table creation was interrupted before its first commit; creating it again", path)
+        shutil.rmtree(delta_log)

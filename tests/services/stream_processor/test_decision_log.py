@@ -78,3 +78,13 @@ def test_writer_refuses_to_run_unbound(spark, log_table):
     writer._bound.wait = lambda _timeout: False  # noqa: SLF001  (do not wait two minutes)
     with pytest.raises(RuntimeError, match="bind"):
         writer(kafka_rows(spark, range(3)), 0)
+
+
+def test_a_creation_interrupted_before_its_first_commit_does_not_block_the_next(spark, tmp_path):
+    # what a processor stopped during its first ensure() leaves behind
+    (tmp_path / "log" / "_delta_log" / "_commits").mkdir(parents=True)
+    target = DeltaTarget("stream_decision_log", tmp_path / "log")
+    DecisionLogWriter(target).ensure(spark)
+    rows = kafka_rows(spark, range(5))
+    append_new(spark, target, rows, *bounds(rows), app_id="query-a", batch_id=0)
+    assert len(logged_ids(spark, target)) == 5
