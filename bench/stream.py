@@ -23,6 +23,9 @@ the simulator's generator (wall clock: event time = production time). Measured f
 * the same scoring query with the generic ``mlflow.pyfunc.spark_udf`` scorer (a pyfunc wrapping
   the same DecisionEngine + Redis velocity, fed by ``from_json`` against the contract): saturation
   over the same events (``spark_udf_max_tx_per_s``);
+* the ceiling of that shape here: the same backlog through Kafka -> identity ``arrow_udf`` -> Kafka
+  (same batch size, 2 tasks, same sink settings; no parsing, Redis or decision core):
+  ``passthrough_max_tx_per_s``;
 * real-time mode (``trigger(realTime=...)``, the processor's default 5-minute batches) at 1,000 tx/s:
   p50/p99 (``p99_ms_rtm_at_1000_tx_per_s``), measured like the fixed rates.
 
@@ -357,6 +360,31 @@ def register_pyfunc(tracking_uri: str, artifacts: Path, redis_url: str, velocity
     return f"models:/bench_decision_engine/{info.registered_model_version}"
 
 
+def passthrough_query(bootstrap: str, topic_in: str, topic_out: str, checkpoint: str, warehouse: str,
+                      max_offsets: int) -> None:
+    """The ceiling of the Kafka -> Python -> Kafka shape on this machine: the same source, micro-batch
+    size, tasks (2) and sink settings as the processor, each record's value through an identity
+    ``arrow_udf`` (Arrow to the Python worker and back) and out again. No parsing, no Redis, no
+    decision core: what Spark, Kafka and the Arrow round trip cost on their own (availableNow)."""
+    from pyspark.sql.functions import arrow_udf
+
+    from spark.common.session import get_spark
+
+    spark = get_spark("bench-passthrough", warehouse_dir=Path(warehouse),
+                      extra_conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "20000"})
+    identity = arrow_udf(lambda values: values, "binary")
+    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic_in)
+           .option("startingOffsets", "earliest").option("maxOffsetsPerTrigger", str(max_offsets)).load())
+    out = raw.select("key", "value").coalesce(2).select("key", identity("value").alias("value"))
+    q = (out.writeStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("topic", topic_out)
+         .option("kafka.linger.ms", "5").option("kafka.batch.size", "262144")
+         .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
+    q.awaitTermination()
+    if q.exception():
+        raise q.exception()
+    spark.stop()
+
+
 def pyfunc_query(bootstrap: str, topic_in: str, topic_out: str, model_uri: str, tracking_uri: str,
                  checkpoint: str, warehouse: str, max_offsets: int) -> None:
     """The same Kafka -> score -> Kafka query, scored by ``mlflow.pyfunc.spark_udf`` (availableNow)."""
@@ -404,6 +432,10 @@ def main(argv: list[str] | None = None) -> None:
               "--warehouse"):
         q.add_argument(a, required=True)
     q.add_argument("--max-offsets", type=int, default=50_000)
+    c = sub.add_parser("passthrough-query")
+    for a in ("--bootstrap", "--topic-in", "--topic-out", "--checkpoint", "--warehouse"):
+        c.add_argument(a, required=True)
+    c.add_argument("--max-offsets", type=int, default=50_000)
     ap.add_argument("--events", type=int, default=200_000, help="backlog for the saturation runs")
     ap.add_argument("--batch", type=int, default=50_000, help="maxOffsetsPerTrigger of the saturation runs")
     ap.add_argument("--rates", default="1000,5000", help="fixed offered rates, micro-batch mode")
@@ -426,10 +458,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-microbatch", action="store_true", help="skip the saturation and fixed-rate runs")
     ap.add_argument("--skip-saturation", action="store_true", help="skip the two micro-batch saturation runs")
     ap.add_argument("--skip-pyfunc", action="store_true")
+    ap.add_argument("--skip-passthrough", action="store_true")
     ap.add_argument("--skip-rtm", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "produce":
         print(produce_at_rate(args.bootstrap, args.topic, args.rate, args.seconds))
+        return
+    if args.cmd == "passthrough-query":
+        passthrough_query(args.bootstrap, args.topic_in, args.topic_out, args.checkpoint, args.warehouse,
+                          args.max_offsets)
         return
     if args.cmd == "pyfunc-query":
         pyfunc_query(args.bootstrap, args.topic_in, args.topic_out, args.model_uri, args.tracking_uri,
@@ -533,6 +570,30 @@ def phase_pyfunc(plat: Platform, topics: Any, args: argparse.Namespace, results:
     print(f"pyfunc spark_udf saturation: {tps:,.0f} tx/s", flush=True)
 
 
+def phase_passthrough(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The Kafka -> identity arrow_udf -> Kafka ceiling over the same backlog (``passthrough_query``)."""
+    from launcher.topics import ensure_topics
+    from payments_core.contract.topics import TopicSpec
+
+    spec = TopicSpec("payments.passthrough", 6, "card_token_id", "bench: ceiling")
+    ensure_topics(plat.bootstrap, plat.prefix, (spec,))
+    out_topic = f"{plat.prefix}{spec.name}"
+    watcher = DecisionWatcher(plat.bootstrap, out_topic)
+    with plat.process("passthrough", [sys.executable, "-m", "bench.stream", "passthrough-query",
+                                      "--bootstrap", plat.bootstrap, "--topic-in", topics.transactions,
+                                      "--topic-out", out_topic, "--checkpoint", str(plat.workdir / "ckpt-passthrough"),
+                                      "--warehouse", str(plat.workdir / "wh-passthrough"),
+                                      "--max-offsets", str(args.batch)]) as proc:
+        proc.wait(1800)
+    time.sleep(2)
+    watcher.close()
+    if proc.returncode != 0:
+        raise RuntimeError("passthrough query failed\n" + plat.tail("passthrough"))
+    tps = throughput(watcher.kafka_ts)
+    results["runs"]["saturation_passthrough"] = {"records": watcher.count(), "tx_per_s": tps}
+    print(f"passthrough (Kafka -> identity arrow_udf -> Kafka) saturation: {tps:,.0f} tx/s", flush=True)
+
+
 def bench(args: argparse.Namespace) -> None:
     from bench.common import print_table, write_results
     from launcher import local
@@ -559,6 +620,8 @@ def bench(args: argparse.Namespace) -> None:
                 phase_saturation(plat, topics, args, results, scoring_only=True)
             if not args.skip_pyfunc:
                 phase_pyfunc(plat, topics, args, results)
+            if not args.skip_passthrough:
+                phase_passthrough(plat, topics, args, results)
             if not args.skip_microbatch:
                 for rate in [float(r) for r in args.rates.split(",") if r]:
                     phase_fixed_rate(plat, topics, args, results, rate)
@@ -576,6 +639,7 @@ def bench(args: argparse.Namespace) -> None:
         "p99_ms_at_1000_tx_per_s": runs.get("microbatch_at_1000", {}).get("p99_ms"),
         "spark_udf_max_tx_per_s": runs.get("saturation_pyfunc_spark_udf", {}).get("tx_per_s"),
         "scoring_query_only_max_tx_per_s": runs.get("saturation_scoring_only", {}).get("tx_per_s"),
+        "passthrough_max_tx_per_s": runs.get("saturation_passthrough", {}).get("tx_per_s"),
         "p99_ms_rtm_at_1000_tx_per_s": runs.get("realtime_at_1000", {}).get("p99_ms"),
         "p50_ms_at_1000_tx_per_s": runs.get("microbatch_at_1000", {}).get("p50_ms"),
         "p50_ms_at_5000_tx_per_s": runs.get("microbatch_at_5000", {}).get("p50_ms"),
