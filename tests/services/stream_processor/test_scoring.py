@@ -90,3 +90,19 @@ def test_small_batches_take_the_one_row_path_and_decide_exactly_as_large_ones():
         one = engine.decide(event, None, source="stream").model_dump(mode="json")
         one.pop("latency_ms"), one.pop("decided_at")
         assert d == one
+
+
+def test_the_worker_runtime_is_kept_out_of_the_garbage_collector():
+    # PySpark's worker daemon runs gc.collect() after every task; what the runtime loads lives as
+    # long as the worker, so it is frozen (gc.freeze) instead of being traversed each time
+    import gc
+
+    from services.stream_processor.scoring import Runtime
+
+    gc.unfreeze()
+    try:
+        Runtime(ScoringConfig(decisions_topic="d", dlq_topic="q", redis_url=None, mlflow_tracking_uri=None,
+                              rules_path=None))
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
