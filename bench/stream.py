@@ -544,53 +544,48 @@ def decision_log_batches(processor_log: Path) -> list[dict[str, float]]:
              "metrics_s": float(m[4])} for m in _LOG_BATCH.findall(text)]
 
 
-def phase_pyfunc(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
-    """The same Kafka -> score -> Kafka query with the generic spark_udf scorer, over the same topic."""
+def _saturate(plat: Platform, spec: Any, query: str, argv: list[str], timeout_s: float) -> tuple[float, int]:
+    """Run ``python -m bench.stream <query> ...`` (an availableNow query over the backlog) into a fresh
+    topic ``spec``; its records per second and count."""
     from launcher.topics import ensure_topics
-    from payments_core.contract.topics import TopicSpec
 
-    spec = TopicSpec("payments.decisions.pyfunc", 6, "transaction_id", "bench: pyfunc scorer")
     ensure_topics(plat.bootstrap, plat.prefix, (spec,))
     out_topic = f"{plat.prefix}{spec.name}"
-    tracking = f"sqlite:///{plat.workdir / 'mlflow.db'}"
-    uri = register_pyfunc(tracking, plat.workdir / "mlartifacts", plat.redis_url, "benchpf:vel")
     watcher = DecisionWatcher(plat.bootstrap, out_topic)
-    with plat.process("pyfunc", [sys.executable, "-m", "bench.stream", "pyfunc-query", "--bootstrap", plat.bootstrap,
-                                 "--topic-in", topics.transactions, "--topic-out", out_topic, "--model-uri", uri,
-                                 "--tracking-uri", tracking, "--checkpoint", str(plat.workdir / "ckpt-pyfunc"),
-                                 "--warehouse", str(plat.workdir / "wh-pyfunc"),
-                                 "--max-offsets", str(args.batch)]) as proc:
-        proc.wait(3600)
+    with plat.process(query, [sys.executable, "-m", "bench.stream", query, "--topic-out", out_topic, *argv]) as proc:
+        proc.wait(timeout_s)
     time.sleep(2)
     watcher.close()
     if proc.returncode != 0:
-        raise RuntimeError("pyfunc query failed\n" + plat.tail("pyfunc"))
-    tps = throughput(watcher.kafka_ts)
-    results["runs"]["saturation_pyfunc_spark_udf"] = {"decisions": watcher.count(), "tx_per_s": tps}
+        raise RuntimeError(f"{query} failed\n" + plat.tail(query))
+    return throughput(watcher.kafka_ts), watcher.count()
+
+
+def phase_pyfunc(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The same Kafka -> score -> Kafka query with the generic spark_udf scorer, over the same topic."""
+    from payments_core.contract.topics import TopicSpec
+
+    tracking = f"sqlite:///{plat.workdir / 'mlflow.db'}"
+    uri = register_pyfunc(tracking, plat.workdir / "mlartifacts", plat.redis_url, "benchpf:vel")
+    spec = TopicSpec("payments.decisions.pyfunc", 6, "transaction_id", "bench: pyfunc scorer")
+    tps, n = _saturate(plat, spec, "pyfunc-query",
+                       ["--bootstrap", plat.bootstrap, "--topic-in", topics.transactions, "--model-uri", uri,
+                        "--tracking-uri", tracking, "--checkpoint", str(plat.workdir / "ckpt-pyfunc"),
+                        "--warehouse", str(plat.workdir / "wh-pyfunc"), "--max-offsets", str(args.batch)], 3600)
+    results["runs"]["saturation_pyfunc_spark_udf"] = {"decisions": n, "tx_per_s": tps}
     print(f"pyfunc spark_udf saturation: {tps:,.0f} tx/s", flush=True)
 
 
 def phase_passthrough(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
     """The Kafka -> identity arrow_udf -> Kafka ceiling over the same backlog (``passthrough_query``)."""
-    from launcher.topics import ensure_topics
     from payments_core.contract.topics import TopicSpec
 
     spec = TopicSpec("payments.passthrough", 6, "card_token_id", "bench: ceiling")
-    ensure_topics(plat.bootstrap, plat.prefix, (spec,))
-    out_topic = f"{plat.prefix}{spec.name}"
-    watcher = DecisionWatcher(plat.bootstrap, out_topic)
-    with plat.process("passthrough", [sys.executable, "-m", "bench.stream", "passthrough-query",
-                                      "--bootstrap", plat.bootstrap, "--topic-in", topics.transactions,
-                                      "--topic-out", out_topic, "--checkpoint", str(plat.workdir / "ckpt-passthrough"),
-                                      "--warehouse", str(plat.workdir / "wh-passthrough"),
-                                      "--max-offsets", str(args.batch)]) as proc:
-        proc.wait(1800)
-    time.sleep(2)
-    watcher.close()
-    if proc.returncode != 0:
-        raise RuntimeError("passthrough query failed\n" + plat.tail("passthrough"))
-    tps = throughput(watcher.kafka_ts)
-    results["runs"]["saturation_passthrough"] = {"records": watcher.count(), "tx_per_s": tps}
+    tps, n = _saturate(plat, spec, "passthrough-query",
+                       ["--bootstrap", plat.bootstrap, "--topic-in", topics.transactions,
+                        "--checkpoint", str(plat.workdir / "ckpt-passthrough"),
+                        "--warehouse", str(plat.workdir / "wh-passthrough"), "--max-offsets", str(args.batch)], 1800)
+    results["runs"]["saturation_passthrough"] = {"records": n, "tx_per_s": tps}
     print(f"passthrough (Kafka -> identity arrow_udf -> Kafka) saturation: {tps:,.0f} tx/s", flush=True)
 
 

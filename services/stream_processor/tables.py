@@ -57,14 +57,13 @@ class DeltaTarget:
         writer = df.write.format("delta").mode("append")
         if txn is not None:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
-        if self.qualified_name:
-            writer.saveAsTable(self.qualified_name)
-        else:
-            writer.save(str(self.path))
+        self._save(writer)
 
     def replace_where(self, df: DataFrame, predicate: str) -> None:
         """Atomically replace the rows matching ``predicate`` by ``df`` (one Delta commit)."""
-        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+        self._save(df.write.format("delta").mode("overwrite").option("replaceWhere", predicate))
+
+    def _save(self, writer) -> None:
         if self.qualified_name:
             writer.saveAsTable(self.qualified_name)
         else:
