@@ -2,7 +2,8 @@
 
 ``process_arrays`` is the whole per-batch job, on Arrow arrays in the Python worker:
 
-1. validate every raw value with the contract (``parse.parse_values``);
+1. validate every raw value with the contract (``parse.parse_array``: column-wise, pydantic for
+   what that does not accept; ``parse.parse_values``, pydantic per record, for small batches);
 2. velocity of the valid rows from the ONLINE store (Redis, ``BatchRedisVelocity.features_arrays``:
    records the batch idempotently by ``transaction_id``, then reads, in ONE script call with the
    same keys and semantics as the scoring API's per-transaction script), so
@@ -49,7 +50,7 @@ from payments_core.features import VELOCITY_FEATURES
 from payments_core.velocity import event_millis
 from payments_core.velocity_batch import ENTITY_COLUMNS
 
-from services.stream_processor.parse import Parsed, dead_letter, dead_letter_key, models_table, parse_values
+from services.stream_processor.parse import Parsed, dead_letter, dead_letter_key, parse_array, parse_values
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ OUTPUT_ARROW = pa.struct([
     pa.field("topic", pa.string()), pa.field("key", pa.binary()), pa.field("value", pa.binary()),
     pa.field("headers", pa.list_(_HEADER_TYPE)),
 ])
-# Batches up to this many valid rows take the engine's one-row path (``decide`` per row, the same
+# Batches up to this many rows take the engine's one-row path (``decide`` per row, the same
 # decisions by definition): the vectorised path has a fixed set-up cost of a few milliseconds per
 # batch (pandas frames, rule masks), which real-time mode's small batches would pay per record.
 SMALL_BATCH_ROWS = 256
@@ -201,8 +202,10 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
     rt.maybe_refresh()
     t0 = time.perf_counter()
     n = len(value)
-    values = value.to_pylist()
-    parsed: Parsed = parse_values(values, table=False)
+    # a few rows (real-time mode): pydantic models and the engine's one-row path, no per-batch
+    # set-up; more: the columnar validation and the vectorised batch path
+    small = n <= SMALL_BATCH_ROWS
+    parsed: Parsed = parse_values(value.to_pylist(), table=False) if small else parse_array(value)
     t1 = t2 = t3 = time.perf_counter()
     out_topic: list[str | None] = [None] * n
     out_key: list[bytes | None] = [None] * n
@@ -213,9 +216,7 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
     partitions = partition.to_pylist()
     offsets = offset.to_pylist()
     if parsed.valid_rows:
-        small = len(parsed.valid_rows) <= SMALL_BATCH_ROWS
         if small:
-            # a few rows (real-time mode): the one-row path, no frame set-up cost per batch
             dicts = [m.__dict__ for m in parsed.models]
             ts_ms = [event_millis(d["event_timestamp"]) for d in dicts]
             tids = [d["transaction_id"] for d in dicts]
@@ -223,7 +224,7 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
             entities = [[d[c] for d in dicts] for c in ENTITY_COLUMNS]
             ctx_cols = [[d[name] for d in dicts] for name in CONTEXT_FIELDS]
         else:
-            table = models_table(parsed.models)
+            table = parsed.table
             ts_ms = (table.column("event_timestamp").cast(pa.int64()).to_numpy() // 1000).tolist()
             tids = table.column("transaction_id").to_pylist()
             amounts = table.column("amount_minor").to_pylist()
@@ -259,7 +260,7 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
         stamps = timestamp.to_pylist()
         at = (now or (lambda: datetime.now(UTC)))()
         for i, reasons in parsed.invalid.items():
-            letter = dead_letter(reasons, raw=values[i], topic=topics[i], partition=partitions[i], offset=offsets[i],
+            letter = dead_letter(reasons, raw=value[i].as_py(), topic=topics[i], partition=partitions[i], offset=offsets[i],
                                  timestamp=stamps[i], key=keys[i], now=at)
             out_topic[i] = config.dlq_topic
             out_key[i] = dead_letter_key(topics[i], partitions[i], offsets[i])
