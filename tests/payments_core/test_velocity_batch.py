@@ -201,3 +201,48 @@ def test_buckets_exist_exactly_for_sets_of_bucket_min_members_whoever_writes(red
         else:
             many.features_frame(pd.DataFrame([t]))
         assert client.zcard(key) < BUCKET_MIN_MEMBERS and not client.exists(f"{key}:b")
+
+
+def test_busy_merchants_in_short_batches_have_the_same_answers_as_the_in_memory_store(redis_url):
+    """Batches spanning a few seconds against merchants holding hundreds to thousands of members in
+    their window (the stream at steady state: the bucket reads), stamps on and next to second
+    boundaries, out of order within a batch, replays; record and read-only."""
+    from payments_core.velocity import InMemoryVelocityStore
+
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
+    many = BatchRedisVelocity(client, prefix=prefix)
+    mem = InMemoryVelocityStore()
+    rng = random.Random(31)
+    clock = 0  # ms after T0
+    sent: list[dict] = []
+    checked = 0
+    for b in range(60):
+        batch = []
+        for i in range(rng.randrange(20, 200)):
+            tx = sample_request(rng, base_time=T0, merchant_id=f"m_{rng.choice([0, 0, 0, 1, 2])}",
+                                card_token_id=f"tok_{rng.randrange(40)}")
+            tx["transaction_id"] = f"txn_{b:08x}{i:08x}"
+            offset = clock + rng.randrange(0, 3000)
+            offset -= offset % 1000 if rng.random() < 0.2 else 0  # on a second boundary
+            offset += 999 if rng.random() < 0.05 else 0
+            tx["event_timestamp"] = T0 + timedelta(milliseconds=offset)
+            batch.append(tx)
+        if sent and b % 7 == 0:
+            batch.append(rng.choice(sent[-100:]))  # a replayed transaction
+        clock += 10_000
+        got = many.features_frame(pd.DataFrame(batch))
+        want = pd.DataFrame(mem.features_batch(batch), columns=list(VELOCITY_FEATURES))
+        assert np.array_equal(got.to_numpy(), want.to_numpy()), b
+        sent += batch
+        checked += int((got["merchant_txn_count_300s"] > 4 * 64).sum())
+    assert checked > 1000  # most reads were of busy merchants
+    probe = []
+    for i in range(100):
+        tx = sample_request(rng, base_time=T0, merchant_id="m_0")
+        tx["event_timestamp"] = T0 + timedelta(milliseconds=clock - rng.randrange(0, 2500))
+        probe.append(tx)
+    got = many.features_frame(pd.DataFrame(probe), record=False)
+    want = pd.DataFrame(mem.features_batch(probe, record=False), columns=list(VELOCITY_FEATURES))
+    assert np.array_equal(got.to_numpy(), want.to_numpy())
+    assert (got["merchant_txn_count_300s"] > 1000).all()
