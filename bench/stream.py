@@ -258,7 +258,9 @@ class Platform:
         env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable,
                    PA_KAFKA_BOOTSTRAP=self.bootstrap, PA_REDIS_URL=self.redis_url, PA_TOPIC_PREFIX=self.prefix,
                    PA_DATA_DIR=str(self.workdir / "data"), PA_WAREHOUSE_DIR=str(self.workdir / "warehouse"),
-                   PA_STREAM_DRIVER_MEMORY="2g", **self.extra, **extra)
+                   PA_STREAM_DRIVER_MEMORY="2g")
+        env.update(self.extra)
+        env.update(extra)  # a phase's own settings win over --processor-env / --no-decision-log
         return env
 
     @contextmanager

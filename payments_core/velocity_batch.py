@@ -84,10 +84,58 @@ local function lower(s, x, lo)
   end
   return lo
 end
+local out = {}
+-- members of key scored in [a, b): their scores (ascending) and the prefix sums of their amounts
+local function scan_prefix(key, a, b)
+  local s, p = {}, {0}
+  if a >= b then return s, p end
+  local items = redis.call('ZRANGEBYSCORE', key, string.format('%d', a), '(' .. string.format('%d', b), 'WITHSCORES')
+  for j = 1, #items, 2 do
+    local m = #s + 1
+    s[m] = tonumber(items[j + 1])
+    p[m + 1] = p[m] + amount(items[j])
+  end
+  return s, p
+end
+-- The windows ws of every transaction of a key that has its amount buckets, with work in
+-- proportion to the batch, not to the window: a window [t - w, t) is its whole seconds (ZCOUNT and
+-- the buckets, once per distinct pair of seconds in the batch) plus its two partial seconds, found
+-- by binary search in two range reads shared by the batch (the batch's own seconds, and the
+-- seconds just older than its windows). base: the output position of a transaction's entity.
+local function edge_windows(key, bkey, list, ws, lo_ts, hi_ts, base_of)
+  local rs, rp = scan_prefix(key, math.floor(lo_ts / 1000) * 1000, hi_ts)
+  for j = 1, #ws do
+    local w = ws[j]
+    local os, op = scan_prefix(key, lo_ts - w, math.ceil((hi_ts - w) / 1000) * 1000)
+    local mids = {}
+    for _, i in ipairs(list) do
+      local t = stamps[i]
+      local a, b = math.ceil((t - w) / 1000), math.floor(t / 1000)  -- whole seconds [a, b)
+      local mk = string.format('%d:%d', a, b)
+      local mid = mids[mk]
+      if mid == nil then
+        local names = {}
+        vel_cover(1, a, b, names)
+        local sum = 0
+        for c = 1, #names, 1000 do
+          local part = {}
+          for q = c, math.min(c + 999, #names) do part[#part + 1] = names[q] end
+          for _, v in ipairs(redis.call('HMGET', bkey, unpack(part))) do if v then sum = sum + tonumber(v) end end
+        end
+        mid = {redis.call('ZCOUNT', key, string.format('%d', a * 1000), '(' .. string.format('%d', b * 1000)), sum}
+        mids[mk] = mid
+      end
+      local o1, o2 = lower(os, t - w, 1), lower(os, a * 1000, 1)
+      local r1, r2 = lower(rs, b * 1000, 1), lower(rs, t, 1)
+      local base = base_of(i) + 2 * j
+      out[base - 1] = mid[1] + (o2 - o1) + (r2 - r1)
+      out[base] = mid[2] + (op[o2] - op[o1]) + (rp[r2] - rp[r1])
+    end
+  end
+end
 local nout = 0
 local offset = {}
 for e = 1, nent do offset[e] = nout; nout = nout + 2 * #windows[e] end
-local out = {}
 for i = 1, n * nout do out[i] = 0 end
 -- KEYS: the sorted sets of the batch's entity values, then (same order) their bucket hashes
 local nvalues = #KEYS / 2
@@ -104,6 +152,7 @@ for k, list in pairs(by_key) do
   end
   local thr = hi_ts - maxw - grace
   local items = nil  -- the members read (full sets: the whole set, read once for the trim and the read)
+  local card_now = nil  -- members after this batch's write
   if record then
     local bkey = KEYS[k + nvalues]
     -- the members not stored yet (a replayed transaction changes nothing, its buckets neither)
@@ -148,6 +197,7 @@ for k, list in pairs(by_key) do
     end
     if #old > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', thr)) end
     local card_before, card_after = card - #fresh, card - #old / 2
+    card_now = card_after
     local delta = {}
     if card_before >= VEL_BUCKET_MIN and card_after >= VEL_BUCKET_MIN then
       for _, i in ipairs(fresh) do vel_delta_add(delta, stamps[i], amount(members[i])) end
@@ -161,20 +211,14 @@ for k, list in pairs(by_key) do
     if full[e] then
       -- small sets (card, device): everything once (already read when recording)
       items = items or redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. tostring(hi_ts), 'WITHSCORES')
-    elseif redis.call('ZCOUNT', key, lo_ts - maxw, '(' .. tostring(hi_ts)) > 50 * #list then
-      -- a busy key (merchant): each transaction's windows from the amount buckets, instead of
-      -- scanning every member of the batch's time range
+    elseif ws[1] >= 2000 and hi_ts - lo_ts + 2000 < ws[1]
+        and (card_now or redis.call('ZCARD', key)) >= VEL_BUCKET_MIN then
+      -- a key with its amount buckets (merchants) and a batch shorter than its windows: from the
+      -- edges of the batch, not by scanning every member of its windows (a busy merchant's 5-minute
+      -- window holds thousands, and at a high rate each batch has most merchants)
       per_transaction = true
-      local bkey = KEYS[k + nvalues]
-      for _, i in ipairs(list) do
-        local t = stamps[i]
-        local base = (i - 1) * nout + offset[e]
-        for j = 1, #ws do
-          local c, sm = vel_window(key, bkey, t - ws[j], t, 0)
-          out[base + 2 * j - 1] = c
-          out[base + 2 * j] = sm
-        end
-      end
+      local off = offset[e]
+      edge_windows(key, KEYS[k + nvalues], list, ws, lo_ts, hi_ts, function(i) return (i - 1) * nout + off end)
     else
       items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
     end
