@@ -14,7 +14,12 @@ window is scanned once per transaction of that merchant. Here the batch goes as 
    ``velocity.BUCKET_MIN_MEMBERS``, and one ``PEXPIRE`` of the set and of its buckets;
 2. read: per key ONE ``ZRANGEBYSCORE`` over ``[oldest - largest window, newest)`` of the batch,
    prefix sums of the amounts, and per transaction and window two binary searches
-   (count and sum of ``t - w <= s < t``, exactly the per-transaction definition).
+   (count and sum of ``t - w <= s < t``, exactly the per-transaction definition). A key with amount
+   buckets (a busy merchant) in a batch shorter than its window is read from the batch's edges
+   instead: each window's whole seconds from the buckets (and ``ZCOUNT``) once per distinct pair of
+   seconds, its two partial seconds by binary search in two range reads shared by the batch. Work in
+   proportion to the batch, not to the window: at a high rate every batch has most merchants, and a
+   scan of their 5-minute windows grew with the traffic.
 
 So the result equals ``features_batch`` (record every transaction of the batch, then read;
 ``tests/payments_core/test_velocity_batch.py``), and the stored state is the same one the scoring
