@@ -63,11 +63,18 @@ _WINDOW_LUA = """
 local function vel_amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
 
 -- the bucket fields of the second of an event time: 's<second>', 't<ten seconds>', 'm<minute>', 'h<hour>'
+-- (one table per second for the whole script call: a batch has many events in few seconds; read only)
+local vel_fields_of_second = {}
 local function vel_bucket_fields(ms)
   local sec = math.floor(ms / 1000)
-  local minute = math.floor(sec / 60)
-  return {'s' .. string.format('%d', sec), 't' .. string.format('%d', math.floor(sec / 10)),
-          'm' .. string.format('%d', minute), 'h' .. string.format('%d', math.floor(minute / 60))}
+  local fields = vel_fields_of_second[sec]
+  if fields == nil then
+    local minute = math.floor(sec / 60)
+    fields = {'s' .. string.format('%d', sec), 't' .. string.format('%d', math.floor(sec / 10)),
+              'm' .. string.format('%d', minute), 'h' .. string.format('%d', math.floor(minute / 60))}
+    vel_fields_of_second[sec] = fields
+  end
+  return fields
 end
 
 -- sum of the amounts of the members scored in [lo, hi)

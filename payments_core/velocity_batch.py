@@ -107,6 +107,7 @@ end
 -- the buckets, once per distinct pair of seconds in the batch) plus its two partial seconds, found
 -- by binary search in two range reads shared by the batch (the batch's own seconds, and the
 -- seconds just older than its windows). base: the output position of a transaction's entity.
+local cover_names = {}  -- 'a:b' -> the bucket fields of the whole seconds [a, b)
 local function edge_windows(key, bkey, list, ws, lo_ts, hi_ts, base_of)
   local rs, rp = scan_prefix(key, math.floor(lo_ts / 1000) * 1000, hi_ts)
   for j = 1, #ws do
@@ -119,8 +120,12 @@ local function edge_windows(key, bkey, list, ws, lo_ts, hi_ts, base_of)
       local mk = string.format('%d:%d', a, b)
       local mid = mids[mk]
       if mid == nil then
-        local names = {}
-        vel_cover(1, a, b, names)
+        local names = cover_names[mk]  -- the same fields for every key of the batch
+        if names == nil then
+          names = {}
+          vel_cover(1, a, b, names)
+          cover_names[mk] = names
+        end
         local sum = 0
         for c = 1, #names, 1000 do
           local part = {}
