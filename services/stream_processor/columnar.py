@@ -121,8 +121,8 @@ class ColumnarValidator:
 
     def _read(self, values: pa.Array) -> pa.Table:
         """One Arrow JSON read of ``values`` (one record per line); raises if any record is unreadable."""
-        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values.cast(pa.binary())),
-                                b"\n")[0].as_buffer()
+        one_list = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values.cast(pa.binary()))
+        joined = pc.binary_join(one_list, b"\n")[0].as_buffer()
         options = pj.ParseOptions(explicit_schema=self.read_schema, unexpected_field_behavior="error",
                                   newlines_in_values=False)
         table = pj.read_json(pa.BufferReader(joined), parse_options=options,
@@ -131,7 +131,8 @@ class ColumnarValidator:
             raise ValueError("records and rows do not line up")
         return table.combine_chunks()
 
-    def _read_rows(self, values: pa.Array, rows: np.ndarray) -> tuple[list[pa.Table], list[np.ndarray], list[np.ndarray]]:
+    def _read_rows(self, values: pa.Array,
+                   rows: np.ndarray) -> tuple[list[pa.Table], list[np.ndarray], list[np.ndarray]]:
         """Read ``values[rows]``; on a failure, halves (so k bad records cost ~k log n small reads).
         Returns the tables read, the rows each holds, and the rows that could not be read alone."""
         try:
@@ -180,16 +181,15 @@ class ColumnarValidator:
                 mask = pc.if_else(pc.is_null(col), name not in self.required_non_null, mask)
                 ok &= mask.to_numpy(zero_copy_only=False)
             table = pa.Table.from_arrays(columns, schema=self.read_schema)
-            ok_np = ok
-            good = table.filter(pa.array(ok_np))
+            good = table.filter(pa.array(ok))
             try:
                 good = self._typed(good)
             except (pa.ArrowInvalid, ValueError):  # e.g. 2026-02-30: pydantic says why
                 others.append(table_rows)
                 continue
             accepted_tables.append(good)
-            accepted_rows.append(table_rows[ok_np])
-            others.append(table_rows[~ok_np])
+            accepted_rows.append(table_rows[ok])
+            others.append(table_rows[~ok])
         accepted = np.concatenate(accepted_rows) if accepted_rows else np.zeros(0, dtype=np.int64)
         other = np.sort(np.concatenate(others)) if others else np.zeros(0, dtype=np.int64)
         if accepted_tables:

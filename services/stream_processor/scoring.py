@@ -260,8 +260,8 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
         stamps = timestamp.to_pylist()
         at = (now or (lambda: datetime.now(UTC)))()
         for i, reasons in parsed.invalid.items():
-            letter = dead_letter(reasons, raw=value[i].as_py(), topic=topics[i], partition=partitions[i], offset=offsets[i],
-                                 timestamp=stamps[i], key=keys[i], now=at)
+            letter = dead_letter(reasons, raw=value[i].as_py(), topic=topics[i], partition=partitions[i],
+                                 offset=offsets[i], timestamp=stamps[i], key=keys[i], now=at)
             out_topic[i] = config.dlq_topic
             out_key[i] = dead_letter_key(topics[i], partitions[i], offsets[i])
             out_value[i] = letter.model_dump_json().encode()

@@ -68,10 +68,14 @@ def _variants() -> list[bytes | None]:
         b"{}", b"\xff" + RAW, RAW[:-1], RAW[:-1] + b',"surprise":1}', RAW[:-1] + b',"amount_minor":7}',
         RAW[:-1] + b',"\\u0061mount_minor":7}', _replace(b'"merchant_id"', b'"merchant\\u005fid"'),
         _replace(b'"uses_3ds":', b'"uses\\u005f3ds":null,"x":'),
-        _with(merchant_id="m\\u00e9"), _with(merchant_id="tab\there"), _with(merchant_id="\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace")),
-        _replace(b'"fraud_score":', b'"fraud_score":NaN,"f":'), _replace(b'"fraud_score":', b'"fraud_score":Infinity,"f":'),
-        _with(fraud_score=0), _with(fraud_score=1), _with(amount_minor=-0), _replace(b'"amount_minor":', b'"amount_minor":100000000000000000000,"a":'),
-        _replace(b'"amount_minor":', b'"amount_minor":1e3,"a":'), _replace(b'"amount_minor":', b'"amount_minor": 0012,"a":'),
+        _with(merchant_id="m\\u00e9"), _with(merchant_id="tab\there"), _with(merchant_id="\ufffd"),
+        _replace(b'"merchant_id":"', b'"merchant_id":"\\ud800'),  # a lone surrogate, escaped
+        _replace(b'"fraud_score":', b'"fraud_score":NaN,"f":'),
+        _replace(b'"fraud_score":', b'"fraud_score":Infinity,"f":'),
+        _with(fraud_score=0), _with(fraud_score=1), _with(amount_minor=-0),
+        _replace(b'"amount_minor":', b'"amount_minor":100000000000000000000,"a":'),
+        _replace(b'"amount_minor":', b'"amount_minor":1e3,"a":'),
+        _replace(b'"amount_minor":', b'"amount_minor": 0012,"a":'),
     ]
     return out
 
