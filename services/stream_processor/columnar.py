@@ -42,6 +42,8 @@ _TIMESTAMP = (r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-
 _RECORD = r"^[ \t]*\{"
 
 Check = Callable[[pa.Array], pa.Array]
+# a read that fails is halved down to this many records (fewer: to pydantic)
+SMALLEST_READ = 32
 
 
 def _field_checks(name: str, prop: dict[str, Any]) -> tuple[list[Check], bool]:
@@ -133,13 +135,15 @@ class ColumnarValidator:
 
     def _read_rows(self, values: pa.Array,
                    rows: np.ndarray) -> tuple[list[pa.Table], list[np.ndarray], list[np.ndarray]]:
-        """Read ``values[rows]``; on a failure, halves (so k bad records cost ~k log n small reads).
-        Returns the tables read, the rows each holds, and the rows that could not be read alone."""
+        """Read ``values[rows]``; on a failure, halves (k bad records cost ~k log n small reads) down to
+        ``SMALLEST_READ`` rows, which go to pydantic whole (a stream of mostly bad records costs about
+        what pydantic alone would, not n log n reads). Returns the tables read, the rows each holds,
+        and the rows left for pydantic."""
         try:
             subset = values if len(rows) == len(values) else values.take(pa.array(rows))
             return [self._read(subset)], [rows], []
         except (pa.ArrowInvalid, ValueError, UnicodeDecodeError):
-            if len(rows) == 1:
+            if len(rows) <= SMALLEST_READ:
                 return [], [], [rows]
             mid = len(rows) // 2
             a = self._read_rows(values, rows[:mid])

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from payments_core.contract.events import TransactionEvent
-from services.stream_processor.columnar import ColumnarValidator
+from services.stream_processor.columnar import SMALLEST_READ, ColumnarValidator
 from services.stream_processor.parse import COLUMNAR, TX_ARROW_SCHEMA, models_table, parse_array, parse_values
 from tests.services.stream_processor.conftest import make_events
 
@@ -93,18 +93,18 @@ def _pydantic(raw: bytes | None) -> TransactionEvent | None:
 
 
 def test_the_fast_path_accepts_only_what_the_contract_accepts_with_the_same_values():
-    values = pa.array(VARIANTS, pa.binary())
-    table, accepted, others = COLUMNAR.validate(values)
-    assert sorted([*accepted.tolist(), *others.tolist()]) == list(range(len(VARIANTS)))
-    models = []
-    for i in accepted.tolist():
-        model = _pydantic(VARIANTS[i])
-        assert model is not None, VARIANTS[i]
-        models.append(model)
-    assert table.equals(models_table(models))
+    fast = []
+    for raw in VARIANTS:  # one by one: a record the batch read fails on is not read at all
+        table, accepted, others = COLUMNAR.validate(pa.array([raw], pa.binary()))
+        assert len(accepted) + len(others) == 1 and table.num_rows == len(accepted)
+        if len(accepted):
+            model = _pydantic(raw)
+            assert model is not None, raw
+            assert table.equals(models_table([model])), raw
+            fast.append(raw)
     # and it is the fast path for most of what the contract accepts (not everything sent to pydantic)
-    valid = [i for i, raw in enumerate(VARIANTS) if _pydantic(raw) is not None]
-    assert len(accepted) >= 0.6 * len(valid)
+    valid = [raw for raw in VARIANTS if _pydantic(raw) is not None]
+    assert len(fast) >= 0.6 * len(valid)
 
 
 def test_parse_array_gives_parse_values_verdicts_reasons_and_table():
@@ -127,8 +127,24 @@ def test_a_few_bad_records_do_not_send_the_rest_of_the_batch_to_pydantic():
     for i in bad:
         values[i] = values[i][:-1] + b',"surprise":1}'
     table, accepted, others = COLUMNAR.validate(pa.array(values, pa.binary()))
-    assert others.tolist() == bad
-    assert len(accepted) == table.num_rows == 2_000 - len(bad)
+    assert set(bad) <= set(others.tolist())
+    assert len(others) <= 3 * SMALLEST_READ  # three failing reads of at most SMALLEST_READ records
+    assert len(accepted) == table.num_rows == 2_000 - len(others)
+
+
+def test_a_stream_of_mostly_bad_records_is_not_read_record_by_record():
+    values = [orjson.dumps(e) for e in make_events(1_000, seed=6)]
+    for i in range(0, 1_000, 2):
+        values[i] = b'{"transaction_id": '  # an object that does not end: the batch read fails
+    reads = []
+    original = COLUMNAR._read
+    try:
+        object.__setattr__(COLUMNAR, "_read", lambda subset: (reads.append(len(subset)), original(subset))[1])
+        table, accepted, others = COLUMNAR.validate(pa.array(values, pa.binary()))
+    finally:
+        object.__delattr__(COLUMNAR, "_read")
+    assert len(others) == 1_000 and table.num_rows == 0  # every chunk of 32 has a bad record
+    assert len(reads) < 2 * 1_000 / SMALLEST_READ + 2
 
 
 def test_a_constraint_the_fast_path_does_not_know_stops_it_at_import():
