@@ -150,6 +150,17 @@ local function vel_cover(level, a, b, names)
   for x = a, b - 1 do names[#names + 1] = VEL_PREFIX[level] .. string.format('%d', x) end
 end
 
+-- sum of the bucket fields names of bkey (absent fields: 0), in HMGETs of at most 1,000 fields
+local function vel_bucket_sum(bkey, names)
+  local sum = 0
+  for c = 1, #names, 1000 do
+    local part = {}
+    for q = c, math.min(c + 999, #names) do part[#part + 1] = names[q] end
+    for _, v in ipairs(redis.call('HMGET', bkey, unpack(part))) do if v then sum = sum + tonumber(v) end end
+  end
+  return sum
+end
+
 -- count and amount sum of the members scored in [lo, hi): exact. The sum comes from the members
 -- one by one when that is cheaper, otherwise from the buckets of the whole seconds, minutes and
 -- hours inside the window plus the members of its two partial seconds.
@@ -162,13 +173,7 @@ local function vel_window(key, bkey, lo, hi, scan_limit)
   local names = {}
   vel_cover(1, s_lo, s_hi, names)
   if #names >= n then return n, vel_scan_sum(key, lo, hi) end
-  local sum = vel_scan_sum(key, lo, s_lo * 1000) + vel_scan_sum(key, s_hi * 1000, hi)
-  for c = 1, #names, 1000 do
-    local part = {}
-    for q = c, math.min(c + 999, #names) do part[#part + 1] = names[q] end
-    for _, v in ipairs(redis.call('HMGET', bkey, unpack(part))) do if v then sum = sum + tonumber(v) end end
-  end
-  return n, sum
+  return n, vel_scan_sum(key, lo, s_lo * 1000) + vel_scan_sum(key, s_hi * 1000, hi) + vel_bucket_sum(bkey, names)
 end
 """.replace("__BUCKET_MIN__", str(BUCKET_MIN_MEMBERS))
 

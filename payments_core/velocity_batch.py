@@ -106,9 +106,10 @@ end
 -- proportion to the batch, not to the window: a window [t - w, t) is its whole seconds (ZCOUNT and
 -- the buckets, once per distinct pair of seconds in the batch) plus its two partial seconds, found
 -- by binary search in two range reads shared by the batch (the batch's own seconds, and the
--- seconds just older than its windows). base: the output position of a transaction's entity.
+-- seconds just older than its windows). The entity's outputs start at offset off of each
+-- transaction's nout.
 local cover_names = {}  -- 'a:b' -> the bucket fields of the whole seconds [a, b)
-local function edge_windows(key, bkey, list, ws, lo_ts, hi_ts, base_of)
+local function edge_windows(key, bkey, list, ws, lo_ts, hi_ts, nout, off)
   local rs, rp = scan_prefix(key, math.floor(lo_ts / 1000) * 1000, hi_ts)
   for j = 1, #ws do
     local w = ws[j]
@@ -126,18 +127,13 @@ local function edge_windows(key, bkey, list, ws, lo_ts, hi_ts, base_of)
           vel_cover(1, a, b, names)
           cover_names[mk] = names
         end
-        local sum = 0
-        for c = 1, #names, 1000 do
-          local part = {}
-          for q = c, math.min(c + 999, #names) do part[#part + 1] = names[q] end
-          for _, v in ipairs(redis.call('HMGET', bkey, unpack(part))) do if v then sum = sum + tonumber(v) end end
-        end
-        mid = {redis.call('ZCOUNT', key, string.format('%d', a * 1000), '(' .. string.format('%d', b * 1000)), sum}
+        mid = {redis.call('ZCOUNT', key, string.format('%d', a * 1000), '(' .. string.format('%d', b * 1000)),
+               vel_bucket_sum(bkey, names)}
         mids[mk] = mid
       end
       local o1, o2 = lower(os, t - w, 1), lower(os, a * 1000, 1)
       local r1, r2 = lower(rs, b * 1000, 1), lower(rs, t, 1)
-      local base = base_of(i) + 2 * j
+      local base = (i - 1) * nout + off + 2 * j
       out[base - 1] = mid[1] + (o2 - o1) + (r2 - r1)
       out[base] = mid[2] + (op[o2] - op[o1]) + (rp[r2] - rp[r1])
     end
@@ -227,8 +223,7 @@ for k, list in pairs(by_key) do
       -- edges of the batch, not by scanning every member of its windows (a busy merchant's 5-minute
       -- window holds thousands, and at a high rate each batch has most merchants)
       per_transaction = true
-      local off = offset[e]
-      edge_windows(key, KEYS[k + nvalues], list, ws, lo_ts, hi_ts, function(i) return (i - 1) * nout + off end)
+      edge_windows(key, KEYS[k + nvalues], list, ws, lo_ts, hi_ts, nout, offset[e])
     else
       items = redis.call('ZRANGEBYSCORE', key, tostring(lo_ts - maxw), '(' .. tostring(hi_ts), 'WITHSCORES')
     end
