@@ -12,7 +12,7 @@ export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
 # (bench-<area> is deliberately not .PHONY: make does not apply the bench-% pattern rule to phony targets)
-.PHONY: help install install-python install-system jars up up-detached down status test lock bench \
+.PHONY: help install install-python install-system jars web up up-detached down status test lock bench \
         simulate scenario backfill clean
 
 help: ## List the targets
@@ -31,10 +31,19 @@ install-python: $(VENV)/.installed ## Python environment from requirements.lock
 install-system: install-python ## Debian packages (redis-server, postgresql) when missing; checks Java/Maven
 	$(PY) -m launcher install-system
 
+WEB := services/control_plane/web
+$(WEB)/dist/.installed: $(WEB)/package-lock.json $(WEB)/build.mjs
+	@command -v npm >/dev/null || { echo "error: npm not found (fix: install Node.js 20 and npm)"; exit 2; }
+	npm ci --prefix $(WEB) --no-audit --no-fund --cache $(CURDIR)/.cache/npm
+	npm run --prefix $(WEB) build
+	@touch $@
+
+web: $(WEB)/dist/.installed ## Control-plane front-end assets (chart library) from npm, served by the app
+
 jars: install-python ## Kafka broker + Spark Kafka/Delta jars from Maven Central into .cache/jars
 	$(PY) -m launcher jars
 
-install: install-python install-system jars ## Everything the platform needs
+install: install-python install-system jars web ## Everything the platform needs
 
 lock: ## Re-resolve pyproject.toml into requirements.lock (exact pins)
 	@test -x $(VENV)/bin/uv || { $(PYTHON_BOOTSTRAP) -m venv $(VENV) && $(PY) -m pip -q install uv==$(UV_VERSION); }

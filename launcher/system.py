@@ -12,6 +12,9 @@ from launcher.errors import PrerequisiteError
 DEBIAN_PACKAGES = {
     "redis-server": Path("/usr/bin/redis-server"),
     "postgresql": Path("/usr/lib/postgresql/15/bin/postgres"),
+    # the control plane's browser tests drive Debian's chromium (nothing downloads a browser)
+    "chromium": Path("/usr/bin/chromium"),
+    "chromium-driver": Path("/usr/bin/chromedriver"),
 }
 
 

@@ -1,102 +1,86 @@
-"""Control-plane web app and API (FastAPI)."""
+"""Control-plane web app and API (FastAPI): pages for people, ``/api`` for the pages and scripts.
+
+The app talks to no other service's code: the scoring API over HTTP, Kafka with its own consumer,
+rules and models through ``payments_core`` and MLflow, the lakehouse through Delta reads.
+"""
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
 
-import httpx
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+from urllib.parse import quote
 
-from services.control_plane.db import JobRun, make_engine, make_sessionmaker
-from services.control_plane.kafka_status import topic_status
+from services.control_plane.db import make_engine, make_sessionmaker, migrate
+from services.control_plane.decision_feed import DecisionFeed
+from services.control_plane.deps import LoginRequired
+from services.control_plane.first_run import maybe_start_first_run
+from services.control_plane.routers import (
+    alerts,
+    audit_log,
+    auth,
+    dashboard,
+    decisions,
+    models,
+    pages,
+    platform,
+    rules,
+    runs,
+    services,
+)
 from services.control_plane.runner import StepRunner
+from services.control_plane.security import ensure_admin, session_secret
 from services.control_plane.settings import ControlPlaneSettings, get_settings
-from services.control_plane.steps import STEPS, STEPS_BY_ID, Step
+from services.control_plane.steps import STEPS, Step, StepCatalog
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-
-def _runner(request: Request) -> StepRunner:
-    return request.app.state.runner
-
-
-Runner = Annotated[StepRunner, Depends(_runner)]
+log = logging.getLogger("control_plane")
+STATIC = Path(__file__).parent / "static"
+VENDOR = Path(__file__).parent / "web" / "dist"
 
 
 def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, ...] = STEPS) -> FastAPI:
     settings = settings or get_settings()
-    steps_by_id = {s.id: s for s in steps} if steps is not STEPS else STEPS_BY_ID
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = make_engine(settings.database_url)
+        migrate(engine)
         app.state.sessions = make_sessionmaker(engine)
         app.state.runner = StepRunner(app.state.sessions, settings.job_log_dir)
+        app.state.runner.reconcile()
+        with app.state.sessions() as db:
+            password = ensure_admin(db, settings)
+        if password:  # shown once; the database keeps only its hash
+            log.warning("created the first admin: user 'admin', password %s (change it on /audit)", password)
+        app.state.feed = DecisionFeed(settings)
+        if settings.decision_feed:
+            app.state.feed.start()
+        maybe_start_first_run(app.state.runner, app.state.steps, settings)
         yield
+        app.state.feed.stop()
         engine.dispose()
 
-    app = FastAPI(title="payment-analysis control plane", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="payment-analysis control plane", version="0.2.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.steps = StepCatalog(steps)
+    app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="pa_session",
+                       max_age=settings.session_max_age_s, same_site="lax", https_only=settings.secure_cookies)
 
-    def last_runs(r: StepRunner) -> dict[str, dict]:
-        with r.sessions() as db:
-            rows = db.scalars(select(JobRun).order_by(JobRun.id.desc()).limit(200)).all()
-        latest: dict[str, dict] = {}
-        for row in rows:
-            latest.setdefault(row.step, row.as_dict())
-        return latest
+    @app.exception_handler(LoginRequired)
+    async def to_login(_request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(exc.next_url)}", status_code=303)
 
-    @app.get("/health")
+    @app.get("/health", tags=["platform"])
     def health() -> dict:
         return {"status": "ok", "database": settings.database_url.split(":", 1)[0]}
 
-    @app.get("/api/steps")
-    def list_steps(r: Runner) -> list[dict]:
-        latest = last_runs(r)
-        return [{"id": s.id, "title": s.title, "description": s.description, "available": s.available,
-                 "command": " ".join(["python", "-m", s.module, *s.args]), "last_run": latest.get(s.id)}
-                for s in steps]
-
-    @app.post("/api/steps/{step_id}/run", status_code=202)
-    def run_step(step_id: str, r: Runner) -> dict:
-        step = steps_by_id.get(step_id)
-        if step is None:
-            raise HTTPException(404, f"unknown step {step_id!r}; known: {', '.join(steps_by_id)}")
-        if not step.available:
-            raise HTTPException(409, f"step {step_id!r} is not available in this build ({step.module} missing)")
-        latest = last_runs(r).get(step_id)
-        if latest and latest["status"] == "running":
-            raise HTTPException(409, f"step {step_id!r} is already running (run {latest['id']})")
-        return r.start(step).as_dict()
-
-    @app.get("/api/runs/{run_id}")
-    def get_run(run_id: int, r: Runner, tail: int = 200) -> dict:
-        with r.sessions() as db:
-            run = db.get(JobRun, run_id)
-            if run is None:
-                raise HTTPException(404, f"no run {run_id}")
-            body = run.as_dict()
-            log = Path(run.log_path)
-        lines = log.read_text(errors="replace").splitlines()[-tail:] if log.exists() else []
-        return {**body, "log": lines}
-
-    @app.get("/api/platform")
-    async def platform() -> dict:
-        api = {"url": settings.scoring_api_url, "status": "down"}
-        try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
-                resp = await client.get(f"{settings.scoring_api_url}/health")
-                api["status"] = "up" if resp.status_code == 200 else f"http {resp.status_code}"
-        except httpx.HTTPError:
-            pass
-        return {"scoring_api": api, "kafka": topic_status(settings.kafka_bootstrap, settings.topic_prefix),
-                "catalog": settings.catalog, "schema": settings.schema_name}
-
-    @app.get("/", response_class=HTMLResponse)
-    def index(request: Request) -> HTMLResponse:
-        return TEMPLATES.TemplateResponse(request, "index.html", {"settings": settings})
-
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    VENDOR.mkdir(parents=True, exist_ok=True)
+    app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
+    for module in (auth, pages, runs, services, platform, decisions, rules, models, dashboard, alerts, audit_log):
+        app.include_router(module.router)
     return app

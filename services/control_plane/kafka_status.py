@@ -22,12 +22,13 @@ def topic_status(bootstrap: str, prefix: str = "", timeout: float = 2.0) -> dict
             if name not in meta.topics:
                 topics.append({"topic": name, "exists": False, "messages": 0})
                 continue
-            total = 0
+            total = produced = 0
             for pid in meta.topics[name].partitions:
                 low, high = consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=timeout)
                 total += high - low
+                produced += high
             topics.append({"topic": name, "exists": True, "partitions": len(meta.topics[name].partitions),
-                           "messages": total})
+                           "messages": total, "high_watermark": produced})
         return {"status": "up", "bootstrap": bootstrap, "topics": topics}
     except Exception as exc:  # broker down: the page says so instead of failing
         return {"status": "down", "bootstrap": bootstrap, "error": str(exc)[:200], "topics": []}

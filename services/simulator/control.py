@@ -14,10 +14,9 @@ from datetime import datetime
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from pydantic import ValidationError
 
-from services.simulator.scenarios import ScenarioSwitch
+from payments_core.contract.control import CONTROL_KEY, ScenarioSwitch
 
 log = logging.getLogger("services.simulator.control")
-CONTROL_KEY = b"simulator"
 
 
 def publish_switch(bootstrap: str, topic: str, switch: ScenarioSwitch, timeout: float = 15.0) -> None:

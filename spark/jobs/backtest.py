@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidate-rules", default=None, help="rule-set JSON file, or 'table' for approval_rules")
     p.add_argument("--candidate-model", action="append", default=[], help="kind=version or kind@alias (repeat)")
     p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--result-json", type=Path, default=None,
+                   help="also write the comparison as JSON here (the control plane reads it)")
     args = p.parse_args(argv)
 
     def utc(d: datetime | None) -> datetime | None:
@@ -237,7 +239,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backtest {backtest_id}: {int(out['rows'].iloc[0])} transactions "
           f"{out['range_start'].iloc[0]} .. {out['range_end'].iloc[0]}")
     print(out[["metric", "live_value", "candidate_value", "delta"]].to_string(index=False))
+    if args.result_json is not None:
+        write_result_json(args.result_json, backtest_id, out)
     return 0
+
+
+def write_result_json(path: Path, backtest_id: str, out: pd.DataFrame) -> None:
+    """The comparison as JSON: the run's metadata and one entry per metric (live, candidate, delta)."""
+    def number(v) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
+
+    first = out.iloc[0]
+    body = {
+        "backtest_id": backtest_id, "rows": int(first["rows"]),
+        "range_start": str(first["range_start"]), "range_end": str(first["range_end"]),
+        "live_rule_set_version": first["live_rule_set_version"],
+        "candidate_rule_set_version": first["candidate_rule_set_version"],
+        "live_model_versions": json.loads(first["live_model_versions"]),
+        "candidate_model_versions": json.loads(first["candidate_model_versions"]),
+        "metrics": [{"metric": r["metric"], "live": number(r["live_value"]), "candidate": number(r["candidate_value"]),
+                     "delta": number(r["delta"])} for r in out.to_dict("records")],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2))
 
 
 if __name__ == "__main__":

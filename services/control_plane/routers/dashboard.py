@@ -1,0 +1,15 @@
+"""Dashboard page and API (being built)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from services.control_plane.deps import PageUser
+from services.control_plane.templating import render
+
+router = APIRouter(tags=["dashboard"])
+
+
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+def dashboard_page(request: Request, user: PageUser):
+    return render(request, "upcoming.html", user, "/dashboard", title="Dashboard", arrives="this release")
