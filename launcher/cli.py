@@ -93,10 +93,15 @@ def up(
     supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
                                    cwd=REPO_ROOT, start_new_session=detach)
     try:
-        _start_sequence(s, services_)
+        sign_in = _start_sequence(s, services_)
         url = f"http://{s.host}:{s.control_plane_port}/"
         typer.secho(f"\npayment-analysis is up. Control plane: {url}  (scoring API http://{s.host}:{s.scoring_api_port}/docs)",
                     fg=typer.colors.GREEN)
+        if sign_in:
+            typer.secho(f"  {sign_in}", fg=typer.colors.GREEN, bold=True)
+        if services_:
+            typer.echo("  On a fresh data folder the control plane runs backfill, ETL, gold views, bootstrap and "
+                       "training in the background: progress on /setup.")
         if services_ and open_browser and os.environ.get("DISPLAY") and not os.environ.get("CI"):
             webbrowser.open(url)
         if detach:
@@ -113,7 +118,9 @@ def up(
         raise
 
 
-def _start_sequence(s, with_services: bool) -> None:
+def _start_sequence(s, with_services: bool) -> str | None:
+    """Topics, servers ready, the control plane's database and admin, then the services. Returns how
+    to sign in to the control plane."""
     sock = services.sock_path(s)
     deadline = time.monotonic() + 30
     while not sock.exists() and time.monotonic() < deadline:
@@ -127,17 +134,16 @@ def _start_sequence(s, with_services: bool) -> None:
         infra.wait_for_port(s.host, s.postgres_port, timeout=60)
         infra.postgres_ensure_database(s.host, s.postgres_port, "payment_analysis")
     if not with_services:
-        return
+        return None
     env = {**os.environ, **services.service_env(s)}
-    for label, argv in services.first_run_steps(s):
-        stamp = s.data_dir / "run" / ("done-" + label.replace(" ", "-"))
-        if stamp.exists():
-            continue
-        typer.echo(f"first run: {label} ...")
-        subprocess.run(argv, cwd=REPO_ROOT, env=env, check=True)
-        stamp.touch()
+    sign_in = None
+    argv = services.control_plane_init(s)
+    if argv:
+        init = subprocess.run(argv, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
+        sign_in = init.stdout.strip().splitlines()[-1] if init.stdout.strip() else None
     result = _supervisorctl("start", "services:*")
     typer.echo(result.stdout.strip())
+    return sign_in
 
 
 @app.command()

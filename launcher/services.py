@@ -39,6 +39,8 @@ def service_env(settings: PlatformSettings) -> dict[str, str]:
     }
     if settings.with_postgres:
         env["PA_CONTROL_PLANE_DATABASE_URL"] = settings.postgres_url
+    # the control plane starts and stops the simulator and the stream processor through supervisord
+    env["PA_SUPERVISOR_URL"] = f"unix://{sock_path(settings)}"
     return env
 
 
@@ -71,15 +73,13 @@ def applications(settings: PlatformSettings) -> list[Program]:
     return [p for p in programs if module_available(p.argv[2])]
 
 
-def first_run_steps(settings: PlatformSettings) -> list[tuple[str, list[str]]]:
-    """One-time bootstrap after the topics exist: run in order, each once (stamped in data_dir)."""
-    py = sys.executable
-    steps = [
-        # a few days of history so dashboards, ETL and training have data on first start
-        ("simulator backfill", [py, "-m", "services.simulator", "backfill", "--days", "3", "--events-per-day", "30000"]),
-        ("lakehouse bootstrap", [py, "-m", "spark.jobs.bootstrap"]),
-    ]
-    return [(label, argv) for label, argv in steps if module_available(argv[2])]
+def control_plane_init(settings: PlatformSettings) -> list[str] | None:
+    """Prepares the control plane's database and first admin before the services start. The batch
+    first run (backfill, ETL, gold views, bootstrap, training) is the control plane's own job, shown
+    on /setup."""
+    if not module_available("services.control_plane"):
+        return None
+    return [sys.executable, "-m", "services.control_plane", "init-admin"]
 
 
 def module_available(module: str) -> bool:

@@ -25,7 +25,10 @@ class SupervisorUnavailable(RuntimeError):
 
 
 class Supervisor:
-    def __init__(self, url: str):
+    """``group``: the supervisord group of the services (`make up` puts them in ``services``)."""
+
+    def __init__(self, url: str, group: str = "services"):
+        self.group = group
         if not url:
             raise SupervisorUnavailable("these services are not supervised here (PA_SUPERVISOR_URL is empty: "
                                         "start the platform with `make up`)")
@@ -36,7 +39,7 @@ class Supervisor:
 
     def info(self, name: str) -> dict:
         try:
-            raw = self.proxy.supervisor.getProcessInfo(name)
+            raw = self.proxy.supervisor.getProcessInfo(self._qualified(name))
         except xmlrpc.client.Fault as exc:
             return {"state": "ABSENT", "description": exc.faultString}
         except OSError as exc:
@@ -50,9 +53,12 @@ class Supervisor:
     def stop(self, name: str) -> None:
         self._call("stopProcess", name)
 
+    def _qualified(self, name: str) -> str:
+        return f"{self.group}:{name}" if self.group else name
+
     def _call(self, method: str, name: str) -> None:
         try:
-            getattr(self.proxy.supervisor, method)(name, True)
+            getattr(self.proxy.supervisor, method)(self._qualified(name), True)
         except xmlrpc.client.Fault as exc:
             if exc.faultString.startswith(("ALREADY_STARTED", "NOT_RUNNING")):
                 return
