@@ -1,5 +1,13 @@
 # One image for the four services and the Spark jobs (docker compose up).
-FROM python:3.11-slim-bookworm
+
+# Front-end assets (chart library) from npm at build time: the app serves them, no CDN at run time.
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY services/control_plane/web/package.json services/control_plane/web/package-lock.json \
+     services/control_plane/web/build.mjs ./
+RUN npm ci --no-audit --no-fund && npm run build
+
+FROM python:3.11-slim-bookworm AS app
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven procps \
@@ -18,5 +26,6 @@ COPY launcher/ launcher/
 RUN python -m launcher jars
 
 COPY . .
+COPY --from=web /web/dist/ services/control_plane/web/dist/
 EXPOSE 8000 8080
 CMD ["python", "-m", "services.control_plane", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -13,7 +13,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
 # (bench-<area> is deliberately not .PHONY: make does not apply the bench-% pattern rule to phony targets)
 .PHONY: help install install-python install-system jars web up up-detached down status test lock bench \
-        simulate scenario backfill clean
+        simulate scenario backfill clean admin-password
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ down: ## Stop everything `make up` started
 
 status: ## What runs where
 	@$(PY) -m launcher status
+
+admin-password: install-python ## Set a control-plane user's password: make admin-password [USER_NAME=admin]
+	$(PY) -m services.control_plane set-password $(or $(USER_NAME),admin)
 
 simulate: install ## Stream simulated transactions (ARGS="--rate max --count 100000")
 	$(PY) -m services.simulator run $(ARGS)
