@@ -41,8 +41,8 @@
         <td><strong>${PA.esc(s.title)}</strong><div class="muted small">${PA.esc(s.description)}</div><code class="small">${PA.esc(s.command)}</code></td>
         <td><div class="row">${s.params.map(p => paramInput(s, p)).join("") || '<span class="muted">–</span>'}</div></td>
         <td class="last"></td><td class="dur"></td>
-        <td class="row"><button class="primary admin-only" data-run="${s.id}" ${s.available ? "" : "disabled title='not in this build'"}>Run</button>
-            <button class="admin-only" data-cancel="${s.id}" hidden>Cancel</button></td></tr>`).join("");
+        <td><div class="row"><button class="primary admin-only" data-run="${s.id}" ${s.available ? "" : "disabled title='not in this build'"}>Run</button>
+            <button class="admin-only" data-cancel="${s.id}" hidden>Cancel</button></div></td></tr>`).join("");
       stepsRendered = true;
     }
     for (const s of steps) {
@@ -72,8 +72,8 @@
     servicesBody.innerHTML = body.services.map(s => `<tr data-service="${s.name}"><td><strong>${PA.esc(s.title)}</strong></td>
       <td>${PA.badge(s.state)}</td><td class="num">${s.rate_per_s == null ? "–" : PA.num(s.rate_per_s, 1) + " /s"}
       <div class="muted small">${PA.esc(s.rate_topic)}</div></td><td class="small">${PA.esc(s.description || "")}</td>
-      <td class="row"><button class="admin-only" data-svc="${s.name}" data-action="start" ${!body.managed || s.state === "RUNNING" ? "disabled" : ""}>Start</button>
-      <button class="admin-only" data-svc="${s.name}" data-action="stop" ${!body.managed || s.state !== "RUNNING" ? "disabled" : ""}>Stop</button></td></tr>`).join("");
+      <td><div class="row"><button class="admin-only" data-svc="${s.name}" data-action="start" ${!body.managed || s.state === "RUNNING" ? "disabled" : ""}>Start</button>
+      <button class="admin-only" data-svc="${s.name}" data-action="stop" ${!body.managed || s.state !== "RUNNING" ? "disabled" : ""}>Stop</button></div></td></tr>`).join("");
     const sel = document.getElementById("scenario");
     if (!sel.options.length) {
       sel.innerHTML = body.scenarios.map(s => `<option value="${s.name}" title="${PA.esc(s.description)}">${s.name}</option>`).join("");
@@ -93,6 +93,16 @@
     const panel = document.getElementById("first-run");
     panel.hidden = state.status === "not_started";
     document.getElementById("first-run-steps").innerHTML = state.steps.map(s => `<li>${PA.esc(s.title)} ${PA.badge(s.status)}${s.run_id ? ` <a href="#" data-log="${s.run_id}">log</a>` : ""}</li>`).join("");
+    const summary = document.getElementById("first-run-summary");
+    const current = state.steps.findIndex(s => s.status === "running");
+    if (state.status === "running") summary.textContent = `Running step ${current + 1} of ${state.steps.length}; the platform is usable meanwhile.`;
+    else if (state.status === "succeeded") summary.innerHTML = `Done ${PA.ago(state.finished_at)}: dashboards, rules backtests and models now have real numbers.`;
+    else if (state.status === "failed") {
+      const failed = state.steps.find(s => s.status !== "succeeded" && s.status !== "pending");
+      summary.innerHTML = `Stopped at <strong>${PA.esc(failed?.title || "a step")}</strong>: open its log, fix the cause, then
+        <button class="admin-only" id="first-run-again">run the sequence again</button>.`;
+      applyRole();
+    }
   }
 
   function follow(runId) {
@@ -143,6 +153,12 @@
       }
       refresh();
     } catch (e) { PA.toast(e.message, "bad"); }
+  });
+
+  document.addEventListener("click", async ev => {
+    if (ev.target.id !== "first-run-again") return;
+    try { await PA.api("POST", "/api/first-run"); PA.toast("First-run sequence started"); loadFirstRun(); }
+    catch (e) { PA.toast(e.message, "bad"); }
   });
 
   document.getElementById("scenario-form").addEventListener("submit", async ev => {
