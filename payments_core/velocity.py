@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 import pandas as pd
@@ -58,215 +59,28 @@ BUCKET_MIN_MEMBERS = 64
 KEY_LAYOUT = "v2"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# Lua shared with the batch script (velocity_batch.py): exact count and sum over [lo, hi) of a key
-_WINDOW_LUA = """
-local function vel_amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
 
--- the bucket fields of the second of an event time: 's<second>', 't<ten seconds>', 'm<minute>', 'h<hour>'
--- (one table per second for the whole script call: a batch has many events in few seconds; read only)
-local vel_fields_of_second = {}
-local function vel_bucket_fields(ms)
-  local sec = math.floor(ms / 1000)
-  local fields = vel_fields_of_second[sec]
-  if fields == nil then
-    local minute = math.floor(sec / 60)
-    fields = {'s' .. string.format('%d', sec), 't' .. string.format('%d', math.floor(sec / 10)),
-              'm' .. string.format('%d', minute), 'h' .. string.format('%d', math.floor(minute / 60))}
-    vel_fields_of_second[sec] = fields
-  end
-  return fields
-end
 
--- sum of the amounts of the members scored in [lo, hi)
-local function vel_scan_sum(key, lo, hi)
-  if lo >= hi then return 0 end
-  local s = 0
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, lo, '(' .. hi)) do s = s + vel_amount(m) end
-  return s
-end
+def lua_script(name: str) -> str:
+    """A Redis script of ``payments_core/lua`` with the shared window helpers (``velocity_common.lua``)
+    in front, loaded as package resources like the rule grammar."""
+    folder = resources.files("payments_core.lua")
+    common = folder.joinpath("velocity_common.lua").read_text().replace("__BUCKET_MIN__", str(BUCKET_MIN_MEMBERS))
+    return common + "\n" + folder.joinpath(name).read_text()
 
--- Amount buckets are kept only for sets of at least VEL_BUCKET_MIN members. Every writer keeps
--- "the hash <set>:b is complete iff ZCARD(set) >= VEL_BUCKET_MIN" (checked after its trim): below
--- that a window is summed from its members anyway, and most cards and devices never pay the three
--- HINCRBYs per transaction.
-local VEL_BUCKET_MIN = __BUCKET_MIN__
 
--- add amount a at event time ms to the field -> change table of a write
-local function vel_delta_add(delta, ms, a)
-  if a == 0 then return end
-  for _, f in ipairs(vel_bucket_fields(ms)) do delta[f] = (delta[f] or 0) + a end
-end
 
--- the hash rebuilt from every member of the set (the write that brings it to VEL_BUCKET_MIN)
-local function vel_build_buckets(key, bkey)
-  redis.call('DEL', bkey)  -- (a hash left by an older writer)
-  local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local b = {}
-  for j = 1, #all, 2 do vel_delta_add(b, tonumber(all[j + 1]), vel_amount(all[j])) end
-  local args = {}
-  for f, v in pairs(b) do
-    if v ~= 0 then args[#args + 1] = f; args[#args + 1] = v end
-    if #args >= 2000 then redis.call('HSET', bkey, unpack(args)); args = {} end
-  end
-  if #args > 0 then redis.call('HSET', bkey, unpack(args)) end
-end
-
--- after a write that took the set from card_before to card_after members (additions, then the
--- trim): keep the invariant. delta: field -> change of the write's new and trimmed members; it is
--- only used (so only needed) when both cards are at least VEL_BUCKET_MIN.
-local function vel_sync_buckets(key, bkey, card_before, card_after, delta, ttl)
-  if card_after >= VEL_BUCKET_MIN then
-    if card_before >= VEL_BUCKET_MIN then
-      for field, d in pairs(delta) do
-        if d ~= 0 and redis.call('HINCRBY', bkey, field, d) == 0 then redis.call('HDEL', bkey, field) end
-      end
-    else
-      vel_build_buckets(key, bkey)
-    end
-    redis.call('PEXPIRE', bkey, ttl)
-  elseif card_before >= VEL_BUCKET_MIN then
-    redis.call('DEL', bkey)
-  end
-end
-
-local VEL_PREFIX = {'s', 't', 'm', 'h'}
-local VEL_UP = {10, 6, 60}  -- how many units of a level make one of the next
-
--- the bucket fields covering the whole units [a, b) of a level (1 second, 2 ten seconds, 3 minute,
--- 4 hour), coarsest first: appended to names (a 5-minute window: ~17 fields, not ~64 without the
--- ten-second level)
-local function vel_cover(level, a, b, names)
-  if a >= b then return end
-  local r = VEL_UP[level]
-  if r then
-    local up_a, up_b = math.ceil(a / r), math.floor(b / r)
-    if up_a < up_b then
-      vel_cover(level, a, up_a * r, names)
-      vel_cover(level + 1, up_a, up_b, names)
-      vel_cover(level, up_b * r, b, names)
-      return
-    end
-  end
-  for x = a, b - 1 do names[#names + 1] = VEL_PREFIX[level] .. string.format('%d', x) end
-end
-
--- sum of the bucket fields names of bkey (absent fields: 0), in HMGETs of at most 1,000 fields
-local function vel_bucket_sum(bkey, names)
-  local sum = 0
-  for c = 1, #names, 1000 do
-    local part = {}
-    for q = c, math.min(c + 999, #names) do part[#part + 1] = names[q] end
-    for _, v in ipairs(redis.call('HMGET', bkey, unpack(part))) do if v then sum = sum + tonumber(v) end end
-  end
-  return sum
-end
-
--- count and amount sum of the members scored in [lo, hi): exact. The sum comes from the members
--- one by one when that is cheaper, otherwise from the buckets of the whole seconds, minutes and
--- hours inside the window plus the members of its two partial seconds.
-local function vel_window(key, bkey, lo, hi, scan_limit)
-  local n = redis.call('ZCOUNT', key, lo, '(' .. hi)
-  -- (n >= VEL_BUCKET_MIN: the set holds at least n members, so it has its buckets)
-  if n <= scan_limit or n < VEL_BUCKET_MIN then return n, vel_scan_sum(key, lo, hi) end
-  local s_lo, s_hi = math.ceil(lo / 1000), math.floor(hi / 1000)  -- whole seconds inside
-  if s_lo >= s_hi then return n, vel_scan_sum(key, lo, hi) end
-  local names = {}
-  vel_cover(1, s_lo, s_hi, names)
-  if #names >= n then return n, vel_scan_sum(key, lo, hi) end
-  return n, vel_scan_sum(key, lo, s_lo * 1000) + vel_scan_sum(key, s_hi * 1000, hi) + vel_bucket_sum(bkey, names)
-end
-""".replace("__BUCKET_MIN__", str(BUCKET_MIN_MEMBERS))
-
-_LUA = _WINDOW_LUA + """
--- KEYS: [lookup key,] then per entity its sorted set and its bucket hash
--- ARGV: member, ts (ms), mode (1 record+read, 2 record, 0 read), grace (ms), 'lookup' or '-',
---       scan limit, then per entity its windows in seconds, comma-separated, ascending
-local member = ARGV[1]
-local ts = tonumber(ARGV[2])
-local mode = ARGV[3]
-local grace = tonumber(ARGV[4])
-local scan_limit = tonumber(ARGV[6])
-local out = {}
-local first = 1
-if ARGV[5] == 'lookup' then
-  -- KEYS[1] is a plain key to read in the same call (the scoring API's stored decision)
-  out[1] = redis.call('GET', KEYS[1])
-  first = 2
-end
-
-local e = 0
-for i = first, #KEYS, 2 do
-  e = e + 1
-  local key, bkey = KEYS[i], KEYS[i + 1]
-  local windows = {}
-  for w in string.gmatch(ARGV[6 + e], '%d+') do windows[#windows + 1] = tonumber(w) * 1000 end
-  local maxw = windows[#windows]
-  local card = nil
-  if mode ~= '0' then
-    local added = redis.call('ZADD', key, ts, member)
-    local cut = '(' .. string.format('%d', ts - maxw - grace)
-    local card_before = redis.call('ZCARD', key) - added
-    local delta, removed = {}, 0
-    if card_before >= VEL_BUCKET_MIN then
-      -- the buckets exist: the new member in, the trimmed ones out
-      if added == 1 then vel_delta_add(delta, ts, vel_amount(member)) end
-      local old = redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'WITHSCORES')
-      if #old > 0 then
-        for k = 1, #old, 2 do vel_delta_add(delta, tonumber(old[k + 1]), -vel_amount(old[k])) end
-        removed = redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
-      end
-    else
-      removed = redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
-    end
-    card = card_before + added - removed
-    vel_sync_buckets(key, bkey, card_before, card, delta, maxw + grace)
-    redis.call('PEXPIRE', key, maxw + grace)
-  end
-  if mode ~= '2' then
-    local items, n = nil, 0
-    if card ~= nil and card <= scan_limit then
-      -- a small set (most cards and devices): read the window without counting it first
-      items = redis.call('ZRANGEBYSCORE', key, ts - maxw, '(' .. ts, 'WITHSCORES')
-      n = #items / 2
-    else
-      n = redis.call('ZCOUNT', key, ts - maxw, '(' .. ts)
-    end
-    if n <= scan_limit then
-      -- few members: one scan serves every window
-      local counts, sums = {}, {}
-      for j = 1, #windows do counts[j] = 0; sums[j] = 0 end
-      if n > 0 then
-        items = items or redis.call('ZRANGEBYSCORE', key, ts - maxw, '(' .. ts, 'WITHSCORES')
-        for k = 1, #items, 2 do
-          local s = tonumber(items[k + 1])
-          local amt = vel_amount(items[k])
-          for j = 1, #windows do
-            if s >= ts - windows[j] then counts[j] = counts[j] + 1; sums[j] = sums[j] + amt end
-          end
-        end
-      end
-      for j = 1, #windows do out[#out + 1] = counts[j]; out[#out + 1] = sums[j] end
-    else
-      for j = 1, #windows do
-        local c, sm = vel_window(key, bkey, ts - windows[j], ts, scan_limit)
-        out[#out + 1] = c; out[#out + 1] = sm
-      end
-    end
-  end
-end
-return out
-"""
-
-_ENTITIES = tuple(VELOCITY_WINDOWS)
-_WINDOW_ARGS = tuple(",".join(str(w) for w in sorted(VELOCITY_WINDOWS[e])) for e in _ENTITIES)
+_LUA = lua_script("velocity.lua")
+ENTITIES = tuple(VELOCITY_WINDOWS)
+WINDOW_ARGS = tuple(",".join(str(w) for w in sorted(VELOCITY_WINDOWS[e])) for e in ENTITIES)
 # output order of the Lua script: entity, window ascending, (count, sum)
-_OUTPUT_NAMES: tuple[str, ...] = tuple(
+OUTPUT_NAMES: tuple[str, ...] = tuple(
     name
-    for e in _ENTITIES
+    for e in ENTITIES
     for w in sorted(VELOCITY_WINDOWS[e])
     for name in (f"{e}_txn_count_{w}s", f"{e}_amount_minor_{w}s")
 )
-assert set(_OUTPUT_NAMES) == set(VELOCITY_FEATURES)
+assert set(OUTPUT_NAMES) == set(VELOCITY_FEATURES)
 
 
 def entity_key(prefix: str, entity: str, value: Any) -> str:
@@ -324,16 +138,16 @@ class RedisVelocityStore:
     # the arguments of one script call: shared with the async store
     def keys_args(self, tx: Mapping[str, Any], mode: str) -> tuple[list[str], list[Any]]:
         keys = []
-        for e in _ENTITIES:
+        for e in ENTITIES:
             key = entity_key(self.prefix, e, tx[ENTITY_FIELDS[e]])
             keys += (key, key + ":b")
         args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, "-", self.scan_limit,
-                *_WINDOW_ARGS]
+                *WINDOW_ARGS]
         return keys, args
 
     @staticmethod
     def parse(reply: Sequence[Any]) -> dict[str, int]:
-        return {name: int(v) for name, v in zip(_OUTPUT_NAMES, reply, strict=True)}
+        return {name: int(v) for name, v in zip(OUTPUT_NAMES, reply, strict=True)}
 
     def features(self, tx: Mapping[str, Any], record: bool = True) -> dict[str, int]:
         """Features of one transaction as of its event time; records it first when ``record``."""
@@ -438,7 +252,7 @@ class InMemoryVelocityStore:
     def record(self, tx: Mapping[str, Any]) -> None:
         ts = event_millis(tx["event_timestamp"])
         member = member_of(tx)
-        for e in _ENTITIES:
+        for e in ENTITIES:
             key = (e, str(tx[ENTITY_FIELDS[e]]))
             members = self._members.setdefault(key, set())
             items = self._index.setdefault(key, [])
@@ -456,7 +270,7 @@ class InMemoryVelocityStore:
             self.record(tx)
         ts = event_millis(tx["event_timestamp"])
         out: dict[str, int] = {}
-        for e in _ENTITIES:
+        for e in ENTITIES:
             items = self._index.get((e, str(tx[ENTITY_FIELDS[e]])), [])
             hi = bisect.bisect_left(items, (ts, ""))
             for w in sorted(VELOCITY_WINDOWS[e]):
@@ -464,7 +278,7 @@ class InMemoryVelocityStore:
                 window = items[lo:hi]
                 out[f"{e}_txn_count_{w}s"] = len(window)
                 out[f"{e}_amount_minor_{w}s"] = sum(int(m.rsplit("|", 1)[1]) for _, m in window)
-        return {name: out[name] for name in _OUTPUT_NAMES}
+        return {name: out[name] for name in OUTPUT_NAMES}
 
     def features_batch(self, txs: Sequence[Mapping[str, Any]], record: bool = True) -> list[dict[str, int]]:
         if record:
