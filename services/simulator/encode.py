@@ -19,30 +19,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from payments_core.contract.arrow import arrow_schema
 from payments_core.contract.events import TransactionEvent
 from services.simulator import generator as G
 from services.simulator import population as P
 
 EVENT_FIELDS: tuple[str, ...] = tuple(TransactionEvent.model_fields)
 
-ARROW_SCHEMA = pa.schema([
-    ("schema_version", pa.int64()), ("transaction_id", pa.string()),
-    ("event_timestamp", pa.timestamp("us", tz="UTC")), ("merchant_id", pa.string()),
-    ("merchant_segment", pa.string()), ("cardholder_id", pa.string()), ("card_token_id", pa.string()),
-    ("card_bin", pa.string()), ("card_network", pa.string()), ("payment_method_type", pa.string()),
-    ("issuer_country", pa.string()), ("geo_country", pa.string()), ("amount_minor", pa.int64()),
-    ("currency", pa.string()), ("entry_system", pa.string()), ("flow_type", pa.string()),
-    ("entry_mode", pa.string()), ("payment_solution", pa.string()), ("device_type", pa.string()),
-    ("device_fingerprint", pa.string()), ("ip_address", pa.string()), ("uses_3ds", pa.bool_()),
-    ("three_ds_routed", pa.bool_()), ("three_ds_friction", pa.bool_()), ("three_ds_authenticated", pa.bool_()),
-    ("antifraud_used", pa.bool_()), ("antifraud_result", pa.string()), ("is_network_token", pa.bool_()),
-    ("has_passkey", pa.bool_()), ("is_recurring", pa.bool_()), ("is_retry", pa.bool_()),
-    ("retry_count", pa.int64()), ("attempt_number", pa.int64()), ("previous_decline_code", pa.string()),
-    ("fraud_score", pa.float64()), ("aml_risk_score", pa.float64()), ("device_trust_score", pa.float64()),
-    ("is_approved", pa.bool_()), ("decline_reason", pa.string()), ("decline_code_raw", pa.string()),
-    ("processing_time_ms", pa.int64()), ("is_fraud", pa.bool_()),
-])
-assert tuple(ARROW_SCHEMA.names) == EVENT_FIELDS, "ARROW_SCHEMA must follow the contract's field order"
+ARROW_SCHEMA = arrow_schema(TransactionEvent)  # derived from the contract, in its field order
 
 MAX_ATTEMPT = 8
 # the boolean fields packed into group 3, in bit order

@@ -30,15 +30,16 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from payments_core.contract.events import EntryMode, FlowType, PaymentSolution, enum_values
 from payments_core.contract.money import CURRENCY_EXPONENT
 from payments_core.taxonomy import DECLINES
 from services.simulator import population as P
 from services.simulator.scenarios import Effects, effects_for
 
 # ---------------------------------------------------------------------------- enums (code = index)
-FLOWS: tuple[str, ...] = ("payment_link", "payment_link_sep", "recurring", "legacy_ws", "standard_ecom")
-ENTRY_MODES: tuple[str, ...] = ("ecommerce", "card_on_file", "in_app", "moto")
-SOLUTIONS: tuple[str, ...] = ("standard", "3ds", "network_token", "passkey", "apple_pay", "google_pay")
+FLOWS: tuple[str, ...] = enum_values(FlowType)
+ENTRY_MODES: tuple[str, ...] = enum_values(EntryMode)
+SOLUTIONS: tuple[str, ...] = enum_values(PaymentSolution)
 ANTIFRAUD_RESULTS: tuple[str | None, ...] = (None, "pass", "review", "fail")
 REASONS: tuple[str | None, ...] = (None, *DECLINES)  # code 0 = no decline
 RAW_CODES: tuple[str | None, ...] = (None, *(d.raw_code for d in DECLINES.values()))

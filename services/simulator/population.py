@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from payments_core.contract.events import (
+    CardNetwork,
+    DeviceType,
+    EntrySystem,
+    MerchantSegment,
+    PaymentMethodType,
+    enum_values,
+)
+
 # ---------------------------------------------------------------------------- reference data
 COUNTRIES: tuple[str, ...] = ("BR", "US", "MX", "AR", "CL", "DE", "ES", "PT")
 GEO_COUNTRIES = 5  # the first five are where transactions happen (merchant / acquiring country)
@@ -32,8 +41,8 @@ IP_FIRST_OCTETS: tuple[tuple[int, ...], ...] = (
     (188, 193, 213),
 )
 
-SEGMENTS: tuple[str, ...] = ("Travel", "Retail", "Gaming", "Digital", "Entertainment", "Grocery", "Fuel",
-                             "Subscription")
+# the contract's vocabularies, in its order (the share arrays below follow that order)
+SEGMENTS: tuple[str, ...] = enum_values(MerchantSegment)
 SEGMENT_MERCHANT_SHARE = np.array([0.08, 0.26, 0.08, 0.14, 0.10, 0.12, 0.07, 0.15])
 # median ticket in BRL and log-normal sigma per segment
 SEGMENT_MEDIAN_BRL = np.array([380.0, 95.0, 22.0, 19.0, 48.0, 72.0, 110.0, 39.0])
@@ -43,19 +52,19 @@ SEGMENT_XBORDER_P = np.array([0.22, 0.03, 0.10, 0.12, 0.05, 0.01, 0.01, 0.06])
 # relative propensity of opportunistic (stolen card) fraud per segment
 SEGMENT_FRAUD_MULT = np.array([2.0, 1.0, 2.5, 2.5, 1.2, 0.4, 0.5, 0.8])
 
-NETWORKS: tuple[str, ...] = ("visa", "mastercard", "amex", "discover")
+NETWORKS: tuple[str, ...] = enum_values(CardNetwork)
 NETWORK_SHARE_BY_COUNTRY = {
     0: (0.42, 0.46, 0.07, 0.05),
     1: (0.55, 0.25, 0.14, 0.06),
 }
 NETWORK_SHARE_DEFAULT = (0.50, 0.42, 0.06, 0.02)
 DEBIT_SHARE = np.array([0.35, 0.40, 0.45, 0.40, 0.40, 0.50, 0.50, 0.50])
-METHODS: tuple[str, ...] = ("credit", "debit")
+METHODS: tuple[str, ...] = enum_values(PaymentMethodType)
 
-DEVICE_TYPES: tuple[str, ...] = ("desktop", "mobile_web", "mobile_app", "tablet")
+DEVICE_TYPES: tuple[str, ...] = enum_values(DeviceType)
 DEVICE_TYPE_SHARE = np.array([0.24, 0.35, 0.35, 0.06])
 
-ENTRY_SYSTEMS: tuple[str, ...] = ("PD", "WS", "SEP", "CHECKOUT")
+ENTRY_SYSTEMS: tuple[str, ...] = enum_values(EntrySystem)
 ENTRY_SYSTEM_SHARE = np.array([0.25, 0.18, 0.12, 0.45])
 TIERS: tuple[str, ...] = ("low", "medium", "high")
 THREEDS_POLICIES: tuple[str, ...] = ("none", "risk_based", "always")
