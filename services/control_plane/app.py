@@ -42,6 +42,16 @@ STATIC = Path(__file__).parent / "static"
 VENDOR = Path(__file__).parent / "web" / "dist"
 
 
+def step_environment(settings: ControlPlaneSettings) -> dict[str, str]:
+    """What every step's process gets on top of the control plane's own environment: the same data
+    folder, lakehouse, registry and Kafka as the control plane, however those were configured."""
+    env = {"PA_DATA_DIR": str(settings.data_dir), "PA_WAREHOUSE_DIR": str(settings.lakehouse_dir),
+           "PA_MLFLOW_TRACKING_URI": settings.tracking_uri, "PA_CATALOG": settings.catalog,
+           "PA_SCHEMA": settings.schema_name, "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "PA_TOPIC_PREFIX": settings.topic_prefix}
+    return env
+
+
 def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, ...] = STEPS) -> FastAPI:
     settings = settings or get_settings()
 
@@ -50,7 +60,7 @@ def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, 
         engine = make_engine(settings.database_url)
         migrate(engine)
         app.state.sessions = make_sessionmaker(engine)
-        app.state.runner = StepRunner(app.state.sessions, settings.job_log_dir)
+        app.state.runner = StepRunner(app.state.sessions, settings.job_log_dir, step_environment(settings))
         app.state.runner.reconcile()
         with app.state.sessions() as db:
             password = ensure_admin(db, settings)
