@@ -33,7 +33,7 @@ def init_admin() -> None:
         password = ensure_admin(db, settings)
     if password:
         typer.echo(f"sign in as: admin / {password}   (shown once; `make admin-password` sets a new one)")
-    elif settings.admin_password:
+    elif settings.admin_password.get_secret_value():
         typer.echo("sign in as: admin with PA_ADMIN_PASSWORD")
     else:
         typer.echo("sign in with your control-plane user (lost the admin password? `make admin-password`)")

@@ -47,7 +47,7 @@ def step_environment(settings: ControlPlaneSettings) -> dict[str, str]:
     folder, lakehouse, registry and Kafka as the control plane, however those were configured."""
     env = {"PA_DATA_DIR": str(settings.data_dir), "PA_WAREHOUSE_DIR": str(settings.lakehouse_dir),
            "PA_MLFLOW_TRACKING_URI": settings.tracking_uri, "PA_CATALOG": settings.catalog,
-           "PA_SCHEMA": settings.schema_name, "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "PA_SCHEMA": settings.lakehouse_schema, "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
            "PA_TOPIC_PREFIX": settings.topic_prefix}
     return env
 

@@ -62,8 +62,8 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def session_secret(settings: ControlPlaneSettings) -> str:
     """``PA_SESSION_SECRET``, else a random secret created once in the data folder (mode 600)."""
-    if settings.session_secret:
-        return settings.session_secret
+    if settings.session_secret.get_secret_value():
+        return settings.session_secret.get_secret_value()
     path = settings.data_dir / "control_plane.secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,8 @@ def principal_from_request(request: Request, db: Session, settings: ControlPlane
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         token = auth[7:].strip()
-        if settings.control_plane_token and hmac.compare_digest(token.encode(), settings.control_plane_token.encode()):
+        expected = settings.control_plane_token.get_secret_value()
+        if expected and hmac.compare_digest(token.encode(), expected.encode()):
             return Principal("token", "admin", "token")
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -134,8 +135,9 @@ def ensure_admin(db: Session, settings: ControlPlaneSettings) -> str | None:
     (to print once); None when users exist or the password came from ``PA_ADMIN_PASSWORD``."""
     if db.scalar(select(func.count()).select_from(User)):
         return None
-    generated = not settings.admin_password
-    password = settings.admin_password or secrets.token_urlsafe(12)
+    configured = settings.admin_password.get_secret_value()
+    generated = not configured
+    password = configured or secrets.token_urlsafe(12)
     db.add(User(username="admin", password_hash=hash_password(password), role="admin"))
     db.commit()
     return password if generated else None

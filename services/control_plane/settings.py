@@ -5,36 +5,30 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from payments_core.settings import CommonSettings
 
 
-class ControlPlaneSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PA_", env_file=".env", extra="ignore")
+class ControlPlaneSettings(CommonSettings):
+    """The shared PA_ variables (data folder, lakehouse, Kafka, registry) come from CommonSettings."""
 
-    env: str = Field("dev", description="dev | prod")
-    data_dir: Path = REPO_ROOT / ".data"
-    warehouse_dir: Path | None = Field(None, description="Local lakehouse folder (default: <data_dir>/warehouse)")
     control_plane_database_url: str = Field(
         "", description="SQLAlchemy URL; empty = embedded SQLite in the data dir (PostgreSQL when set)")
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = ""
     scoring_api_url: str = "http://127.0.0.1:8000"
-    scoring_api_key: str = Field("", description="API key the control plane presents to the scoring API")
-    mlflow_tracking_uri: str | None = Field(None, description="Model registry (default: sqlite in the data dir)")
-    catalog: str = Field("main", description="Catalog (Unity Catalog on Databricks)")
-    schema_name: str = Field("payment_analysis", validation_alias="PA_SCHEMA", description="Schema of the lakehouse tables")
+    scoring_api_key: SecretStr = Field(SecretStr(""), description="API key the control plane presents to /score")
 
     # sign-in
     auth_mode: Literal["local", "databricks"] = Field(
         "local", description="local: users with passwords in the app database; databricks: the identity a "
         "Databricks App forwards in X-Forwarded-Email / X-Forwarded-Preferred-Username")
-    admin_password: str = Field("", description="Password of the first admin (random and printed once when empty)")
-    control_plane_token: str = Field("", description="Bearer token acting as an admin for scripts (no CSRF)")
+    admin_password: SecretStr = Field(
+        SecretStr(""), description="Password of the first admin (random and printed once when empty)")
+    control_plane_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token acting as an admin for scripts (no CSRF)")
     admin_users: str = Field("", description="databricks mode: comma-separated e-mails that get the admin role")
-    session_secret: str = Field("", description="Signs session cookies (default: a random secret kept in the data dir)")
+    session_secret: SecretStr = Field(
+        SecretStr(""), description="Signs session cookies (default: a random secret kept in the data dir)")
     session_max_age_s: int = Field(12 * 3600, ge=60)
     secure_cookies: bool = Field(False, description="Set the Secure flag on cookies (behind HTTPS)")
 
@@ -57,11 +51,7 @@ class ControlPlaneSettings(BaseSettings):
 
     @property
     def lakehouse_dir(self) -> Path:
-        return self.warehouse_dir or self.data_dir / "warehouse"
-
-    @property
-    def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        return self.warehouse
 
     @property
     def admin_emails(self) -> frozenset[str]:

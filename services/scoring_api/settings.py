@@ -5,26 +5,17 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+
+from payments_core.settings import CommonSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PA_", extra="ignore")
+class Settings(CommonSettings):
+    """The shared PA_ variables (env, Redis, Kafka, data folder with the published rules at
+    <data_dir>/rules/ruleset.json, the model registry) come from CommonSettings."""
 
-    env: Literal["dev", "test", "prod"] = Field(
-        "prod", description="dev (what `make up` uses) turns API-key auth off unless PA_AUTH=on")
     auth: Literal["auto", "on", "off"] = Field("auto", description="auto: on unless PA_ENV=dev")
-    api_keys: str = Field("", description="Comma-separated API keys / bearer tokens")
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = Field("pa", description="Prefix of every Redis key the service writes")
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = ""
-    data_dir: Path | None = Field(None, description="Rules are read from <data_dir>/rules/ruleset.json")
-    mlflow_tracking_uri: str | None = None
-    uc_catalog: str | None = None
-    uc_schema: str | None = None
+    api_keys: SecretStr = Field(SecretStr(""), description="Comma-separated API keys / bearer tokens")
 
     decision_ttl_seconds: int = Field(3600, ge=1, description="How long decisions stay in Redis (idempotency)")
     refresh_seconds: float = Field(15.0, gt=0, description="How often rules and model aliases are checked")
@@ -34,7 +25,7 @@ class Settings(BaseSettings):
 
     @property
     def keys(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
 
     @property
     def auth_enabled(self) -> bool:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.simulator.scenarios import ScenarioName
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from payments_core.contract.control import ScenarioName
+from payments_core.settings import CommonSettings
 
 
-class SimulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PA_", env_file=".env", extra="ignore")
+class SimulatorSettings(CommonSettings):
+    """The shared PA_ variables (Kafka, topic prefix, data folder) come from CommonSettings."""
 
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
-    topic_prefix: str = Field("", description="Prefix of every topic name")
-    data_dir: Path = Field(REPO_ROOT / ".data", description="Local data folder (backfill default output)")
     simulator_rate: float = Field(200.0, ge=0, description="Events per second for `run`; 0 = as fast as possible")
     simulator_scenario: ScenarioName = Field("normal", description="Scenario at start")
     simulator_issuer: str | None = Field(None, description="Scenario target issuer (id or BIN)")

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payments_core.contract.topics import DECISIONS, TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
+from payments_core.settings import CommonSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Bump when a change makes old checkpoints unusable (new query shape, new state): the processor
 # then starts from fresh checkpoints under the new version instead of failing on the old ones.
 CHECKPOINT_VERSION = "v1"
@@ -24,26 +23,12 @@ Trigger = Literal["microbatch", "realtime"]
 RealtimePublish = Literal["worker", "sink"]
 
 
-class StreamProcessorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PA_", env_file=".env", extra="ignore")
-
-    # --- platform (shared with the other services) ------------------------------------------------
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+class StreamProcessorSettings(CommonSettings):
+    # --- platform: the shared PA_ variables come from CommonSettings ------------------------------
     kafka_options: dict[str, str] = Field(
         default_factory=dict,
         description="Extra Kafka client options for source and sink, e.g. security.protocol / sasl.* "
                     "(JSON in PA_KAFKA_OPTIONS); passed as kafka.<name>")
-    redis_url: str = Field("redis://127.0.0.1:6390/0", description="Online velocity store (Redis)")
-    redis_prefix: str = Field("pa", description="Prefix of Redis keys; velocity lives under <prefix>:vel "
-                                                "exactly as for the scoring API")
-    topic_prefix: str = Field("", description="Prefix of every topic name (isolation)")
-    data_dir: Path = Field(REPO_ROOT / ".data", description="Local data folder (checkpoints, rules)")
-    warehouse_dir: Path | None = Field(None, description="Delta warehouse; default <data_dir>/warehouse")
-    mlflow_tracking_uri: str | None = Field(None, description="Model registry of the decision core")
-    uc_catalog: str | None = Field(None, description="Unity Catalog of the registered models (Databricks)")
-    uc_schema: str | None = Field(None, description="Unity Catalog schema of the registered models")
-    catalog: str = Field("main", description="Lakehouse catalog (Unity Catalog on Databricks)")
-    lakehouse_schema: str = Field("payment_analysis", validation_alias="PA_SCHEMA", description="Lakehouse schema")
 
     # --- the scoring query (Kafka -> decision core -> Kafka) -------------------------------------
     stream_trigger: Trigger = Field("microbatch", description="microbatch | realtime")
@@ -139,10 +124,6 @@ class StreamProcessorSettings(BaseSettings):
         return value.strip()
 
     # --- derived -------------------------------------------------------------------------------------
-    @property
-    def warehouse(self) -> Path:
-        return (self.warehouse_dir or self.data_dir / "warehouse").resolve()
-
     @property
     def checkpoint_root(self) -> Path:
         return (self.stream_checkpoint_dir

@@ -111,8 +111,8 @@ async def try_transaction(request: Request, settings: SettingsDep, db: DbSession
     """Score one transaction with the scoring API. Its 4xx (e.g. 422 naming the field) pass through;
     the API unreachable -> 503. Scoring changes no configuration, so any signed-in user may try."""
     headers = {"Accept": "application/json"}
-    if settings.scoring_api_key:
-        headers["Authorization"] = f"Bearer {settings.scoring_api_key}"
+    if settings.scoring_api_key.get_secret_value():
+        headers["Authorization"] = f"Bearer {settings.scoring_api_key.get_secret_value()}"
     url = f"{settings.scoring_api_url.rstrip('/')}/score"
     try:
         async with httpx.AsyncClient(timeout=SCORE_TIMEOUT_S) as client:

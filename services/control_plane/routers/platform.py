@@ -22,4 +22,4 @@ async def platform(settings: SettingsDep, _user: Viewer) -> dict:
     except httpx.HTTPError:
         pass
     kafka = await asyncio.to_thread(topic_status, settings.kafka_bootstrap, settings.topic_prefix)
-    return {"scoring_api": api, "kafka": kafka, "catalog": settings.catalog, "schema": settings.schema_name}
+    return {"scoring_api": api, "kafka": kafka, "catalog": settings.catalog, "schema": settings.lakehouse_schema}
