@@ -173,7 +173,7 @@ def status() -> None:
     rows = [("kafka", s.kafka_bootstrap), ("redis", s.redis_url),
             ("scoring api", f"http://{s.host}:{s.scoring_api_port}/docs"),
             ("control plane", f"http://{s.host}:{s.control_plane_port}/"),
-            ("delta warehouse", str(s.warehouse_dir)), ("logs", str(s.log_dir))]
+            ("delta warehouse", str(s.warehouse)), ("logs", str(s.log_dir))]
     if s.with_postgres:
         rows.insert(2, ("postgres", s.postgres_url))
     for name, where in rows:

@@ -1,7 +1,4 @@
-class PrerequisiteError(RuntimeError):
-    """Something the platform needs is missing; ``fix`` says what to do about it."""
+"""Errors of the launcher: a missing prerequisite says what to do about it."""
+from spark.common.jars import PrerequisiteError
 
-    def __init__(self, problem: str, fix: str) -> None:
-        super().__init__(f"{problem}\n  fix: {fix}")
-        self.problem = problem
-        self.fix = fix
+__all__ = ["PrerequisiteError"]

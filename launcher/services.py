@@ -29,7 +29,7 @@ def service_env(settings: PlatformSettings) -> dict[str, str]:
         "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "PA_REDIS_URL": settings.redis_url,
         "PA_DATA_DIR": str(settings.data_dir),
-        "PA_WAREHOUSE_DIR": str(settings.warehouse_dir),
+        "PA_WAREHOUSE_DIR": str(settings.warehouse),
         "PA_TOPIC_PREFIX": settings.topic_prefix,
         "PA_SCORING_API_URL": f"http://{settings.host}:{settings.scoring_api_port}",
         "PA_MLFLOW_TRACKING_URI": f"sqlite:///{settings.data_dir / 'mlflow.db'}",
@@ -162,6 +162,6 @@ def sock_path(settings: PlatformSettings) -> Path:
 
 
 def ensure_dirs(settings: PlatformSettings) -> None:
-    for d in (settings.data_dir, settings.log_dir, settings.data_dir / "run", settings.warehouse_dir):
+    for d in (settings.data_dir, settings.log_dir, settings.data_dir / "run", settings.warehouse):
         d.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 
+from payments_core.settings import CommonSettings
 from spark.common.tables import Lakehouse
 
 
@@ -20,11 +21,8 @@ def lakehouse_from_args(args: argparse.Namespace) -> Lakehouse:
 
 
 def kafka_bootstrap_default() -> str:
-    if os.environ.get("PA_KAFKA_BOOTSTRAP"):
-        return os.environ["PA_KAFKA_BOOTSTRAP"]
-    from launcher.settings import get_settings
-
-    return get_settings().kafka_bootstrap
+    """``PA_KAFKA_BOOTSTRAP``, else the shared default (the local broker `make up` runs)."""
+    return CommonSettings().kafka_bootstrap
 
 
 def setup_logging() -> None:

@@ -20,7 +20,7 @@ from payments_core.features import AMOUNT_BUCKETS, COMPOSITE_RISK_WEIGHTS, DERIV
 from payments_core.taxonomy import DECLINES, RAW_CODE_TO_REASON
 
 
-def _map(mapping: dict) -> Column:
+def literal_map(mapping: dict) -> Column:
     """A literal MAP column from a Python dict."""
     return F.create_map(*[F.lit(x) for x in chain.from_iterable(mapping.items())])
 
@@ -41,7 +41,7 @@ def utc_timestamp(ts: Column) -> Column:
 def amount_major(amount_minor: Column | None = None, currency: Column | None = None) -> Column:
     amount_minor = F.col("amount_minor") if amount_minor is None else amount_minor
     currency = F.col("currency") if currency is None else currency
-    exponent = _map(CURRENCY_EXPONENT)[currency]
+    exponent = literal_map(CURRENCY_EXPONENT)[currency]
     return amount_minor.cast("double") / F.pow(F.lit(10.0), exponent.cast("double"))
 
 
@@ -97,10 +97,10 @@ def taxonomy_columns(reason_col: str = "decline_reason", raw_col: str = "decline
     """Decline taxonomy of a declined row: standard reason (from the reason, else from the raw ISO
     code), its standard raw code, group, soft/hard, recommended action and retry timing. Null for
     approved rows."""
-    reason = F.coalesce(F.col(reason_col), _map(RAW_CODE_TO_REASON)[F.col(raw_col)])
+    reason = F.coalesce(F.col(reason_col), literal_map(RAW_CODE_TO_REASON)[F.col(raw_col)])
 
     def lookup(attr: str) -> Column:
-        return _map({r: getattr(d, attr) for r, d in DECLINES.items() if getattr(d, attr) is not None})[reason]
+        return literal_map({r: getattr(d, attr) for r, d in DECLINES.items() if getattr(d, attr) is not None})[reason]
 
     return {
         "decline_reason_std": reason,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from spark.common.jars import spark_jars
+
 
 def on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
 def local_conf(warehouse_dir: Path, *, shuffle_partitions: int = 4, driver_memory: str = "2g") -> dict[str, str]:
-    from launcher.jars import spark_jars
-
     return {
         "spark.jars": ",".join(str(p) for p in spark_jars()),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

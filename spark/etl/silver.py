@@ -35,7 +35,7 @@ from payments_core.contract.events import TransactionEvent
 from payments_core.contract.money import CURRENCY_EXPONENT
 from payments_core.taxonomy import DECLINES
 from spark.common.contract_checks import contract_defaults, parse_and_check
-from spark.common.features import _map, derived_columns, taxonomy_columns
+from spark.common.features import derived_columns, literal_map, taxonomy_columns
 from spark.common.schema import struct_type_for
 from spark.etl.reference import SEGMENTS, USD_PER_UNIT
 
@@ -260,8 +260,8 @@ def dedup_and_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_
 
 # ------------------------------------------------------------------------------------------ enrich
 def _usd(amount_minor: Column, currency: Column) -> Column:
-    rate = _map({c: str(r) for c, r in USD_PER_UNIT.items()})[currency].cast("decimal(18,6)")
-    scale = F.pow(F.lit(10), _map(CURRENCY_EXPONENT)[currency]).cast("decimal(18,0)")
+    rate = literal_map({c: str(r) for c, r in USD_PER_UNIT.items()})[currency].cast("decimal(18,6)")
+    scale = F.pow(F.lit(10), literal_map(CURRENCY_EXPONENT)[currency]).cast("decimal(18,0)")
     return (amount_minor.cast("decimal(20,0)") / scale * rate).cast("decimal(18,2)")
 
 
@@ -271,9 +271,9 @@ def enrichment_columns() -> dict[str, Column]:
     cols.update(derived_columns())
     cols.update(taxonomy_columns())
     cols.update({
-        "merchant_mcc": _map({s: v[0] for s, v in SEGMENTS.items()})[seg],
-        "merchant_mcc_description": _map({s: v[1] for s, v in SEGMENTS.items()})[seg],
-        "merchant_segment_risk": _map({s: v[2] for s, v in SEGMENTS.items()})[seg],
+        "merchant_mcc": literal_map({s: v[0] for s, v in SEGMENTS.items()})[seg],
+        "merchant_mcc_description": literal_map({s: v[1] for s, v in SEGMENTS.items()})[seg],
+        "merchant_segment_risk": literal_map({s: v[2] for s, v in SEGMENTS.items()})[seg],
         "event_date": F.to_date(F.to_utc_timestamp("event_timestamp", F.current_timezone())),
         "event_hour": F.date_trunc("hour", F.col("event_timestamp")),
         "amount_usd": _usd(F.col("amount_minor"), F.col("currency")),
@@ -283,7 +283,7 @@ def enrichment_columns() -> dict[str, Column]:
 
 def enrich(df: DataFrame) -> DataFrame:
     """Stateless enrichment of rows that carry the retry features."""
-    prev_retry_after = _map({r: d.retry_after_seconds for r, d in DECLINES.items()
+    prev_retry_after = literal_map({r: d.retry_after_seconds for r, d in DECLINES.items()
                              if d.retry_after_seconds})[F.col("previous_decline_code")]
     waited = F.when(F.col("is_retry") & prev_retry_after.isNotNull() & F.col("seconds_since_previous_attempt").isNotNull(),
                     F.col("seconds_since_previous_attempt") >= prev_retry_after)

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import yaml
 
+from spark.common.jars import spark_jars
 from spark.common.tables import Lakehouse
 from spark.pipelines.payment_etl import PIPELINE_NAME, TRANSFORMATIONS_DIR, PipelineSettings
 
@@ -109,8 +110,6 @@ class LocalPipeline:
         return ["--remote", f"local[{self.task_slots}]"]
 
     def submit_args(self) -> list[str]:
-        from launcher.jars import spark_jars
-
         schema_dir = self.lakehouse.schema_dir
         metastore = self.state_dir / "metastore_db"
         conf = {
