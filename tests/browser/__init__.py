@@ -1,0 +1,1 @@
+"""Browser tests of the control plane: headless Debian chromium driven by Playwright."""
