@@ -12,7 +12,7 @@ export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
 # (bench-<area> is deliberately not .PHONY: make does not apply the bench-% pattern rule to phony targets)
-.PHONY: help install install-python install-system jars web up up-detached down status test lock bench \
+.PHONY: help install install-python install-system jars web up up-detached down status test lint lock bench \
         simulate scenario backfill clean admin-password
 
 help: ## List the targets
@@ -77,6 +77,12 @@ backfill: install ## History for dashboards/training: make backfill DAYS=7
 # --- tests and benchmarks ------------------------------------------------------------------------
 test: install ## Unit + integration tests against real Kafka, Redis, PostgreSQL, Spark, Delta, MLflow
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+LINT_PATHS := payments_core services spark launcher bench tests
+lint: install-python ## ruff (rules and format) and mypy (targets in pyproject.toml); what CI and pre-commit run
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 bench: bench-simulator bench-score bench-stream bench-etl bench-train ## All benchmarks (one at a time)
 

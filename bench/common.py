@@ -1,4 +1,5 @@
 """Shared benchmark plumbing: results files, tables, machine facts."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ def machine() -> dict[str, Any]:
 def write_results(area: str, figures: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{area}.json"
-    payload = {"area": area, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "machine": machine(), **figures}
+    payload = {
+        "area": area,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **figures,
+    }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
 

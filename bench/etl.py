@@ -30,6 +30,7 @@ produced events).
     python -m bench.etl --workdir W                  # keep the data in W, then iterate on warm updates:
     python -m bench.etl --workdir W --reuse --updates 3   # (printed, not written to the results)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,14 @@ from launcher.topics import ensure_topics
 from payments_core.contract.topics import TRANSACTIONS, prefixed
 from services.simulator.generator import GeneratorConfig, TransactionGenerator
 from services.simulator.producer import EventProducer
+from spark.common.session import get_spark
 from spark.common.tables import Lakehouse
 from spark.etl.bronze import KafkaSource
+from spark.etl.gold import GOLD_NAMES, MATERIALIZED
+from spark.etl.gold_partials import PARTIALS
 from spark.pipelines.local import LocalPipeline
 from spark.pipelines.payment_etl import PipelineSettings
+from spark.pipelines.warm_runner import STREAMING_TABLES
 
 PREFIX = "bench."
 
@@ -65,21 +70,20 @@ def produce(gen: TransactionGenerator, producer: EventProducer, total: int, batc
 
 def breakdown(phases: dict[str, float]) -> dict[str, float]:
     """When (seconds since the update's start) each phase of a warm update ended."""
-    from spark.etl.gold import MATERIALIZED
-    from spark.etl.gold_partials import PARTIALS
-    from spark.pipelines.warm_runner import STREAMING_TABLES
 
     def last(names) -> float | None:
         times = [phases[n] for n in names if n in phases]
         return max(times) if times else None
 
-    return {"definitions_registered": phases.get("register"), "graph_resolved_tables_materialized": phases.get("queued"),
-            "streaming_tables_done": last(STREAMING_TABLES), "gold_done": last([PARTIALS, *(d.name for d in MATERIALIZED)])}
+    return {
+        "definitions_registered": phases.get("register"),
+        "graph_resolved_tables_materialized": phases.get("queued"),
+        "streaming_tables_done": last(STREAMING_TABLES),
+        "gold_done": last([PARTIALS, *(d.name for d in MATERIALIZED)]),
+    }
 
 
 def silver_count(lakehouse: Lakehouse) -> int:
-    from spark.common.session import get_spark
-
     spark = get_spark("bench-etl-check", warehouse_dir=lakehouse.warehouse_dir)
     try:
         return lakehouse.read(spark, "silver_transactions").count()
@@ -95,11 +99,20 @@ def reuse(args) -> int:
         if not lakehouse.exists(None, "silver_transactions"):
             raise SystemExit(f"no earlier run in {work}")
         # new transaction ids (another seed), event times ending about now
-        gen = TransactionGenerator(GeneratorConfig(seed=int(time.time()) % 2**31, start=datetime.now(UTC) - timedelta(hours=2),
-                                                   events_per_second=args.incremental * (args.updates + 1) / 7200.0))
+        gen = TransactionGenerator(
+            GeneratorConfig(
+                seed=int(time.time()) % 2**31,
+                start=datetime.now(UTC) - timedelta(hours=2),
+                events_per_second=args.incremental * (args.updates + 1) / 7200.0,
+            )
+        )
         producer = EventProducer(bootstrap, prefixed(TRANSACTIONS, PREFIX))
-        pipeline = LocalPipeline(lakehouse, PipelineSettings(KafkaSource(bootstrap, PREFIX)),
-                                 driver_memory=args.driver_memory, shuffle_partitions=4)
+        pipeline = LocalPipeline(
+            lakehouse,
+            PipelineSettings(KafkaSource(bootstrap, PREFIX)),
+            driver_memory=args.driver_memory,
+            shuffle_partitions=4,
+        )
         with pipeline.warm(work / "warm-runner.log") as warm:
             print(f"first update {warm.update():.1f}s {warm.last_phases}", flush=True)
             produce(gen, producer, args.warmup_events)
@@ -107,17 +120,17 @@ def reuse(args) -> int:
             for _ in range(args.updates):
                 produce(gen, producer, args.incremental)
                 seconds = warm.update()
-                print(f"incremental update {seconds:.1f}s load {os.getloadavg()[0]:.2f} "
-                      f"{breakdown(warm.last_phases)} {warm.last_phases}", flush=True)
+                print(
+                    f"incremental update {seconds:.1f}s load {os.getloadavg()[0]:.2f} "
+                    f"{breakdown(warm.last_phases)} {warm.last_phases}",
+                    flush=True,
+                )
         print(f"silver rows {silver_count(lakehouse):,}; gold views read {gold_read_s(lakehouse)}", flush=True)
     return 0
 
 
 def gold_read_s(lakehouse: Lakehouse) -> dict:
     """Seconds to read every gold view once (session start excluded): total and the slowest one."""
-    from spark.common.session import get_spark
-    from spark.etl.gold import GOLD_NAMES
-
     spark = get_spark("bench-etl-gold", warehouse_dir=lakehouse.warehouse_dir)
     try:
         lakehouse.register(spark)
@@ -139,12 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=float, default=30.0, help="simulated history span of the full load")
     p.add_argument("--driver-memory", default=os.environ.get("PA_SPARK_DRIVER_MEMORY", "3g"))
     p.add_argument("--workdir", default=None, help="keep data here (default: a temporary folder)")
-    p.add_argument("--reuse", action="store_true",
-                   help="with --workdir holding an earlier run's data: skip producing the full load, the full refresh "
-                        "and the cold CLI update; only measure warm incremental updates (not written to results)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --workdir holding an earlier run's data: skip producing the full load, the full refresh "
+        "and the cold CLI update; only measure warm incremental updates (not written to results)",
+    )
     p.add_argument("--updates", type=int, default=1, help="with --reuse: measured incremental updates")
-    p.add_argument("--warmup-events", type=int, default=1000,
-                   help="events of the warm-up update (Python workers, JIT and code generation of every flow)")
+    p.add_argument(
+        "--warmup-events",
+        type=int,
+        default=1000,
+        help="events of the warm-up update (Python workers, JIT and code generation of every flow)",
+    )
     args = p.parse_args(argv)
     if args.reuse:
         if not args.workdir:
@@ -157,16 +177,24 @@ def main(argv: list[str] | None = None) -> int:
             ensure_topics(bootstrap, PREFIX)
             # the simulated clock ends about now after every batch (silver quarantines future events)
             total = args.events + 3 * args.incremental + args.warmup_events
-            gen = TransactionGenerator(GeneratorConfig(
-                seed=42, start=datetime.now(UTC) - timedelta(days=args.days),
-                events_per_second=total * 1.02 / (args.days * 86_400.0)))
+            gen = TransactionGenerator(
+                GeneratorConfig(
+                    seed=42,
+                    start=datetime.now(UTC) - timedelta(days=args.days),
+                    events_per_second=total * 1.02 / (args.days * 86_400.0),
+                )
+            )
             producer = EventProducer(bootstrap, prefixed(TRANSACTIONS, PREFIX))
             produce_s = produce(gen, producer, args.events)
             print(f"produced {args.events:,} events in {produce_s:.1f}s", flush=True)
 
             lakehouse = Lakehouse(catalog="bench", schema="etl", warehouse_dir=work / "warehouse")
-            pipeline = LocalPipeline(lakehouse, PipelineSettings(KafkaSource(bootstrap, PREFIX)),
-                                     driver_memory=args.driver_memory, shuffle_partitions=4)
+            pipeline = LocalPipeline(
+                lakehouse,
+                PipelineSettings(KafkaSource(bootstrap, PREFIX)),
+                driver_memory=args.driver_memory,
+                shuffle_partitions=4,
+            )
             t0 = time.perf_counter()
             rc = pipeline.run_once(full_refresh=True)
             full_s = time.perf_counter() - t0
@@ -199,25 +227,35 @@ def main(argv: list[str] | None = None) -> int:
             n_stream = silver_count(lakehouse)
 
     w = args.warmup_events
-    expected = [args.events, args.events + args.incremental, args.events + 2 * args.incremental + w,
-                args.events + 3 * args.incremental + w]
+    expected = [
+        args.events,
+        args.events + args.incremental,
+        args.events + 2 * args.incremental + w,
+        args.events + 3 * args.incremental + w,
+    ]
     if [n_full, n_cold, n_incr, n_stream] != expected:
         raise SystemExit(f"silver counts {n_full}, {n_cold}, {n_incr}, {n_stream} differ from the produced {expected}")
     figures = {
-        "events": args.events, "incremental_events": args.incremental,
+        "events": args.events,
+        "incremental_events": args.incremental,
         "full_refresh_1m_s" if args.events == 1_000_000 else f"full_refresh_{args.events}_s": round(full_s, 1),
         "incremental_10k_s" if args.incremental == 10_000 else f"incremental_{args.incremental}_s": round(incr_s, 1),
-        "incremental_10k_streaming_only_s" if args.incremental == 10_000 else
-        f"incremental_{args.incremental}_streaming_only_s": round(stream_s, 1),
-        "incremental_10k_breakdown_s" if args.incremental == 10_000 else
-        f"incremental_{args.incremental}_breakdown_s": incr_phases,
+        "incremental_10k_streaming_only_s"
+        if args.incremental == 10_000
+        else f"incremental_{args.incremental}_streaming_only_s": round(stream_s, 1),
+        "incremental_10k_breakdown_s"
+        if args.incremental == 10_000
+        else f"incremental_{args.incremental}_breakdown_s": incr_phases,
         "gold_views_read_s": gold_read,
         "warm_session_first_update_s": round(first_s, 1),
-        "warm_session_warmup_update_s": round(warmup_s, 1), "warmup_events": w,
-        "incremental_10k_cold_cli_s" if args.incremental == 10_000 else
-        f"incremental_{args.incremental}_cold_cli_s": round(cold_s, 1),
+        "warm_session_warmup_update_s": round(warmup_s, 1),
+        "warmup_events": w,
+        "incremental_10k_cold_cli_s"
+        if args.incremental == 10_000
+        else f"incremental_{args.incremental}_cold_cli_s": round(cold_s, 1),
         "load_avg_1m_after_incremental": round(incr_load, 2),
-        "produce_s": round(produce_s, 1), "full_refresh_events_per_s": round(args.events / full_s),
+        "produce_s": round(produce_s, 1),
+        "full_refresh_events_per_s": round(args.events / full_s),
         "goals": {"full_refresh_1m_s": 180, "incremental_10k_s": 20},
         "driver_memory": args.driver_memory,
     }

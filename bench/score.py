@@ -23,11 +23,13 @@ throughput. ``--compare-workers 2`` (default) repeats saturation and the 1,000 r
 workers each and reports them under ``compare_workers``.
 Run heavy: ``flock /tmp/pa-heavy.lock python -m bench.score``.
 """
+
 from __future__ import annotations
 
 import argparse
 import asyncio
 import concurrent.futures
+import hashlib
 import multiprocessing
 import os
 import random
@@ -38,11 +40,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
+import pandas as pd
+import uvloop
+from fastapi import FastAPI
+from fastapi.responses import Response
 
+from bench.common import print_table, write_results
+from launcher import local
+from launcher.infra import free_port
 from launcher.local import stop_process
 from payments_core.contract.events import TransactionRequest
+from payments_core.engine import DecisionEngine
+from payments_core.model_features import feature_matrix
+from payments_core.models import ModelSource, log_and_register
+from payments_core.rules import RuleSource
+from payments_core.samples import sample_request, synthetic_labels
 
 REPO = Path(__file__).resolve().parents[1]
 PLACEHOLDER = b"txn_PLACEHOLDER00000"[:20]  # 20 bytes, like txn_ + 16 hex
@@ -51,9 +66,6 @@ PLACEHOLDER = b"txn_PLACEHOLDER00000"[:20]  # 20 bytes, like txn_ + 16 hex
 # ------------------------------------------------------------------------------------------ bare app
 def bare_app():
     """uvicorn factory: the same request model, no work (ceiling of the HTTP stack)."""
-    from fastapi import FastAPI
-    from fastapi.responses import Response
-
     app = FastAPI()
     body = orjson.dumps({"outcome": "approve"})
 
@@ -70,8 +82,6 @@ def bare_app():
 
 # ------------------------------------------------------------------------------------------ load generator
 def _templates(n: int, seed: int = 42) -> list[bytes]:
-    from payments_core.samples import sample_request
-
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -83,8 +93,10 @@ def _templates(n: int, seed: int = 42) -> list[bytes]:
 
 def _request_bytes(template: bytes, txn: bytes, port: int) -> bytes:
     body = template.replace(PLACEHOLDER, txn)
-    return (b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % (port, len(body))) + body
+    return (
+        b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (port, len(body))
+    ) + body
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
@@ -100,14 +112,12 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-def _load(port: int, mode: str, rate: float, duration: float, connections: int, run_tag: str,
-          templates: int = 2000) -> dict[str, Any]:
+def _load(
+    port: int, mode: str, rate: float, duration: float, connections: int, run_tag: str, templates: int = 2000
+) -> dict[str, Any]:
     """Runs in a separate process. mode: 'open' (fixed rate) or 'closed' (saturation)."""
-    import uvloop
-
     temps = _templates(templates)
     counter = iter(range(10**9))
-    import hashlib
 
     tag = hashlib.sha256(run_tag.encode()).hexdigest()[:6].encode()  # hex, distinct per run
 
@@ -186,8 +196,13 @@ def _load(port: int, mode: str, rate: float, duration: float, connections: int, 
     lat = np.array(latencies) * 1000.0
     ok = statuses.get(200, 0)
     return {
-        "mode": mode, "offered_rps": rate if mode == "open" else None, "connections": connections,
-        "duration_s": round(elapsed, 3), "requests": int(len(lat)), "ok": ok, "errors": errors,
+        "mode": mode,
+        "offered_rps": rate if mode == "open" else None,
+        "connections": connections,
+        "duration_s": round(elapsed, 3),
+        "requests": len(lat),
+        "ok": ok,
+        "errors": errors,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "rps": round(ok / elapsed, 1),
         "p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
@@ -199,8 +214,6 @@ def _load(port: int, mode: str, rate: float, duration: float, connections: int, 
 
 # ------------------------------------------------------------------------------------------ orchestration
 def _wait_http(port: int, path: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -215,25 +228,20 @@ def _wait_http(port: int, path: str, proc: subprocess.Popen, log: Path, timeout:
 
 
 def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
+    return subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _register_models(workdir: Path, kind: str) -> str:
     """Four small models trained on synthetic samples, registered with alias champion."""
-    import mlflow
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    import pandas as pd
-
-    from payments_core.model_features import feature_matrix
-    from payments_core.models import log_and_register
-    from payments_core.samples import sample_request, synthetic_labels
+    # MLflow and scikit-learn take seconds to import: only the orchestrating process loads them,
+    # not the load generator or the servers started from this module
+    import mlflow  # noqa: PLC0415
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
     rng = random.Random(7)
     rows, labels = [], []
@@ -257,21 +265,18 @@ def _register_models(workdir: Path, kind: str) -> str:
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment("bench-score")
     with mlflow.start_run(run_name=f"bench-{kind}"):
-        for name, est in (("approval", make().fit(X, approved)), ("risk", make().fit(X, fraud)),
-                          ("routing", make().fit(X, approved)), ("retry", make().fit(X[retry], approved[retry]))):
+        for name, est in (
+            ("approval", make().fit(X, approved)),
+            ("risk", make().fit(X, fraud)),
+            ("routing", make().fit(X, approved)),
+            ("retry", make().fit(X[retry], approved[retry])),
+        ):
             log_and_register(name, est, threshold=0.8, X_sample=X[:3])
     return uri
 
 
 def micro_benchmark(uri: str | None, n: int = 3000) -> dict[str, float]:
     """Decision core only (no HTTP, no Redis): microseconds per decision, one row and batch."""
-    import pandas as pd
-
-    from payments_core.contract.events import TransactionRequest
-    from payments_core.engine import DecisionEngine
-    from payments_core.models import ModelSource
-    from payments_core.rules import RuleSource
-    from payments_core.samples import sample_request
 
     engine = DecisionEngine.from_sources(RuleSource(None), ModelSource(uri) if uri else None)
     rng = random.Random(3)
@@ -288,38 +293,79 @@ def micro_benchmark(uri: str | None, n: int = 3000) -> dict[str, float]:
     engine.decide_batch(df)
     batch = (time.perf_counter() - t) / n * 1e6
     fast = {k: m.fast.kind for k, m in engine.bundle.champions.items()}
-    return {"decide_us": round(one, 1), "decide_batch_us_per_row": round(batch, 1), "fast_paths": fast,
-            "model_versions": engine.model_versions}
+    return {
+        "decide_us": round(one, 1),
+        "decide_batch_us_per_row": round(batch, 1),
+        "fast_paths": fast,
+        "model_versions": engine.model_versions,
+    }
 
 
 def _servers(work: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen, int, subprocess.Popen, int]:
-    from launcher.infra import free_port
-
     full_port, bare_port = free_port(), free_port()
     py = sys.executable
-    full = _start([py, "-m", "services.scoring_api", "serve", "--port", str(full_port), "--workers",
-                   str(workers), "--no-consumer", "--log-level", "warning"], env, work / f"full-{workers}.log")
-    bare = _start([py, "-m", "uvicorn", "bench.score:bare_app", "--factory", "--port", str(bare_port),
-                   "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                   "--log-level", "warning"], env, work / f"bare-{workers}.log")
+    full = _start(
+        [
+            py,
+            "-m",
+            "services.scoring_api",
+            "serve",
+            "--port",
+            str(full_port),
+            "--workers",
+            str(workers),
+            "--no-consumer",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        work / f"full-{workers}.log",
+    )
+    bare = _start(
+        [
+            py,
+            "-m",
+            "uvicorn",
+            "bench.score:bare_app",
+            "--factory",
+            "--port",
+            str(bare_port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        work / f"bare-{workers}.log",
+    )
     return full, full_port, bare, bare_port
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "1")),
-                    help="uvicorn workers of both servers (1 = what `make up` runs)")
-    ap.add_argument("--compare-workers", type=int, default=2,
-                    help="also measure saturation (full and bare) with this many workers (0: skip)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("BENCH_WORKERS", "1")),
+        help="uvicorn workers of both servers (1 = what `make up` runs)",
+    )
+    ap.add_argument(
+        "--compare-workers",
+        type=int,
+        default=2,
+        help="also measure saturation (full and bare) with this many workers (0: skip)",
+    )
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     ap.add_argument("--rates", default="500,1000,2000")
     ap.add_argument("--connections", type=int, default=64, help="open-loop connections")
     ap.add_argument("--saturation-connections", type=int, default=32)
     ap.add_argument("--models", choices=("linear", "trees"), default="linear")
     args = ap.parse_args()
-
-    from bench.common import print_table, write_results
-    from launcher import local
 
     rates = [float(r) for r in args.rates.split(",")]
     ctx = multiprocessing.get_context("spawn")
@@ -328,18 +374,31 @@ def main() -> None:
         print("training and registering models ...", flush=True)
         uri = _register_models(work, args.models)
         micro = {"heuristic": micro_benchmark(None), args.models: micro_benchmark(uri)}
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PA_ENV": "dev", "PA_REDIS_URL": redis_url,
-               "PA_MLFLOW_TRACKING_URI": uri, "PA_DATA_DIR": str(work), "PA_REDIS_PREFIX": "bench"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PA_ENV": "dev",
+            "PA_REDIS_URL": redis_url,
+            "PA_MLFLOW_TRACKING_URI": uri,
+            "PA_DATA_DIR": str(work),
+            "PA_REDIS_PREFIX": "bench",
+        }
         runs: dict[str, Any] = {}
         compare: dict[str, Any] = {}
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            def run(name: str, port: int, mode: str, rate: float, conns: int, duration: float,
-                    into: dict[str, Any] = runs) -> dict:
-                res = pool.submit(_load, port, mode, rate, duration, conns,
-                                  f"{len(runs) + len(compare):02d}{name[:4]}").result()
+
+            def run(
+                name: str, port: int, mode: str, rate: float, conns: int, duration: float, into: dict[str, Any] = runs
+            ) -> dict:
+                res = pool.submit(
+                    _load, port, mode, rate, duration, conns, f"{len(runs) + len(compare):02d}{name[:4]}"
+                ).result()
                 into[name] = res
-                print(f"{name:<22} rps={res['rps']:>8} p50={res['p50_ms']}ms p99={res['p99_ms']}ms "
-                      f"p99.9={res['p999_ms']}ms statuses={res['statuses']} errors={res['errors']}", flush=True)
+                print(
+                    f"{name:<22} rps={res['rps']:>8} p50={res['p50_ms']}ms p99={res['p99_ms']}ms "
+                    f"p99.9={res['p999_ms']}ms statuses={res['statuses']} errors={res['errors']}",
+                    flush=True,
+                )
                 return res
 
             full, full_port, bare, bare_port = _servers(work, env, args.workers)
@@ -364,12 +423,25 @@ def main() -> None:
                     _wait_http(full_port, "/ready", full, work / f"full-{k}.log")
                     _wait_http(bare_port, "/health", bare, work / f"bare-{k}.log")
                     run(f"warmup_full_{k}w", full_port, "open", 500, 16, 3, into=compare)
-                    run(f"full_saturation_{k}w", full_port, "closed", 0, args.saturation_connections,
-                        args.duration, into=compare)
-                    run(f"bare_saturation_{k}w", bare_port, "closed", 0, args.saturation_connections,
-                        args.duration, into=compare)
-                    run(f"full_open_1000_{k}w", full_port, "open", 1000, args.connections, args.duration,
-                        into=compare)
+                    run(
+                        f"full_saturation_{k}w",
+                        full_port,
+                        "closed",
+                        0,
+                        args.saturation_connections,
+                        args.duration,
+                        into=compare,
+                    )
+                    run(
+                        f"bare_saturation_{k}w",
+                        bare_port,
+                        "closed",
+                        0,
+                        args.saturation_connections,
+                        args.duration,
+                        into=compare,
+                    )
+                    run(f"full_open_1000_{k}w", full_port, "open", 1000, args.connections, args.duration, into=compare)
                 finally:
                     stop_process(full)
                     stop_process(bare)
@@ -393,12 +465,19 @@ def main() -> None:
         k = args.compare_workers
         c_full, c_bare = compare[f"full_saturation_{k}w"]["rps"], compare[f"bare_saturation_{k}w"]["rps"]
         figures["compare_workers"] = {
-            "workers": k, "max_rps": c_full, "bare_max_rps": c_bare,
+            "workers": k,
+            "max_rps": c_full,
+            "bare_max_rps": c_bare,
             "ratio": round(c_full / c_bare, 3) if c_bare else None,
-            "p99_ms_at_1000_rps": compare[f"full_open_1000_{k}w"]["p99_ms"], "runs": compare}
+            "p99_ms_at_1000_rps": compare[f"full_open_1000_{k}w"]["p99_ms"],
+            "runs": compare,
+        }
     p99 = figures["p99_ms_at_1000_rps"]
-    figures["goals"] = {"p99_ms_at_1000_rps<=5": p99 is not None and p99 <= 5.0, "max_rps>=2000": max_rps >= 2000,
-                        "ratio>=0.7": (figures["ratio"] or 0) >= 0.7}
+    figures["goals"] = {
+        "p99_ms_at_1000_rps<=5": p99 is not None and p99 <= 5.0,
+        "max_rps>=2000": max_rps >= 2000,
+        "ratio>=0.7": (figures["ratio"] or 0) >= 0.7,
+    }
     path = write_results("score", figures)
     rows = [
         (f"p99 ms at 1000 rps ({args.workers} worker(s))", p99 or float("nan")),
@@ -408,11 +487,15 @@ def main() -> None:
     ]
     if compare:
         cw = figures["compare_workers"]
-        rows += [(f"{cw['workers']} workers: max rps / bare", f"{cw['max_rps']:,.0f} / {cw['bare_max_rps']:,.0f}"),
-                 (f"{cw['workers']} workers: ratio", cw["ratio"] or float("nan")),
-                 (f"{cw['workers']} workers: p99 ms at 1000 rps", cw["p99_ms_at_1000_rps"])]
-    rows += [("decide() us, heuristic", micro["heuristic"]["decide_us"]),
-             (f"decide() us, {args.models}", micro[args.models]["decide_us"])]
+        rows += [
+            (f"{cw['workers']} workers: max rps / bare", f"{cw['max_rps']:,.0f} / {cw['bare_max_rps']:,.0f}"),
+            (f"{cw['workers']} workers: ratio", cw["ratio"] or float("nan")),
+            (f"{cw['workers']} workers: p99 ms at 1000 rps", cw["p99_ms_at_1000_rps"]),
+        ]
+    rows += [
+        ("decide() us, heuristic", micro["heuristic"]["decide_us"]),
+        (f"decide() us, {args.models}", micro[args.models]["decide_us"]),
+    ]
     print_table("Scoring API (loopback, 2 cores shared with the load generator and Redis)", rows)
     print(f"results: {path}")
 

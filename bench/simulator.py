@@ -15,6 +15,7 @@ bench/results/simulator.json with events_per_s, ceiling_events_per_s and ratio.
     make bench-simulator                      # default 1,000,000 events per measurement
     make bench-simulator BENCH_ARGS="--events 300000 --rounds 1"
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,11 @@ CEILING = TopicSpec("bench.ceiling", 6, "card_token_id", "bare producer ceiling"
 POOL = 100_000  # distinct pre-serialised events cycled by the ceiling loop
 
 
-def ceiling(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes], total: int,
-            compression: str) -> tuple[float, float]:
+def ceiling(
+    bootstrap: str, topic: str, values: list[bytes], keys: list[bytes], total: int, compression: str
+) -> tuple[float, float]:
     producer = EventProducer(bootstrap, topic, compression=compression)
-    p = producer._producer  # the bare confluent-kafka producer: no per-batch bookkeeping at all
+    p = producer.client  # the bare confluent-kafka producer: no per-batch bookkeeping at all
     produce, poll = p.produce, p.poll
     pool = len(values)
     nbytes = 0
@@ -50,7 +52,7 @@ def ceiling(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes], 
         i = 0
         while i < chunk:
             try:
-                for i in range(i, chunk):  # noqa: B007
+                for i in range(i, chunk):  # noqa: B020 - i is the retry point on BufferError
                     produce(topic, values[i], keys[i])
                 i = chunk
             except BufferError:
@@ -95,8 +97,12 @@ def stages(total: int, batch_size: int, bootstrap: str, topic: str, compression:
         t_gen, t_enc, t_keys, t_prod = t_gen + t1 - t0, t_enc + t2 - t1, t_keys + t3 - t2, t_prod + t4 - t3
         n += batch_size
     producer.flush(120)
-    return {"generate_us": t_gen / n * 1e6, "encode_json_us": t_enc / n * 1e6, "keys_us": t_keys / n * 1e6,
-            "produce_enqueue_us": t_prod / n * 1e6}
+    return {
+        "generate_us": t_gen / n * 1e6,
+        "encode_json_us": t_enc / n * 1e6,
+        "keys_us": t_keys / n * 1e6,
+        "produce_enqueue_us": t_prod / n * 1e6,
+    }
 
 
 def main() -> None:
@@ -151,15 +157,18 @@ def main() -> None:
         "goal_events_per_s": 100_000,
         **extra,
     }
-    print_table("Simulator -> Kafka, one process (delivered, incl. final flush)", [
-        ("simulator events/s", figures["events_per_s"]),
-        ("simulator MB/s", figures["mb_per_s"]),
-        ("ceiling events/s (bare produce loop)", figures["ceiling_events_per_s"]),
-        ("ceiling MB/s", figures["ceiling_mb_per_s"]),
-        ("ratio simulator/ceiling", figures["ratio"]),
-        ("avg event bytes", figures["avg_event_bytes"]),
-        *[(f"stage {k}", v) for k, v in figures["stage_us_per_event"].items()],
-    ])
+    print_table(
+        "Simulator -> Kafka, one process (delivered, incl. final flush)",
+        [
+            ("simulator events/s", figures["events_per_s"]),
+            ("simulator MB/s", figures["mb_per_s"]),
+            ("ceiling events/s (bare produce loop)", figures["ceiling_events_per_s"]),
+            ("ceiling MB/s", figures["ceiling_mb_per_s"]),
+            ("ratio simulator/ceiling", figures["ratio"]),
+            ("avg event bytes", figures["avg_event_bytes"]),
+            *[(f"stage {k}", v) for k, v in figures["stage_us_per_event"].items()],
+        ],
+    )
     path = write_results("simulator", figures)
     print(f"wrote {path}")
 

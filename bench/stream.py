@@ -34,6 +34,7 @@ Writes ``bench/results/stream.json``.
     make bench-stream
     make bench-stream BENCH_ARGS="--events 100000 --seconds 30 --skip-pyfunc"
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,29 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from pyspark.sql import functions as F
+from pyspark.sql.functions import arrow_udf
+
+from bench.common import print_table, write_results
+from launcher import local
+from launcher.topics import ensure_topics
+from payments_core.contract.events import TransactionEvent
+from payments_core.contract.topics import DECISIONS, TRANSACTIONS_DLQ, TopicSpec
+from payments_core.samples import EXAMPLE_REQUEST
+from payments_core.velocity_batch import ENTITY_COLUMNS, BatchRedisVelocity
+from services.simulator.generator import GeneratorConfig, TransactionGenerator
+from services.simulator.producer import EventProducer
+from services.stream_processor.settings import StreamProcessorSettings
+from spark.common.schema import struct_type_for
+from spark.common.session import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
 CONTEXT_HEADER = "pa.context"
@@ -61,9 +80,6 @@ CONTEXT_HEADER = "pa.context"
 # ------------------------------------------------------------------------------------------ traffic
 def produce_backlog(bootstrap: str, topic: str, n: int, seed: int = 7) -> None:
     """``n`` simulator events into ``topic`` as fast as possible (wall clock timestamps)."""
-    from services.simulator.generator import GeneratorConfig, TransactionGenerator
-    from services.simulator.producer import EventProducer
-
     gen = TransactionGenerator(GeneratorConfig(seed=seed))
     producer = EventProducer(bootstrap, topic)
     left = n
@@ -71,11 +87,12 @@ def produce_backlog(bootstrap: str, topic: str, n: int, seed: int = 7) -> None:
         batch = gen.batch(min(50_000, left))
         producer.send(batch.json_values(), batch.keys())
         left -= len(batch)
-    producer._producer.flush(120)
+    producer.flush(120)
 
 
-def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, seed: int = 11,
-                    chunk_s: float = 0.5) -> int:
+def produce_at_rate(
+    bootstrap: str, topic: str, rate: float, seconds: float, seed: int = 11, chunk_s: float = 0.5
+) -> int:
     """Open loop: exactly ``rate * seconds`` events over ``seconds``, each sent when the wall clock
     reaches its event time (its scheduled time, which latency is measured from).
 
@@ -83,13 +100,10 @@ def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, see
     simulator call per chunk (the simulator spreads a chunk's event times up to the chunk's end):
     generating a few events every few milliseconds cost the load generator ~0.3 of the 2 cores at
     5,000 tx/s, CPU taken from the system under test."""
-    from services.simulator.generator import GeneratorConfig, TransactionGenerator
-    from services.simulator.producer import EventProducer
-
     gen = TransactionGenerator(GeneratorConfig(seed=seed))
     producer = EventProducer(bootstrap, topic, linger_ms=2)
     total = int(rate * seconds)
-    producer._producer.list_topics(topic, timeout=30)  # connected before the clock starts
+    producer.client.list_topics(topic, timeout=30)  # connected before the clock starts
     gen.batch(1)  # (discarded) the simulator's wall clock starts now, not at its construction
     t0 = time.time()
     generated = sent = 0
@@ -119,9 +133,9 @@ def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, see
             producer.send(values[pos:due], keys[pos:due])
             sent += due - pos
             pos = due
-        producer._producer.poll(0)
+        producer.poll(0)
         time.sleep(0.004)
-    producer._producer.flush(60)
+    producer.flush(60)
     return sent
 
 
@@ -130,10 +144,6 @@ def prefill_velocity(redis_url: str, velocity_prefix: str, rate: float, seconds:
     times over the last ``seconds`` in the online velocity store (the core's batch recording, the
     same stored state as recording one by one), so the velocity windows hold what ``seconds`` of
     traffic at that rate would leave in them."""
-    from datetime import UTC, datetime
-
-    from payments_core.velocity_batch import ENTITY_COLUMNS, BatchRedisVelocity
-    from services.simulator.generator import GeneratorConfig, TransactionGenerator
 
     n = int(rate * seconds)
     if n <= 0:
@@ -145,23 +155,20 @@ def prefill_velocity(redis_url: str, velocity_prefix: str, rate: float, seconds:
     for batch in gen.iter_batches(n, 20_000):
         df = batch.to_pandas()
         ms = pd_millis(df["event_timestamp"])
-        store.record_arrays(df["transaction_id"].tolist(), ms, df["amount_minor"].tolist(),
-                            [df[c].tolist() for c in ENTITY_COLUMNS])
+        store.record_arrays(
+            df["transaction_id"].tolist(), ms, df["amount_minor"].tolist(), [df[c].tolist() for c in ENTITY_COLUMNS]
+        )
         done += len(df)
     return done
 
 
 def pd_millis(ts: Any) -> list[int]:
-    import pandas as pd
-
     return (pd.to_datetime(ts, utc=True).astype("datetime64[us, UTC]").astype("int64") // 1000).tolist()
 
 
 # ------------------------------------------------------------------------------------------ measuring
 def _watermarks(consumer: Any, tp: Any, timeout: float = 60.0) -> tuple[int, int]:
     """Watermark offsets, retried while a just-created topic elects its leaders."""
-    from confluent_kafka import KafkaException
-
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -176,10 +183,14 @@ class DecisionWatcher:
     """Consumes a decisions topic from its current end: (kafka_ts_ms, event_ts_ms) per decision."""
 
     def __init__(self, bootstrap: str, topic: str, from_beginning: bool = False):
-        from confluent_kafka import Consumer, TopicPartition
-
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                                  "enable.auto.commit": False, "fetch.min.bytes": 1})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.min.bytes": 1,
+            }
+        )
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         assign = []
         for p in parts:
@@ -234,17 +245,22 @@ def throughput(kafka_ts: list[int]) -> float:
     return round(float((hi - lo) / span), 1) if span > 0 else 0.0
 
 
-def latency_stats(kafka_ts: list[int], event_ts: list[int], since_ms: int,
-                  until_ms: int | None = None) -> dict[str, float]:
+def latency_stats(
+    kafka_ts: list[int], event_ts: list[int], since_ms: int, until_ms: int | None = None
+) -> dict[str, float]:
     k = np.asarray(kafka_ts, dtype=np.int64)
     e = np.asarray(event_ts, dtype=np.int64)
     keep = (e >= since_ms) if until_ms is None else (e >= since_ms) & (e < until_ms)
     lat = (k[keep] - e[keep]).astype(np.float64)
     if not len(lat):
         return {"n": 0}
-    return {"n": int(len(lat)), "p50_ms": round(float(np.percentile(lat, 50)), 1),
-            "p90_ms": round(float(np.percentile(lat, 90)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "max_ms": round(float(lat.max()), 1)}
+    return {
+        "n": len(lat),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p90_ms": round(float(np.percentile(lat, 90)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "max_ms": round(float(lat.max()), 1),
+    }
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -255,10 +271,17 @@ class Platform:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PA_") or k == "PA_STREAM_PROFILE"}
-        env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable,
-                   PA_KAFKA_BOOTSTRAP=self.bootstrap, PA_REDIS_URL=self.redis_url, PA_TOPIC_PREFIX=self.prefix,
-                   PA_DATA_DIR=str(self.workdir / "data"), PA_WAREHOUSE_DIR=str(self.workdir / "warehouse"),
-                   PA_STREAM_DRIVER_MEMORY="2g")
+        env.update(
+            PYTHONPATH=str(REPO),
+            PYTHONUNBUFFERED="1",
+            PYSPARK_PYTHON=sys.executable,
+            PA_KAFKA_BOOTSTRAP=self.bootstrap,
+            PA_REDIS_URL=self.redis_url,
+            PA_TOPIC_PREFIX=self.prefix,
+            PA_DATA_DIR=str(self.workdir / "data"),
+            PA_WAREHOUSE_DIR=str(self.workdir / "warehouse"),
+            PA_STREAM_DRIVER_MEMORY="2g",
+        )
         env.update(self.extra)
         env.update(extra)  # a phase's own settings win over --processor-env / --no-decision-log
         return env
@@ -266,8 +289,9 @@ class Platform:
     @contextmanager
     def process(self, name: str, argv: list[str], **env: str):
         log = (self.workdir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(argv, cwd=REPO, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             yield proc
         finally:
@@ -288,47 +312,73 @@ def _processor(checkpoints: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "services.stream_processor", "run", "--checkpoint-dir", checkpoints, *args]
 
 
-def run_fixed_rate(plat: Platform, topics: Any, rate: float, seconds: float, warmup: float,
-                   proc: subprocess.Popen) -> dict[str, Any]:
+def run_fixed_rate(
+    plat: Platform, topics: Any, rate: float, seconds: float, warmup: float, proc: subprocess.Popen
+) -> dict[str, Any]:
     watcher = DecisionWatcher(plat.bootstrap, topics.decisions)
     started_ms = int(time.time() * 1000)
-    with plat.process(f"producer-{int(rate)}", [sys.executable, "-m", "bench.stream", "produce",
-                                                "--bootstrap", plat.bootstrap, "--topic", topics.transactions,
-                                                "--rate", str(rate), "--seconds", str(seconds)]) as producer:
+    with plat.process(
+        f"producer-{int(rate)}",
+        [
+            sys.executable,
+            "-m",
+            "bench.stream",
+            "produce",
+            "--bootstrap",
+            plat.bootstrap,
+            "--topic",
+            topics.transactions,
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+        ],
+    ) as producer:
         producer.wait(seconds + 120)
     expected = int(rate * seconds)
     watcher.wait_for(expected, 60, proc)
     time.sleep(2)
     watcher.close()
     # every decision's (produced, event) times, for a look at the latency over time
-    np.savez_compressed(plat.workdir / f"latency-{int(rate)}-{int(time.time())}.npz",
-                        kafka_ts=np.asarray(watcher.kafka_ts), event_ts=np.asarray(watcher.event_ts))
+    np.savez_compressed(
+        plat.workdir / f"latency-{int(rate)}-{int(time.time())}.npz",
+        kafka_ts=np.asarray(watcher.kafka_ts),
+        event_ts=np.asarray(watcher.event_ts),
+    )
     stats = latency_stats(watcher.kafka_ts, watcher.event_ts, started_ms + int(warmup * 1000))
     # the warm-up itself, reported apart (fresh JVM and workers)
-    stats["warmup"] = {"seconds": warmup, **latency_stats(watcher.kafka_ts, watcher.event_ts, started_ms,
-                                                          started_ms + int(warmup * 1000))}
+    stats["warmup"] = {
+        "seconds": warmup,
+        **latency_stats(watcher.kafka_ts, watcher.event_ts, started_ms, started_ms + int(warmup * 1000)),
+    }
     stats.update(offered_tx_per_s=rate, produced=expected, decided=watcher.count())
     return stats
 
 
 # ------------------------------------------------------------------------------------------ pyfunc
 def _pyfunc_class():
-    import mlflow.pyfunc
+    # MLflow takes seconds to import: only the pyfunc phase loads it, not every process of this module
+    import mlflow.pyfunc  # noqa: PLC0415
 
     class EnginePyfunc(mlflow.pyfunc.PythonModel):
         """The generic wrapper: the same DecisionEngine (+ Redis velocity) behind pyfunc predict."""
 
+        # the class is pickled by value into the model; these methods run in Spark's Python workers,
+        # which import what they need when MLflow loads the model there
         def load_context(self, context):
-            from payments_core.engine import DecisionEngine
-            from payments_core.velocity import RedisVelocityStore
+            from payments_core.engine import DecisionEngine  # noqa: PLC0415
+            from payments_core.velocity import RedisVelocityStore  # noqa: PLC0415
 
             cfg = context.model_config or {}
             self.engine = DecisionEngine.from_sources()
-            self.velocity = RedisVelocityStore.from_url(cfg["redis_url"], prefix=cfg["velocity_prefix"]) \
-                if cfg.get("redis_url") else None
+            self.velocity = (
+                RedisVelocityStore.from_url(cfg["redis_url"], prefix=cfg["velocity_prefix"])
+                if cfg.get("redis_url")
+                else None
+            )
 
         def predict(self, context, model_input, params=None):
-            import pandas as pd
+            import pandas as pd  # noqa: PLC0415 - in the Python worker (see load_context)
 
             velocity = self.velocity.features_frame(model_input) if self.velocity else None
             out = self.engine.decide_batch(model_input, velocity, source="stream")
@@ -338,82 +388,122 @@ def _pyfunc_class():
 
 
 def register_pyfunc(tracking_uri: str, artifacts: Path, redis_url: str, velocity_prefix: str) -> str:
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    from payments_core.samples import EXAMPLE_REQUEST
+    import mlflow  # noqa: PLC0415 - seconds to import: only the pyfunc phase loads it
+    from mlflow.models import infer_signature  # noqa: PLC0415
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     if mlflow.get_experiment_by_name("bench-stream") is None:
         mlflow.create_experiment("bench-stream", artifact_location=artifacts.as_uri())
     mlflow.set_experiment("bench-stream")
-    from payments_core.contract.events import TransactionEvent
 
-    example = {**{k: v for k, v in EXAMPLE_REQUEST.items()}, "is_approved": True, "processing_time_ms": 100}
+    example = {**EXAMPLE_REQUEST, "is_approved": True, "processing_time_ms": 100}
     row = TransactionEvent.model_validate(example).model_dump()
     frame = pd.DataFrame([row])
     signature = infer_signature(frame, pd.Series(["{}"]))
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="engine", python_model=_pyfunc_class()(), signature=signature,
-                                       model_config={"redis_url": redis_url, "velocity_prefix": velocity_prefix},
-                                       pip_requirements=["pandas"], registered_model_name="bench_decision_engine")
+        info = mlflow.pyfunc.log_model(
+            name="engine",
+            python_model=_pyfunc_class()(),
+            signature=signature,
+            model_config={"redis_url": redis_url, "velocity_prefix": velocity_prefix},
+            pip_requirements=["pandas"],
+            registered_model_name="bench_decision_engine",
+        )
     return f"models:/bench_decision_engine/{info.registered_model_version}"
 
 
-def passthrough_query(bootstrap: str, topic_in: str, topic_out: str, checkpoint: str, warehouse: str,
-                      max_offsets: int) -> None:
+def passthrough_query(
+    bootstrap: str, topic_in: str, topic_out: str, checkpoint: str, warehouse: str, max_offsets: int
+) -> None:
     """The ceiling of the Kafka -> Python -> Kafka shape on this machine: the same source, micro-batch
     size, tasks (2) and sink settings as the processor, each record's value through an identity
     ``arrow_udf`` (Arrow to the Python worker and back) and out again. No parsing, no Redis, no
     decision core: what Spark, Kafka and the Arrow round trip cost on their own (availableNow)."""
-    from pyspark.sql.functions import arrow_udf
 
-    from spark.common.session import get_spark
-
-    spark = get_spark("bench-passthrough", warehouse_dir=Path(warehouse),
-                      extra_conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "20000"})
+    spark = get_spark(
+        "bench-passthrough",
+        warehouse_dir=Path(warehouse),
+        extra_conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "20000"},
+    )
     identity = arrow_udf(lambda values: values, "binary")
-    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic_in)
-           .option("startingOffsets", "earliest").option("maxOffsetsPerTrigger", str(max_offsets)).load())
+    raw = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic_in)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(max_offsets))
+        .load()
+    )
     out = raw.select("key", "value").coalesce(2).select("key", identity("value").alias("value"))
-    q = (out.writeStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("topic", topic_out)
-         .option("kafka.linger.ms", "5").option("kafka.batch.size", "262144")
-         .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
+    q = (
+        out.writeStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("topic", topic_out)
+        .option("kafka.linger.ms", "5")
+        .option("kafka.batch.size", "262144")
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .start()
+    )
     q.awaitTermination()
     if q.exception():
         raise q.exception()
     spark.stop()
 
 
-def pyfunc_query(bootstrap: str, topic_in: str, topic_out: str, model_uri: str, tracking_uri: str,
-                 checkpoint: str, warehouse: str, max_offsets: int) -> None:
+def pyfunc_query(
+    bootstrap: str,
+    topic_in: str,
+    topic_out: str,
+    model_uri: str,
+    tracking_uri: str,
+    checkpoint: str,
+    warehouse: str,
+    max_offsets: int,
+) -> None:
     """The same Kafka -> score -> Kafka query, scored by ``mlflow.pyfunc.spark_udf`` (availableNow)."""
-    import mlflow
-    from pyspark.sql import functions as F
-
-    from payments_core.contract.events import TransactionEvent
-    from spark.common.schema import struct_type_for
-    from spark.common.session import get_spark
+    import mlflow  # noqa: PLC0415 - seconds to import: only the pyfunc phase loads it
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # for the Python workers
-    spark = get_spark("bench-pyfunc", warehouse_dir=Path(warehouse),
-                      extra_conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "5000"})
+    spark = get_spark(
+        "bench-pyfunc",
+        warehouse_dir=Path(warehouse),
+        extra_conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "5000"},
+    )
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="string", env_manager="local")
     schema = struct_type_for(TransactionEvent)
-    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic_in)
-           .option("startingOffsets", "earliest").option("maxOffsetsPerTrigger", str(max_offsets)).load())
+    raw = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic_in)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(max_offsets))
+        .load()
+    )
     tx = raw.select(F.from_json(F.col("value").cast("string"), schema).alias("t")).select("t.*")
-    out = tx.select(F.col("transaction_id").cast("binary").alias("key"),
-                    udf(F.struct(*[F.col(f.name) for f in schema.fields])).cast("binary").alias("value"),
-                    F.array(F.struct(F.lit(CONTEXT_HEADER).alias("key"),
-                                     F.to_json(F.struct(F.unix_millis("event_timestamp").alias("event_timestamp_ms")))
-                                     .cast("binary").alias("value"))).alias("headers"))
-    q = (out.writeStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("topic", topic_out)
-         .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
+    out = tx.select(
+        F.col("transaction_id").cast("binary").alias("key"),
+        udf(F.struct(*[F.col(f.name) for f in schema.fields])).cast("binary").alias("value"),
+        F.array(
+            F.struct(
+                F.lit(CONTEXT_HEADER).alias("key"),
+                F.to_json(F.struct(F.unix_millis("event_timestamp").alias("event_timestamp_ms")))
+                .cast("binary")
+                .alias("value"),
+            )
+        ).alias("headers"),
+    )
+    q = (
+        out.writeStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("topic", topic_out)
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .start()
+    )
     q.awaitTermination()
     if q.exception():
         raise q.exception()
@@ -430,8 +520,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--seconds", type=float, required=True)
     q = sub.add_parser("pyfunc-query")
-    for a in ("--bootstrap", "--topic-in", "--topic-out", "--model-uri", "--tracking-uri", "--checkpoint",
-              "--warehouse"):
+    for a in (
+        "--bootstrap",
+        "--topic-in",
+        "--topic-out",
+        "--model-uri",
+        "--tracking-uri",
+        "--checkpoint",
+        "--warehouse",
+    ):
         q.add_argument(a, required=True)
     q.add_argument("--max-offsets", type=int, default=50_000)
     c = sub.add_parser("passthrough-query")
@@ -442,20 +539,38 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=50_000, help="maxOffsetsPerTrigger of the saturation runs")
     ap.add_argument("--rates", default="1000,5000", help="fixed offered rates, micro-batch mode")
     ap.add_argument("--seconds", type=float, default=90.0, help="duration of each fixed-rate run")
-    ap.add_argument("--warmup", type=float, default=30.0,
-                    help="seconds discarded at the start of a run: the steady state is measured, not the "
-                         "first seconds of traffic through a fresh JVM and fresh Python workers (JIT, first "
-                         "Delta MERGE; the README gives those separately)")
-    ap.add_argument("--rtm-interval", default="5 minutes", help="real-time mode batch duration (what the processor uses by default)")
-    ap.add_argument("--velocity-history", type=float, default=300.0,
-                    help="seconds of traffic pre-recorded in the velocity store before a fixed-rate run "
-                         "(300 = the longest window that scans per call, merchant 5 min: steady state)")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=30.0,
+        help="seconds discarded at the start of a run: the steady state is measured, not the "
+        "first seconds of traffic through a fresh JVM and fresh Python workers (JIT, first "
+        "Delta MERGE; the README gives those separately)",
+    )
+    ap.add_argument(
+        "--rtm-interval", default="5 minutes", help="real-time mode batch duration (what the processor uses by default)"
+    )
+    ap.add_argument(
+        "--velocity-history",
+        type=float,
+        default=300.0,
+        help="seconds of traffic pre-recorded in the velocity store before a fixed-rate run "
+        "(300 = the longest window that scans per call, merchant 5 min: steady state)",
+    )
     ap.add_argument("--no-decision-log", action="store_true", help="scoring query only (no Delta log query)")
-    ap.add_argument("--scoring-only-rates", default="5000",
-                    help="fixed offered rates also run without the decision-log query (as with the log on its "
-                         "own compute: it is a consumer of the decisions topic, like the API's Redis consumer)")
-    ap.add_argument("--processor-env", action="append", default=[], metavar="PA_X=V",
-                    help="extra environment of the processor (repeatable), e.g. PA_STREAM_VELOCITY=false")
+    ap.add_argument(
+        "--scoring-only-rates",
+        default="5000",
+        help="fixed offered rates also run without the decision-log query (as with the log on its "
+        "own compute: it is a consumer of the decisions topic, like the API's Redis consumer)",
+    )
+    ap.add_argument(
+        "--processor-env",
+        action="append",
+        default=[],
+        metavar="PA_X=V",
+        help="extra environment of the processor (repeatable), e.g. PA_STREAM_VELOCITY=false",
+    )
     ap.add_argument("--workdir", help="keep broker data, checkpoints and logs here (default: a temp folder)")
     ap.add_argument("--skip-microbatch", action="store_true", help="skip the saturation and fixed-rate runs")
     ap.add_argument("--skip-saturation", action="store_true", help="skip the two micro-batch saturation runs")
@@ -467,32 +582,42 @@ def main(argv: list[str] | None = None) -> None:
         print(produce_at_rate(args.bootstrap, args.topic, args.rate, args.seconds))
         return
     if args.cmd == "passthrough-query":
-        passthrough_query(args.bootstrap, args.topic_in, args.topic_out, args.checkpoint, args.warehouse,
-                          args.max_offsets)
+        passthrough_query(
+            args.bootstrap, args.topic_in, args.topic_out, args.checkpoint, args.warehouse, args.max_offsets
+        )
         return
     if args.cmd == "pyfunc-query":
-        pyfunc_query(args.bootstrap, args.topic_in, args.topic_out, args.model_uri, args.tracking_uri,
-                     args.checkpoint, args.warehouse, args.max_offsets)
+        pyfunc_query(
+            args.bootstrap,
+            args.topic_in,
+            args.topic_out,
+            args.model_uri,
+            args.tracking_uri,
+            args.checkpoint,
+            args.warehouse,
+            args.max_offsets,
+        )
         return
     bench(args)
 
 
-def phase_saturation(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any],
-                     scoring_only: bool = False) -> None:
+def phase_saturation(
+    plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any], scoring_only: bool = False
+) -> None:
     """The processor started over a backlog: decisions per second, micro-batches of ``--batch``.
     ``scoring_only``: without the decision-log query (the same query as the pyfunc comparison)."""
     name = "saturation_scoring_only" if scoring_only else "saturation_microbatch"
     out_topic = topics.decisions
     env = {"PA_STREAM_MAX_OFFSETS_PER_TRIGGER": str(args.batch), "PA_REDIS_PREFIX": name}
     if scoring_only:
-        from launcher.topics import ensure_topics
-        from payments_core.contract.topics import DECISIONS, TRANSACTIONS_DLQ
-
         # its own output topics (same transactions topic), so the two runs do not mix
         ensure_topics(plat.bootstrap, "so.", (DECISIONS, TRANSACTIONS_DLQ))
         out_topic = f"so.{DECISIONS.name}"
-        env.update(PA_STREAM_DECISION_LOG="false", PA_STREAM_DECISIONS_TOPIC=out_topic,
-                   PA_STREAM_DLQ_TOPIC=f"so.{TRANSACTIONS_DLQ.name}")
+        env.update(
+            PA_STREAM_DECISION_LOG="false",
+            PA_STREAM_DECISIONS_TOPIC=out_topic,
+            PA_STREAM_DLQ_TOPIC=f"so.{TRANSACTIONS_DLQ.name}",
+        )
     watcher = DecisionWatcher(plat.bootstrap, out_topic)
     with plat.process(f"processor-{name}", _processor(str(plat.workdir / f"ckpt-{name}")), **env) as proc:
         t0 = time.monotonic()
@@ -505,8 +630,15 @@ def phase_saturation(plat: Platform, topics: Any, args: argparse.Namespace, resu
     print(f"{name}: {sat:,.0f} tx/s", flush=True)
 
 
-def phase_fixed_rate(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any], rate: float,
-                     mode: str = "microbatch", scoring_only: bool = False) -> None:
+def phase_fixed_rate(
+    plat: Platform,
+    topics: Any,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    rate: float,
+    mode: str = "microbatch",
+    scoring_only: bool = False,
+) -> None:
     """A fresh processor (checkpoints from the topic's end) at an offered rate, velocity windows
     pre-filled to their steady state for that rate. ``scoring_only``: without the decision-log query
     on these cores."""
@@ -535,22 +667,30 @@ def phase_fixed_rate(plat: Platform, topics: Any, args: argparse.Namespace, resu
     print(f"{name}: {stats}", flush=True)
 
 
-_LOG_BATCH = re.compile(r"decision log batch (\d+): (\d+) decisions \(parse and dedupe ([\d.]+)s, "
-                        r"append ([\d.]+)s, metrics ([\d.]+)s\)")
+_LOG_BATCH = re.compile(
+    r"decision log batch (\d+): (\d+) decisions \(parse and dedupe ([\d.]+)s, "
+    r"append ([\d.]+)s, metrics ([\d.]+)s\)"
+)
 
 
 def decision_log_batches(processor_log: Path) -> list[dict[str, float]]:
     """The decision-log batches a run finished (from the processor's log): whether the log kept up."""
     text = processor_log.read_text(errors="replace") if processor_log.exists() else ""
-    return [{"batch": int(m[0]), "decisions": int(m[1]), "parse_s": float(m[2]), "append_s": float(m[3]),
-             "metrics_s": float(m[4])} for m in _LOG_BATCH.findall(text)]
+    return [
+        {
+            "batch": int(m[0]),
+            "decisions": int(m[1]),
+            "parse_s": float(m[2]),
+            "append_s": float(m[3]),
+            "metrics_s": float(m[4]),
+        }
+        for m in _LOG_BATCH.findall(text)
+    ]
 
 
 def _saturate(plat: Platform, spec: Any, query: str, argv: list[str], timeout_s: float) -> tuple[float, int]:
     """Run ``python -m bench.stream <query> ...`` (an availableNow query over the backlog) into a fresh
     topic ``spec``; its records per second and count."""
-    from launcher.topics import ensure_topics
-
     ensure_topics(plat.bootstrap, plat.prefix, (spec,))
     out_topic = f"{plat.prefix}{spec.name}"
     watcher = DecisionWatcher(plat.bootstrap, out_topic)
@@ -565,38 +705,61 @@ def _saturate(plat: Platform, spec: Any, query: str, argv: list[str], timeout_s:
 
 def phase_pyfunc(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
     """The same Kafka -> score -> Kafka query with the generic spark_udf scorer, over the same topic."""
-    from payments_core.contract.topics import TopicSpec
-
     tracking = f"sqlite:///{plat.workdir / 'mlflow.db'}"
     uri = register_pyfunc(tracking, plat.workdir / "mlartifacts", plat.redis_url, "benchpf:vel")
     spec = TopicSpec("payments.decisions.pyfunc", 6, "transaction_id", "bench: pyfunc scorer")
-    tps, n = _saturate(plat, spec, "pyfunc-query",
-                       ["--bootstrap", plat.bootstrap, "--topic-in", topics.transactions, "--model-uri", uri,
-                        "--tracking-uri", tracking, "--checkpoint", str(plat.workdir / "ckpt-pyfunc"),
-                        "--warehouse", str(plat.workdir / "wh-pyfunc"), "--max-offsets", str(args.batch)], 3600)
+    tps, n = _saturate(
+        plat,
+        spec,
+        "pyfunc-query",
+        [
+            "--bootstrap",
+            plat.bootstrap,
+            "--topic-in",
+            topics.transactions,
+            "--model-uri",
+            uri,
+            "--tracking-uri",
+            tracking,
+            "--checkpoint",
+            str(plat.workdir / "ckpt-pyfunc"),
+            "--warehouse",
+            str(plat.workdir / "wh-pyfunc"),
+            "--max-offsets",
+            str(args.batch),
+        ],
+        3600,
+    )
     results["runs"]["saturation_pyfunc_spark_udf"] = {"decisions": n, "tx_per_s": tps}
     print(f"pyfunc spark_udf saturation: {tps:,.0f} tx/s", flush=True)
 
 
 def phase_passthrough(plat: Platform, topics: Any, args: argparse.Namespace, results: dict[str, Any]) -> None:
     """The Kafka -> identity arrow_udf -> Kafka ceiling over the same backlog (``passthrough_query``)."""
-    from payments_core.contract.topics import TopicSpec
-
     spec = TopicSpec("payments.passthrough", 6, "card_token_id", "bench: ceiling")
-    tps, n = _saturate(plat, spec, "passthrough-query",
-                       ["--bootstrap", plat.bootstrap, "--topic-in", topics.transactions,
-                        "--checkpoint", str(plat.workdir / "ckpt-passthrough"),
-                        "--warehouse", str(plat.workdir / "wh-passthrough"), "--max-offsets", str(args.batch)], 1800)
+    tps, n = _saturate(
+        plat,
+        spec,
+        "passthrough-query",
+        [
+            "--bootstrap",
+            plat.bootstrap,
+            "--topic-in",
+            topics.transactions,
+            "--checkpoint",
+            str(plat.workdir / "ckpt-passthrough"),
+            "--warehouse",
+            str(plat.workdir / "wh-passthrough"),
+            "--max-offsets",
+            str(args.batch),
+        ],
+        1800,
+    )
     results["runs"]["saturation_passthrough"] = {"records": n, "tx_per_s": tps}
     print(f"passthrough (Kafka -> identity arrow_udf -> Kafka) saturation: {tps:,.0f} tx/s", flush=True)
 
 
 def bench(args: argparse.Namespace) -> None:
-    from bench.common import print_table, write_results
-    from launcher import local
-    from launcher.topics import ensure_topics
-    from services.stream_processor.settings import StreamProcessorSettings
-
     results: dict[str, Any] = {"events": args.events, "batch": args.batch, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         work = Path(args.workdir or tmp)

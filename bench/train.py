@@ -10,6 +10,7 @@ pipeline). Reports each model's holdout AUC and its logistic-regression baseline
     make bench-train                         # 1,000,000 rows
     make bench-train BENCH_ARGS="--rows 200000"
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,34 +19,42 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+
 from bench.common import print_table, write_results
 from services.simulator.generator import GeneratorConfig, TransactionGenerator
 from spark.common.session import get_spark
 from spark.common.tables import Lakehouse
 from spark.etl import silver
+from spark.jobs import train
 from spark.ml.training import TrainingConfig
 
 
 def build_silver(spark, lakehouse: Lakehouse, rows: int, days: float, chunk: int = 250_000) -> float:
     """Simulated history -> bronze-shaped rows -> silver (batch path of the pipeline's transforms)."""
     t0 = time.perf_counter()
-    gen = TransactionGenerator(GeneratorConfig(seed=42, start=datetime.now(UTC) - timedelta(days=days),
-                                               events_per_second=rows * 1.02 / (days * 86_400.0)))
+    gen = TransactionGenerator(
+        GeneratorConfig(
+            seed=42, start=datetime.now(UTC) - timedelta(days=days), events_per_second=rows * 1.02 / (days * 86_400.0)
+        )
+    )
     bronze_path = str(lakehouse.path("_bench_bronze"))
     offset = 0
     for batch in gen.iter_batches(rows, chunk):
-        import pyarrow as pa
-
         values = batch.json_array()
         n = len(values)
         now = datetime.now(UTC)
-        table = pa.table({
-            "record_key": pa.array([None] * n, pa.string()), "record_value": values,
-            "topic": pa.array(["payments.transactions"] * n), "kafka_partition": pa.array([0] * n, pa.int32()),
-            "kafka_offset": pa.array(range(offset, offset + n), pa.int64()),
-            "kafka_timestamp": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
-            "ingested_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
-        })
+        table = pa.table(
+            {
+                "record_key": pa.array([None] * n, pa.string()),
+                "record_value": values,
+                "topic": pa.array(["payments.transactions"] * n),
+                "kafka_partition": pa.array([0] * n, pa.int32()),
+                "kafka_offset": pa.array(range(offset, offset + n), pa.int64()),
+                "kafka_timestamp": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+                "ingested_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+            }
+        )
         spark.createDataFrame(table.to_pandas()).write.format("delta").mode("append").save(bronze_path)
         offset += n
     bronze = spark.read.format("delta").load(bronze_path)
@@ -54,8 +63,6 @@ def build_silver(spark, lakehouse: Lakehouse, rows: int, days: float, chunk: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spark.jobs import train
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--days", type=float, default=30.0)
@@ -64,10 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(args.workdir or tmp)
         lakehouse = Lakehouse(catalog="bench", schema="train", warehouse_dir=work / "warehouse")
-        spark = get_spark("bench-train", warehouse_dir=lakehouse.warehouse_dir,
-                          extra_conf={"spark.driver.memory": "3g"})
-        if lakehouse.exists(spark, "silver_transactions") and \
-                lakehouse.read(spark, "silver_transactions").count() == args.rows:
+        spark = get_spark(
+            "bench-train", warehouse_dir=lakehouse.warehouse_dir, extra_conf={"spark.driver.memory": "3g"}
+        )
+        if (
+            lakehouse.exists(spark, "silver_transactions")
+            and lakehouse.read(spark, "silver_transactions").count() == args.rows
+        ):
             silver_s = None  # reused from --workdir
         else:
             silver_s = build_silver(spark, lakehouse, args.rows, args.days)
@@ -78,14 +88,27 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.perf_counter() - t0
         spark.stop()
     key = "train_1m_s" if args.rows == 1_000_000 else f"train_{args.rows}_s"
-    figures = {"rows": args.rows, key: round(train_s, 1), "silver_build_s": None if silver_s is None else round(silver_s, 1),
-               "goal_s": 300,
-               "models": {r.kind: {"estimator": r.estimator, "holdout_auc": round(r.metrics.get("auc", float("nan")), 4),
-                                   "baseline_auc": round(r.baseline_metrics.get("auc", float("nan")), 4),
-                                   "threshold": round(r.threshold, 4), "precision": round(r.metrics["precision"], 4),
-                                   "recall": round(r.metrics["recall"], 4), "ece": round(r.metrics["ece"], 4),
-                                   "train_rows": r.rows["train"], "holdout_rows": r.rows["holdout"],
-                                   "seconds": round(r.seconds, 1)} for r in results}}
+    figures = {
+        "rows": args.rows,
+        key: round(train_s, 1),
+        "silver_build_s": None if silver_s is None else round(silver_s, 1),
+        "goal_s": 300,
+        "models": {
+            r.kind: {
+                "estimator": r.estimator,
+                "holdout_auc": round(r.metrics.get("auc", float("nan")), 4),
+                "baseline_auc": round(r.baseline_metrics.get("auc", float("nan")), 4),
+                "threshold": round(r.threshold, 4),
+                "precision": round(r.metrics["precision"], 4),
+                "recall": round(r.metrics["recall"], 4),
+                "ece": round(r.metrics["ece"], 4),
+                "train_rows": r.rows["train"],
+                "holdout_rows": r.rows["holdout"],
+                "seconds": round(r.seconds, 1),
+            }
+            for r in results
+        },
+    }
     path = write_results("train", figures)
     rows = [("rows", args.rows), (key, figures[key]), ("silver_build_s", figures["silver_build_s"] or "reused")]
     for kind, m in figures["models"].items():

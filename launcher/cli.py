@@ -1,4 +1,5 @@
 """`python -m launcher ...`: the commands behind `make up`, `make down`, `make status`."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def resolve_jars() -> None:
 
 def _supervisorctl(*args: str) -> subprocess.CompletedProcess:
     conf = get_settings().data_dir / "run" / "supervisord.conf"
-    return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args], capture_output=True, text=True
+    )
 
 
 def _running() -> bool:
@@ -59,14 +61,20 @@ def _running() -> bool:
 
 def _check_ports(programs: list[services.Program]) -> None:
     s = get_settings()
-    env_names = {"kafka": "PA_KAFKA_PORT", "redis": "PA_REDIS_PORT", "postgres": "PA_POSTGRES_PORT",
-                 "scoring_api": "PA_SCORING_API_PORT", "control_plane": "PA_CONTROL_PLANE_PORT"}
+    env_names = {
+        "kafka": "PA_KAFKA_PORT",
+        "redis": "PA_REDIS_PORT",
+        "postgres": "PA_POSTGRES_PORT",
+        "scoring_api": "PA_SCORING_API_PORT",
+        "control_plane": "PA_CONTROL_PLANE_PORT",
+    }
     ports = [(p.name, p.port) for p in programs if p.port] + [("kafka controller", s.kafka_controller_port)]
     for name, port in ports:
         if not infra.port_is_free(s.host, port):
             raise PrerequisiteError(
                 f"port {s.host}:{port} for {name} is already taken",
-                f"stop what uses it (`ss -ltnp 'sport = :{port}'`) or set {env_names.get(name, 'PA_KAFKA_CONTROLLER_PORT')} in .env",
+                f"stop what uses it (`ss -ltnp 'sport = :{port}'`) or set "
+                f"{env_names.get(name, 'PA_KAFKA_CONTROLLER_PORT')} in .env",
             )
 
 
@@ -90,18 +98,23 @@ def up(
         _fail(exc)
     conf = s.data_dir / "run" / "supervisord.conf"
     conf.write_text(services.supervisord_conf(s, programs, foreground=not detach))
-    supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
-                                   cwd=REPO_ROOT, start_new_session=detach)
+    supervisord = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], cwd=REPO_ROOT, start_new_session=detach
+    )
     try:
         sign_in = _start_sequence(s, services_)
         url = f"http://{s.host}:{s.control_plane_port}/"
-        typer.secho(f"\npayment-analysis is up. Control plane: {url}  (scoring API http://{s.host}:{s.scoring_api_port}/docs)",
-                    fg=typer.colors.GREEN)
+        typer.secho(
+            f"\npayment-analysis is up. Control plane: {url}  (scoring API http://{s.host}:{s.scoring_api_port}/docs)",
+            fg=typer.colors.GREEN,
+        )
         if sign_in:
             typer.secho(f"  {sign_in}", fg=typer.colors.GREEN, bold=True)
         if services_:
-            typer.echo("  On a fresh data folder the control plane runs backfill, ETL, gold views, bootstrap and "
-                       "training in the background: progress on /setup.")
+            typer.echo(
+                "  On a fresh data folder the control plane runs backfill, ETL, gold views, bootstrap and "
+                "training in the background: progress on /setup."
+            )
         if services_ and open_browser and os.environ.get("DISPLAY") and not os.environ.get("CI"):
             webbrowser.open(url)
         if detach:
@@ -170,10 +183,14 @@ def status() -> None:
         raise typer.Exit(3)
     typer.echo(_supervisorctl("status").stdout.rstrip())
     typer.echo("")
-    rows = [("kafka", s.kafka_bootstrap), ("redis", s.redis_url),
-            ("scoring api", f"http://{s.host}:{s.scoring_api_port}/docs"),
-            ("control plane", f"http://{s.host}:{s.control_plane_port}/"),
-            ("delta warehouse", str(s.warehouse)), ("logs", str(s.log_dir))]
+    rows = [
+        ("kafka", s.kafka_bootstrap),
+        ("redis", s.redis_url),
+        ("scoring api", f"http://{s.host}:{s.scoring_api_port}/docs"),
+        ("control plane", f"http://{s.host}:{s.control_plane_port}/"),
+        ("delta warehouse", str(s.warehouse)),
+        ("logs", str(s.log_dir)),
+    ]
     if s.with_postgres:
         rows.insert(2, ("postgres", s.postgres_url))
     for name, where in rows:

@@ -4,6 +4,7 @@ that runs it in the foreground, and how to tell it is ready.
 `make up` hands these commands to supervisord; the test fixtures run the very same commands with
 their own ports and data folders, so tests exercise what users run.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,6 +17,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psycopg
 
 from launcher import jars
 from launcher.errors import PrerequisiteError
@@ -125,7 +128,9 @@ num.io.threads=4
 def kafka_server(data_dir: Path, host: str, port: int, controller_port: int, heap: str = "768m") -> ServerSpec:
     """Prepare (once) and describe a single-node KRaft broker+controller under ``data_dir``."""
     if shutil.which("java") is None:
-        raise PrerequisiteError("Java is not installed (Kafka needs Java 17+)", "apt-get install -y openjdk-17-jre-headless")
+        raise PrerequisiteError(
+            "Java is not installed (Kafka needs Java 17+)", "apt-get install -y openjdk-17-jre-headless"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "server.properties"
     log_dir = data_dir / "data"
@@ -133,36 +138,73 @@ def kafka_server(data_dir: Path, host: str, port: int, controller_port: int, hea
     log4j = data_dir / "log4j2.yaml"
     log4j.write_text(KAFKA_LOG4J)
     classpath = jars.kafka_classpath()
-    java = ["java", f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+    java = [
+        "java",
+        f"-Xmx{heap}",
+        "-Xms128m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        classpath,
+    ]
     if not (log_dir / "meta.properties").exists():
         # Storage is formatted once; a restart keeps topics and committed offsets. The id is passed
         # as --cluster-id=ID because a base64 id may start with "-" and read as an option.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config),
-             "--ignore-formatted"],
-            check=True, capture_output=True,
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(config),
+                "--ignore-formatted",
+            ],
+            check=True,
+            capture_output=True,
         )
     return ServerSpec("kafka", [*java, "kafka.Kafka", str(config)], port)
 
 
 # --------------------------------------------------------------------------- Redis
 
+
 def redis_server(data_dir: Path, host: str, port: int, persist: bool = True) -> ServerSpec:
     if shutil.which("redis-server") is None:
-        raise PrerequisiteError("redis-server is not installed", "make install-system (apt-get install -y redis-server)")
+        raise PrerequisiteError(
+            "redis-server is not installed", "make install-system (apt-get install -y redis-server)"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     save = ["--save", "60 1000"] if persist else ["--save", ""]
     return ServerSpec(
         "redis",
-        ["redis-server", "--bind", host, "--port", str(port), "--dir", str(data_dir), *save,
-         "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"],
+        [
+            "redis-server",
+            "--bind",
+            host,
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir),
+            *save,
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         port,
     )
 
 
 # --------------------------------------------------------------------------- PostgreSQL
+
 
 def postgres_server(data_dir: Path, host: str, port: int) -> ServerSpec:
     if not (POSTGRES_BIN / "postgres").exists():
@@ -182,8 +224,21 @@ def postgres_server(data_dir: Path, host: str, port: int) -> ServerSpec:
         subprocess.run(initdb, check=True, capture_output=True)
     spec = ServerSpec(
         "postgres",
-        [str(POSTGRES_BIN / "postgres"), "-D", str(cluster), "-p", str(port), "-h", host,
-         "-k", str(data_dir), "-c", "fsync=off", "-c", "shared_buffers=64MB"],
+        [
+            str(POSTGRES_BIN / "postgres"),
+            "-D",
+            str(cluster),
+            "-p",
+            str(port),
+            "-h",
+            host,
+            "-k",
+            str(data_dir),
+            "-c",
+            "fsync=off",
+            "-c",
+            "shared_buffers=64MB",
+        ],
         port,
         user=user,
     )
@@ -191,8 +246,6 @@ def postgres_server(data_dir: Path, host: str, port: int) -> ServerSpec:
 
 
 def postgres_ensure_database(host: str, port: int, name: str) -> None:
-    import psycopg
-
     with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:

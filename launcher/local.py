@@ -1,5 +1,6 @@
 """Throwaway local servers for tests and benchmarks: the same commands as `make up`, run in a
 temporary folder on free ports, stopped on exit."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher import infra
+from launcher.topics import wait_for_broker
 
 
 @dataclass
@@ -23,8 +25,9 @@ class Running:
 
 
 @contextlib.contextmanager
-def run_server(spec: infra.ServerSpec, log: Path, host: str = "127.0.0.1", timeout: float = 90,
-               stop_signal: int = signal.SIGTERM) -> Iterator[Running]:
+def run_server(
+    spec: infra.ServerSpec, log: Path, host: str = "127.0.0.1", timeout: float = 90, stop_signal: int = signal.SIGTERM
+) -> Iterator[Running]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(spec.argv(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -53,8 +56,6 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
 @contextlib.contextmanager
 def kafka(workdir: Path, heap: str = "512m") -> Iterator[str]:
     """A single-node KRaft broker; yields its bootstrap address."""
-    from launcher.topics import wait_for_broker
-
     host, port, cport = "127.0.0.1", infra.free_port(), infra.free_port()
     spec = infra.kafka_server(workdir / "kafka", host, port, cport, heap)
     with run_server(spec, workdir / "logs" / "kafka.log", host):

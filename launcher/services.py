@@ -1,7 +1,10 @@
 """What `make up` runs: the infrastructure servers and the four services, as supervisord programs."""
+
 from __future__ import annotations
 
+import importlib.util
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +49,14 @@ def service_env(settings: PlatformSettings) -> dict[str, str]:
 
 def infrastructure(settings: PlatformSettings) -> list[Program]:
     data = settings.data_dir
-    kafka = infra.kafka_server(data / "kafka", settings.host, settings.kafka_port,
-                               settings.kafka_controller_port, settings.kafka_heap)
+    kafka = infra.kafka_server(
+        data / "kafka", settings.host, settings.kafka_port, settings.kafka_controller_port, settings.kafka_heap
+    )
     redis = infra.redis_server(data / "redis", settings.host, settings.redis_port)
-    programs = [Program("kafka", kafka.argv(), settings.kafka_port, stop_wait_s=30),
-                Program("redis", redis.argv(), settings.redis_port)]
+    programs = [
+        Program("kafka", kafka.argv(), settings.kafka_port, stop_wait_s=30),
+        Program("redis", redis.argv(), settings.redis_port),
+    ]
     if settings.with_postgres:
         pg = infra.postgres_server(data / "postgres", settings.host, settings.postgres_port)
         # SIGINT is PostgreSQL's "fast shutdown".
@@ -63,12 +69,29 @@ def applications(settings: PlatformSettings) -> list[Program]:
     env = service_env(settings)
     programs = [
         Program("simulator", [py, "-m", "services.simulator", "run"], None, env, group="services"),
-        Program("stream_processor", [py, "-m", "services.stream_processor", "run"], None, env,
-                group="services", stop_signal="INT", stop_wait_s=60),
-        Program("scoring_api", [py, "-m", "services.scoring_api", "serve", "--port", str(settings.scoring_api_port)],
-                settings.scoring_api_port, env, group="services"),
-        Program("control_plane", [py, "-m", "services.control_plane", "serve", "--port", str(settings.control_plane_port)],
-                settings.control_plane_port, env, group="services"),
+        Program(
+            "stream_processor",
+            [py, "-m", "services.stream_processor", "run"],
+            None,
+            env,
+            group="services",
+            stop_signal="INT",
+            stop_wait_s=60,
+        ),
+        Program(
+            "scoring_api",
+            [py, "-m", "services.scoring_api", "serve", "--port", str(settings.scoring_api_port)],
+            settings.scoring_api_port,
+            env,
+            group="services",
+        ),
+        Program(
+            "control_plane",
+            [py, "-m", "services.control_plane", "serve", "--port", str(settings.control_plane_port)],
+            settings.control_plane_port,
+            env,
+            group="services",
+        ),
     ]
     return [p for p in programs if module_available(p.argv[2])]
 
@@ -83,8 +106,7 @@ def control_plane_init(settings: PlatformSettings) -> list[str] | None:
 
 
 def module_available(module: str) -> bool:
-    """Whether `python -m module` exists in this checkout (parts of the system land over time)."""
-    import importlib.util
+    """Whether `python -m module` can run in this checkout."""
 
     try:
         return importlib.util.find_spec(module) is not None
@@ -133,8 +155,11 @@ def supervisord_conf(settings: PlatformSettings, programs: list[Program], foregr
         if foreground:
             lines += ["stdout_logfile=/dev/fd/1", "stdout_logfile_maxbytes=0"]
         else:
-            lines += [f"stdout_logfile={settings.log_dir / (prog.name + '.log')}",
-                      "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=2"]
+            lines += [
+                f"stdout_logfile={settings.log_dir / (prog.name + '.log')}",
+                "stdout_logfile_maxbytes=20MB",
+                "stdout_logfile_backups=2",
+            ]
         if env:
             lines.append("environment=" + ",".join(f'{k}="{_env_escape(v)}"' for k, v in env.items()))
         lines.append("")
@@ -148,8 +173,6 @@ def supervisord_conf(settings: PlatformSettings, programs: list[Program], foregr
 
 def _quote(arg: str) -> str:
     # supervisord splits `command` with shlex; "%" must be doubled (it expands %(ENV_X)s).
-    import shlex
-
     return shlex.quote(arg).replace("%", "%%")
 
 

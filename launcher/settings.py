@@ -5,6 +5,7 @@ The shared variables (data folder, Kafka, Redis, topic prefix...) come from
 ``PA_KAFKA_BOOTSTRAP`` / ``PA_REDIS_URL`` point elsewhere, they follow the local servers' host and
 ports, and `make up` hands them to every service.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

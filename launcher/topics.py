@@ -1,8 +1,10 @@
 """Creates the contract's topics with explicit partitions (idempotent)."""
+
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -13,7 +15,8 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> AdminClient:
     # librdkafka logs every refused connection while the broker boots; keep that quiet.
     quiet = logging.getLogger("launcher.kafka-admin")
     quiet.setLevel(logging.CRITICAL)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}  # librdkafka takes a Logger too
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -37,7 +40,7 @@ def ensure_topics(bootstrap: str, prefix: str = "", specs: tuple[TopicSpec, ...]
     ]
     if not wanted:
         return []
-    for name, future in admin.create_topics(wanted).items():
+    for future in admin.create_topics(wanted).values():
         try:
             future.result()
         except Exception as exc:

@@ -30,6 +30,7 @@ Policy (one verdict per transaction)
    model that drove the verdict. ``decision_id`` = hash(transaction_id, rule_set_version,
    model_versions).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,12 +38,19 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast, overload
 
 import pandas as pd
 
 from payments_core.batch import decide_frame
-from payments_core.contract.events import DecisionEvent, ReasonCode, RetryAdvice, TransactionRequest
+from payments_core.contract.events import (
+    DecisionEvent,
+    DecisionOutcome,
+    PaymentSolution,
+    ReasonCode,
+    RetryAdvice,
+    TransactionRequest,
+)
 from payments_core.features import VELOCITY_FEATURES, derive_one
 from payments_core.model_features import MODEL_FEATURES, feature_vector
 from payments_core.models import MODEL_KINDS, ModelBundle, ModelSource
@@ -71,8 +79,15 @@ Source = Literal["api", "stream", "backtest"]
 class DecisionEngine:
     """Decides transactions with a rule set and a model bundle; ``refresh()`` swaps in new ones."""
 
-    def __init__(self, rules: RuleSet, models: ModelBundle | None = None, policy: PolicyConfig | None = None, *,
-                 rule_source: RuleSource | None = None, model_source: ModelSource | None = None):
+    def __init__(
+        self,
+        rules: RuleSet,
+        models: ModelBundle | None = None,
+        policy: PolicyConfig | None = None,
+        *,
+        rule_source: RuleSource | None = None,
+        model_source: ModelSource | None = None,
+    ):
         self.policy = policy or PolicyConfig()
         self.rule_source = rule_source
         self.model_source = model_source
@@ -81,8 +96,12 @@ class DecisionEngine:
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
-    def from_sources(cls, rule_source: RuleSource | None = None, model_source: ModelSource | None = None,
-                     policy: PolicyConfig | None = None) -> DecisionEngine:
+    def from_sources(
+        cls,
+        rule_source: RuleSource | None = None,
+        model_source: ModelSource | None = None,
+        policy: PolicyConfig | None = None,
+    ) -> DecisionEngine:
         """Rules from ``rule_source`` (starter set when None), models from ``model_source``
         (heuristic when None or when nothing is registered)."""
         rule_source = rule_source or RuleSource(None)
@@ -159,13 +178,20 @@ class DecisionEngine:
                     log.error("model refresh failed, keeping current models: %s", exc)
             if changed:
                 self._state = EngineSnapshot.build(rules, bundle, self.policy, versions)
-                log.info("decision engine now rules=%s models=%s", self._state.rule_set_version,
-                         self._state.model_versions)
+                log.info(
+                    "decision engine now rules=%s models=%s", self._state.rule_set_version, self._state.model_versions
+                )
         return changed
 
     # ----------------------------------------------------------------------------- one
-    def decide(self, request: TransactionRequest | Mapping[str, Any], velocity: Mapping[str, Any] | None = None, *,
-               source: Source = "api", started: float | None = None) -> DecisionEvent:
+    def decide(
+        self,
+        request: TransactionRequest | Mapping[str, Any],
+        velocity: Mapping[str, Any] | None = None,
+        *,
+        source: Source = "api",
+        started: float | None = None,
+    ) -> DecisionEvent:
         """Decide one transaction. ``velocity``: VELOCITY_FEATURES values (missing = 0), e.g. from
         ``RedisVelocityStore.features``. ``started``: ``time.perf_counter()`` at request arrival,
         for ``latency_ms`` (defaults to now)."""
@@ -174,11 +200,18 @@ class DecisionEngine:
             tx = request.model_dump()
         else:
             tx = TransactionRequest.model_validate(
-                {k: v for k, v in request.items() if k in TransactionRequest.model_fields}).model_dump()
+                {k: v for k, v in request.items() if k in TransactionRequest.model_fields}
+            ).model_dump()
         return self.decide_dumped(tx, velocity, source=source, started=started)
 
-    def decide_dumped(self, tx: dict[str, Any], velocity: Mapping[str, Any] | None = None, *,
-                      source: Source = "api", started: float | None = None) -> DecisionEvent:
+    def decide_dumped(
+        self,
+        tx: dict[str, Any],
+        velocity: Mapping[str, Any] | None = None,
+        *,
+        source: Source = "api",
+        started: float | None = None,
+    ) -> DecisionEvent:
         """``decide`` of ``TransactionRequest.model_dump()`` output (the caller validated it already)."""
         started = time.perf_counter() if started is None else started
         st = self._state
@@ -202,20 +235,24 @@ class DecisionEngine:
         route, _rule = choose_route(tx, s.route_scores[0], fired)
         challenger_outcome = None
         if s.challenger_approval is not None and s.challenger_risk is not None:
-            challenger_outcome = verdict(st.policy, st.risk_decline, s.challenger_approval[0], s.challenger_risk[0],
-                                         authenticated, fired)[0]
+            challenger_outcome = verdict(
+                st.policy, st.risk_decline, s.challenger_approval[0], s.challenger_risk[0], authenticated, fired
+            )[0]
         return DecisionEvent(
             decision_id=decision_id(tx["transaction_id"], st.rule_set_version, st.versions_json),
             transaction_id=tx["transaction_id"],
-            outcome=outcome,
+            # the policy works on plain strings (shared with the vectorised path); the event validates them
+            outcome=cast("DecisionOutcome", outcome),
             approval_probability=approval,
             risk_score=risk,
-            recommended_route=route,
+            recommended_route=cast("PaymentSolution", route),
             retry=retry,
             reason_codes=self._reasons(st, s, fired, outcome, cause, code),
-            shadow_reason_codes=[ReasonCode(code=c.rule.id, kind="rule", detail=f"shadow: {c.rule.name} -> "
-                                            f"{c.rule.action}") for c in shadow],
-            challenger_outcome=challenger_outcome,
+            shadow_reason_codes=[
+                ReasonCode(code=c.rule.id, kind="rule", detail=f"shadow: {c.rule.name} -> {c.rule.action}")
+                for c in shadow
+            ],
+            challenger_outcome=cast("DecisionOutcome | None", challenger_outcome),
             rule_set_version=st.rule_set_version,
             model_versions=st.model_versions,
             latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
@@ -224,26 +261,59 @@ class DecisionEngine:
         )
 
     @staticmethod
-    def _reasons(st: EngineSnapshot, s: Scores, fired: list[CompiledRule], outcome: str, cause: str,
-                 code: str) -> list[ReasonCode]:
+    def _reasons(
+        st: EngineSnapshot, s: Scores, fired: list[CompiledRule], outcome: str, cause: str, code: str
+    ) -> list[ReasonCode]:
         """Fired rules, the policy code that decided, and the top factors of the model that drove it."""
         reasons = [ReasonCode(code=c.rule.id, kind="rule", detail=f"{c.rule.name} -> {c.rule.action}") for c in fired]
-        reasons.append(ReasonCode(code=code, kind="policy",
-                                  detail=f"outcome {outcome}; approval {s.approval[0]:.3f}, risk {s.risk[0]:.3f}"))
+        reasons.append(
+            ReasonCode(
+                code=code,
+                kind="policy",
+                detail=f"outcome {outcome}; approval {s.approval[0]:.3f}, risk {s.risk[0]:.3f}",
+            )
+        )
         if explains_with_risk(outcome, cause):
             which, contrib, direction = "risk", s.risk_contrib, 1.0
         else:
             which, contrib, direction = "approval", s.approval_contrib, 1.0 if outcome == "approve" else -1.0
         if contrib is not None:
             model = st.bundle.champions[which]
-            reasons += [ReasonCode(code=MODEL_FEATURES[i], kind="model_factor",
-                                   detail=f"{model.kind} {contrib[0][i]:+.3f}")
-                        for i in top_factors(contrib[0], direction, st.policy.top_factors)]
+            reasons += [
+                ReasonCode(code=MODEL_FEATURES[i], kind="model_factor", detail=f"{model.kind} {contrib[0][i]:+.3f}")
+                for i in top_factors(contrib[0], direction, st.policy.top_factors)
+            ]
         return reasons
 
     # ----------------------------------------------------------------------------- many
-    def decide_batch(self, df: pd.DataFrame, velocity: pd.DataFrame | None = None, *, source: Source = "stream",
-                     as_events: bool = False) -> list[dict[str, Any]] | list[DecisionEvent]:
+    @overload
+    def decide_batch(
+        self,
+        df: pd.DataFrame,
+        velocity: pd.DataFrame | None = None,
+        *,
+        source: Source = "stream",
+        as_events: Literal[False] = False,
+    ) -> list[dict[str, Any]]: ...
+
+    @overload
+    def decide_batch(
+        self,
+        df: pd.DataFrame,
+        velocity: pd.DataFrame | None = None,
+        *,
+        source: Source = "stream",
+        as_events: Literal[True],
+    ) -> list[DecisionEvent]: ...
+
+    def decide_batch(
+        self,
+        df: pd.DataFrame,
+        velocity: pd.DataFrame | None = None,
+        *,
+        source: Source = "stream",
+        as_events: bool = False,
+    ) -> list[dict[str, Any]] | list[DecisionEvent]:
         """Decide every row of ``df`` (contract request fields; extra columns ignored).
 
         ``velocity``: VELOCITY_FEATURES columns aligned BY POSITION with ``df`` (e.g.
@@ -256,4 +326,4 @@ class DecisionEngine:
         return out
 
 
-__all__ = ["DecisionEngine", "PolicyConfig", "decision_id", "eligible_routes", "MODEL_KINDS", "ROUTES", "SEVERITY"]
+__all__ = ["MODEL_KINDS", "ROUTES", "SEVERITY", "DecisionEngine", "PolicyConfig", "decision_id", "eligible_routes"]

@@ -15,6 +15,7 @@ contributions for trees). The same code serves one row (``X[None, :]``) and a ba
 API, the stream processor and the backtest get bit-identical numbers; the logistic function uses
 ``math.exp`` element by element for the same reason (numpy's SIMD ``exp`` may differ by an ulp).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,14 @@ class TreeEnsemble(FastModel):
     kind = "trees"
     supports_factors = True
 
-    def __init__(self, trees: list[dict[str, np.ndarray]], mode: str, base: float, n_features: int,
-                 pre_steps: list[tuple[np.ndarray | None, np.ndarray | None]] | None = None):
+    def __init__(
+        self,
+        trees: list[dict[str, np.ndarray]],
+        mode: str,
+        base: float,
+        n_features: int,
+        pre_steps: list[tuple[np.ndarray | None, np.ndarray | None]] | None = None,
+    ):
         T = len(trees)
         M = max(len(t["left"]) for t in trees)
         self.left = np.zeros((T, M), dtype=np.intp)
@@ -143,7 +150,7 @@ class RawEstimator(FastModel):
         self.positive_index = positive_index
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, None]:
-        import sklearn
+        import sklearn  # noqa: PLC0415 - scikit-learn (seconds to import) loads only with a trained model
 
         with sklearn.config_context(assume_finite=True):
             proba = self.estimator.predict_proba(X)[:, self.positive_index]
@@ -167,22 +174,30 @@ def _sk_tree(tree: Any, classifier: bool) -> dict[str, np.ndarray]:
         value = v[:, 1]
     else:
         value = t.value[:, 0, 0]
-    return {"left": t.children_left, "right": t.children_right, "feature": t.feature,
-            "threshold": t.threshold, "value": value, "is_leaf": leaf}
+    return {
+        "left": t.children_left,
+        "right": t.children_right,
+        "feature": t.feature,
+        "threshold": t.threshold,
+        "value": value,
+        "is_leaf": leaf,
+    }
 
 
 def build_fast_model(estimator: Any, n_features: int) -> FastModel:
     """The fastest exact scorer for ``estimator`` (see module docstring)."""
-    from sklearn.ensemble import (
+    # scikit-learn (seconds to import) loads only once a trained model is: the engine without models,
+    # the control plane and the simulator never pay for it
+    from sklearn.ensemble import (  # noqa: PLC0415
         ExtraTreesClassifier,
         GradientBoostingClassifier,
         HistGradientBoostingClassifier,
         RandomForestClassifier,
     )
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+    from sklearn.tree import DecisionTreeClassifier  # noqa: PLC0415
 
     final = estimator
     centre = np.zeros(n_features)
@@ -196,8 +211,12 @@ def build_fast_model(estimator: Any, n_features: int) -> FastModel:
                 return RawEstimator(estimator, _positive_index(estimator))
             mean = step.mean_ if step.with_mean and step.mean_ is not None else np.zeros(n_features)
             sc = step.scale_ if step.with_std and step.scale_ is not None else np.ones(n_features)
-            steps.append((step.mean_.astype(np.float32) if step.with_mean else None,
-                          step.scale_.astype(np.float32) if step.with_std else None))
+            steps.append(
+                (
+                    step.mean_.astype(np.float32) if step.with_mean else None,
+                    step.scale_.astype(np.float32) if step.with_std else None,
+                )
+            )
             # compose: (((x - c) / s) - m) / sc == (x - (c + m*s)) / (s*sc)
             centre = centre + mean * scale
             scale = scale * sc
@@ -215,9 +234,15 @@ def build_fast_model(estimator: Any, n_features: int) -> FastModel:
         return TreeEnsemble([_sk_tree(final, True)], "mean", 0.0, n_features, *pre)
     if isinstance(final, RandomForestClassifier | ExtraTreesClassifier):
         return TreeEnsemble([_sk_tree(t, True) for t in final.estimators_], "mean", 0.0, n_features, *pre)
-    if isinstance(final, GradientBoostingClassifier) and final.estimators_.shape[1] == 1 \
-            and getattr(final, "init", None) in (None, "zero") and final.loss == "log_loss":
-        base = float(np.ravel(final._raw_predict_init(np.zeros((1, n_features), dtype=np.float32)))[0])
+    if (
+        isinstance(final, GradientBoostingClassifier)
+        and final.estimators_.shape[1] == 1
+        and getattr(final, "init", None) in (None, "zero")
+        and final.loss == "log_loss"
+    ):
+        # scikit-learn exposes the fitted initial estimate and trees only under private names
+        init = final._raw_predict_init(np.zeros((1, n_features), dtype=np.float32))  # noqa: SLF001
+        base = float(np.ravel(init)[0])
         trees = []
         for reg in final.estimators_[:, 0]:
             t = _sk_tree(reg, False)
@@ -226,7 +251,7 @@ def build_fast_model(estimator: Any, n_features: int) -> FastModel:
         return TreeEnsemble(trees, "logit", base, n_features, *pre)
     if isinstance(final, HistGradientBoostingClassifier) and final.n_trees_per_iteration_ == 1:
         trees = []
-        for (pred,) in final._predictors:
+        for (pred,) in final._predictors:  # noqa: SLF001 - the fitted trees (no public accessor)
             nodes = pred.nodes
             if nodes["is_categorical"].any():
                 return RawEstimator(estimator, 1)
@@ -234,10 +259,16 @@ def build_fast_model(estimator: Any, n_features: int) -> FastModel:
             # leaves carry shrunk values, inner nodes raw ones: shrink those too, so that path
             # contributions (child - parent) are on one scale
             value = np.where(leaf, nodes["value"], nodes["value"] * final.learning_rate).astype(np.float64)
-            trees.append({"left": nodes["left"].astype(np.intp), "right": nodes["right"].astype(np.intp),
-                          "feature": nodes["feature_idx"].astype(np.intp),
-                          "threshold": nodes["num_threshold"].astype(np.float64),
-                          "value": value, "is_leaf": leaf})
-        base = float(np.ravel(final._baseline_prediction)[0])
+            trees.append(
+                {
+                    "left": nodes["left"].astype(np.intp),
+                    "right": nodes["right"].astype(np.intp),
+                    "feature": nodes["feature_idx"].astype(np.intp),
+                    "threshold": nodes["num_threshold"].astype(np.float64),
+                    "value": value,
+                    "is_leaf": leaf,
+                }
+            )
+        base = float(np.ravel(final._baseline_prediction)[0])  # noqa: SLF001 - no public accessor
         return TreeEnsemble(trees, "logit", base, n_features, *pre)
     return RawEstimator(estimator, 1)

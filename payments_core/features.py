@@ -5,8 +5,10 @@ Definitions are data (thresholds, weights) plus two implementations over them th
 agreement: ``derive_one`` for a single request dict and ``derive_frame`` for a pandas DataFrame.
 The Spark adapter (``spark.common.features``) builds Column expressions from the same constants.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +29,7 @@ AMOUNT_BUCKETS: tuple[tuple[float, str], ...] = (
 COMPOSITE_RISK_WEIGHTS = {"fraud_score": 0.5, "aml_risk_score": 0.2, "device_distrust": 0.3}
 # risk tier from composite risk: (upper bound exclusive, tier)
 RISK_TIERS: tuple[tuple[float, str], ...] = ((0.3, "low"), (0.6, "medium"), (float("inf"), "high"))
-NIGHT_HOURS = range(0, 6)
+NIGHT_HOURS = range(6)
 
 # Velocity windows kept online (Redis) and in the stream (Spark): entity -> windows in seconds.
 VELOCITY_WINDOWS: dict[str, tuple[int, ...]] = {
@@ -75,8 +77,11 @@ def _bucket(value: float, table: tuple[tuple[float, str], ...]) -> str:
 
 def composite_risk(fraud_score: float, aml_risk_score: float, device_trust_score: float) -> float:
     w = COMPOSITE_RISK_WEIGHTS
-    raw = (w["fraud_score"] * fraud_score + w["aml_risk_score"] * aml_risk_score
-           + w["device_distrust"] * (1.0 - device_trust_score))
+    raw = (
+        w["fraud_score"] * fraud_score
+        + w["aml_risk_score"] * aml_risk_score
+        + w["device_distrust"] * (1.0 - device_trust_score)
+    )
     # round half-even at 6 decimals exactly as numpy/pandas ``round(6)`` does (scale, rint,
     # unscale), so the scalar and vectorised paths give bit-identical numbers.
     return round(raw * 1e6) / 1e6
@@ -86,7 +91,7 @@ def service_path(entry_system: str, flow_type: str, payment_solution: str) -> st
     return f"{entry_system}/{flow_type}/{payment_solution}"
 
 
-def derive_one(tx: dict[str, Any]) -> dict[str, Any]:
+def derive_one(tx: Mapping[str, Any]) -> dict[str, Any]:
     """Derived features of one transaction (a request/event dict; timestamps as datetime)."""
     ts: datetime = tx["event_timestamp"]
     if ts.tzinfo is not None:  # time fields are UTC, as in derive_frame (naive means UTC)
@@ -114,8 +119,11 @@ def derive_frame(df: pd.DataFrame) -> pd.DataFrame:
     exponent = df["currency"].map(CURRENCY_EXPONENT).astype("int64")
     amt = df["amount_minor"].astype("float64") / np.power(10.0, exponent)
     w = COMPOSITE_RISK_WEIGHTS
-    risk = (w["fraud_score"] * df["fraud_score"] + w["aml_risk_score"] * df["aml_risk_score"]
-            + w["device_distrust"] * (1.0 - df["device_trust_score"])).round(6)
+    risk = (
+        w["fraud_score"] * df["fraud_score"]
+        + w["aml_risk_score"] * df["aml_risk_score"]
+        + w["device_distrust"] * (1.0 - df["device_trust_score"])
+    ).round(6)
     dow = ts.dt.weekday
     hour = ts.dt.hour
     return pd.DataFrame(

@@ -22,6 +22,7 @@ a copy of the vector per candidate route (``with_route``). Retry: ``next_attempt
 the hypothetical next attempt of a declined transaction (the retry model predicts whether it is
 approved); training uses the real retry rows (``is_retry`` with a soft ``previous_decline_code``).
 """
+
 from __future__ import annotations
 
 import math
@@ -54,11 +55,23 @@ GEO_MARKETS: tuple[str, ...] = ("BR", "US", "MX", "AR", "CL")
 
 SCORE_FEATURES: tuple[str, ...] = ("fraud_score", "aml_risk_score", "device_trust_score", "composite_risk_score")
 BOOL_FEATURES: tuple[str, ...] = (
-    "uses_3ds", "three_ds_routed", "three_ds_friction", "three_ds_authenticated", "antifraud_used",
-    "is_network_token", "has_passkey", "is_recurring", "is_retry", "is_cross_border", "is_weekend", "is_night",
+    "uses_3ds",
+    "three_ds_routed",
+    "three_ds_friction",
+    "three_ds_authenticated",
+    "antifraud_used",
+    "is_network_token",
+    "has_passkey",
+    "is_recurring",
+    "is_retry",
+    "is_cross_border",
+    "is_weekend",
+    "is_night",
 )
 # contract boolean fields with their defaults (TransactionRequest); derived booleans come from derive_*
-_CONTRACT_BOOL_DEFAULTS = {name: False for name in BOOL_FEATURES if name not in ("is_cross_border", "is_weekend", "is_night")}
+_CONTRACT_BOOL_DEFAULTS = {
+    name: False for name in BOOL_FEATURES if name not in ("is_cross_border", "is_weekend", "is_night")
+}
 _DERIVED_BOOLS = ("is_cross_border", "is_weekend", "is_night")
 INT_FEATURES: tuple[str, ...] = ("retry_count", "attempt_number", "hour_of_day")
 _INT_DEFAULTS = {"retry_count": 0, "attempt_number": 1}
@@ -123,8 +136,9 @@ def _onehot_index(field: str, value: Any) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------ one row
-def feature_vector(tx: Mapping[str, Any], derived: Mapping[str, Any] | None = None,
-                   velocity: Mapping[str, Any] | None = None) -> np.ndarray:
+def feature_vector(
+    tx: Mapping[str, Any], derived: Mapping[str, Any] | None = None, velocity: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """The model features of one transaction (float32, shape ``(N_FEATURES,)``).
 
     ``tx`` is a request/event dict (``TransactionRequest.model_dump()``), ``derived`` the output of
@@ -174,8 +188,9 @@ def _column(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
     return pd.Series([default] * len(df), index=df.index, dtype=object if default is None else None)
 
 
-def feature_matrix(df: pd.DataFrame, derived: pd.DataFrame | None = None,
-                   velocity: pd.DataFrame | None = None) -> np.ndarray:
+def feature_matrix(
+    df: pd.DataFrame, derived: pd.DataFrame | None = None, velocity: pd.DataFrame | None = None
+) -> np.ndarray:
     """The model features of every row of ``df`` (float32, shape ``(len(df), N_FEATURES)``).
 
     ``df`` holds contract fields (extra columns are ignored; velocity columns may be in ``df`` or
@@ -222,8 +237,11 @@ def feature_matrix(df: pd.DataFrame, derived: pd.DataFrame | None = None,
         src = derived[field] if field in _DERIVED_CATEGORICALS else _column(df, field, None)
         # one lookup per distinct value, not per row
         codes, uniques = pd.factorize(src, use_na_sentinel=True)  # -1: None / NaN
-        lookup = np.array([(-1 if (j := _onehot_index(field, v)) is None else j) for v in list(uniques)]
-                          + [-1 if (j := _onehot_index(field, None)) is None else j], dtype=np.int64)
+        lookup = np.array(
+            [(-1 if (j := _onehot_index(field, v)) is None else j) for v in list(uniques)]
+            + [-1 if (j := _onehot_index(field, None)) is None else j],
+            dtype=np.int64,
+        )
         idx = lookup[codes]  # codes == -1 picks the last entry: the missing value's column
         hit = idx >= 0
         out[rows[hit], idx[hit]] = 1.0

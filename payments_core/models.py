@@ -38,6 +38,7 @@ Registry contract (what the training job writes and the decision core reads)
 Supported estimators for the fast path: see ``payments_core.fastpath``; prefer
 ``Pipeline([StandardScaler(), LogisticRegression()])`` or ``HistGradientBoostingClassifier``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,10 +48,16 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+import yaml
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 from payments_core.fastpath import FastModel, LinearModel, RawEstimator, build_fast_model
 from payments_core.model_features import FEATURE_INDEX, FEATURE_SCHEMA_VERSION, MODEL_FEATURES, N_FEATURES
@@ -94,19 +101,29 @@ def registered_name(kind: str, catalog: str | None = None, schema: str | None = 
 
 
 # ------------------------------------------------------------------------------------------ logging
-def log_and_register(kind: str, estimator: Any, *, threshold: float, metrics: Mapping[str, float] | None = None,
-                     params: Mapping[str, Any] | None = None, X_sample: np.ndarray | None = None,
-                     catalog: str | None = None, schema: str | None = None,
-                     aliases: Iterable[str] = (CHAMPION,), description: str | None = None) -> str:
+def log_and_register(
+    kind: str,
+    estimator: Any,
+    *,
+    threshold: float,
+    metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    X_sample: np.ndarray | None = None,
+    catalog: str | None = None,
+    schema: str | None = None,
+    aliases: Iterable[str] = (CHAMPION,),
+    description: str | None = None,
+) -> str:
     """Log a fitted classifier to the active MLflow run, register it and point ``aliases`` at it.
 
     Uses the current MLflow tracking/registry URIs (``mlflow.set_tracking_uri``). Returns the new
     model version (string). Raises ``ValueError`` when the estimator does not fit the contract
     (not binary, wrong number of features, types outside ``TRUSTED_TYPES``).
     """
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
+    # MLflow and skops take seconds to import; only training and model loading need them
+    import mlflow  # noqa: PLC0415
+    import skops.io  # noqa: PLC0415
+    from mlflow.models import infer_signature  # noqa: PLC0415
 
     name = registered_name(kind, catalog, schema)
     n_in = getattr(estimator, "n_features_in_", None)
@@ -119,35 +136,52 @@ def log_and_register(kind: str, estimator: Any, *, threshold: float, metrics: Ma
     refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if refused:
         raise ValueError(f"{kind}: estimator needs types the core does not trust: {refused}")
-    meta = {"kind": kind, "feature_names": list(MODEL_FEATURES), "feature_schema_version": FEATURE_SCHEMA_VERSION,
-            "features_sha256": FEATURES_SHA256, "threshold": float(threshold),
-            "estimator": type(estimator).__name__, "fast_path": fast.kind}
+    meta = {
+        "kind": kind,
+        "feature_names": list(MODEL_FEATURES),
+        "feature_schema_version": FEATURE_SCHEMA_VERSION,
+        "features_sha256": FEATURES_SHA256,
+        "threshold": float(threshold),
+        "estimator": type(estimator).__name__,
+        "fast_path": fast.kind,
+    }
     if X_sample is None:
         X_sample = np.zeros((1, N_FEATURES), dtype=np.float32)
     X_sample = np.asarray(X_sample, dtype=np.float32)[:5]
-    import pandas as pd
 
     sample_df = pd.DataFrame(X_sample, columns=list(MODEL_FEATURES))
     signature = infer_signature(sample_df, np.asarray(estimator.predict_proba(X_sample))[:, 1])
 
-    started = mlflow.active_run() is None
-    run = mlflow.start_run(run_name=f"{kind}") if started else mlflow.active_run()
+    run = mlflow.active_run()
+    started = run is None
+    if run is None:
+        run = mlflow.start_run(run_name=f"{kind}")
     try:
         if params:
             mlflow.log_params({f"{kind}.{k}": v for k, v in params.items()})
         if metrics:
             mlflow.log_metrics({f"{kind}.{k}": float(v) for k, v in metrics.items()})
         info = mlflow.sklearn.log_model(
-            estimator, name=f"{kind}_model", serialization_format="skops",
-            skops_trusted_types=sorted(untrusted) or None, signature=signature,
-            registered_model_name=name, metadata=meta, pip_requirements=_pip_requirements(),
+            estimator,
+            name=f"{kind}_model",
+            serialization_format="skops",
+            skops_trusted_types=sorted(untrusted) or None,
+            signature=signature,
+            registered_model_name=name,
+            metadata=meta,
+            pip_requirements=_pip_requirements(),
         )
         mlflow.log_dict(meta, f"{kind}_model_meta/{META_ARTIFACT}")
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
-        tags = {"pa.kind": kind, "pa.threshold": str(float(threshold)),
-                "pa.feature_schema_version": str(FEATURE_SCHEMA_VERSION), "pa.features_sha256": FEATURES_SHA256,
-                "pa.fast_path": fast.kind, "pa.run_id": run.info.run_id}
+        tags = {
+            "pa.kind": kind,
+            "pa.threshold": str(float(threshold)),
+            "pa.feature_schema_version": str(FEATURE_SCHEMA_VERSION),
+            "pa.features_sha256": FEATURES_SHA256,
+            "pa.fast_path": fast.kind,
+            "pa.run_id": run.info.run_id,
+        }
         for k, v in tags.items():
             client.set_model_version_tag(name, version, k, v)
         if description:
@@ -162,9 +196,7 @@ def log_and_register(kind: str, estimator: Any, *, threshold: float, metrics: Ma
 
 def _pip_requirements() -> list[str]:
     # explicit, so MLflow does not load the model in a subprocess to infer them (slow)
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "numpy", "scipy")]
+    return [f"{pkg}=={metadata.version(pkg)}" for pkg in ("scikit-learn", "skops", "numpy", "scipy")]
 
 
 # ------------------------------------------------------------------------------------------ scoring models
@@ -189,25 +221,55 @@ class ScoringModel:
 
 # Heuristic fallback: logistic weights per feature (transparent, documented, flagged "heuristic").
 HEURISTIC_WEIGHTS: dict[str, tuple[float, dict[str, float]]] = {
-    "risk": (-3.2, {
-        "composite_risk_score": 4.0, "fraud_score": 2.0, "antifraud_result=fail": 1.5,
-        "antifraud_result=review": 0.6, "three_ds_authenticated": -0.7, "is_cross_border": 0.3,
-        "card_txn_count_600s": 0.25, "device_txn_count_3600s": 0.08, "is_night": 0.2,
-    }),
-    "approval": (2.4, {
-        "composite_risk_score": -3.0, "fraud_score": -1.0, "aml_risk_score": -0.5, "is_network_token": 0.35,
-        "has_passkey": 0.25, "three_ds_authenticated": 0.3, "is_cross_border": -0.4, "is_retry": -0.3,
-        "payment_solution=network_token": 0.45, "payment_solution=passkey": 0.4, "payment_solution=apple_pay": 0.3,
-        "payment_solution=google_pay": 0.3, "payment_solution=3ds": 0.15,
-        "previous_decline_code=EXPIRED_CARD": -2.5, "previous_decline_code=CVV_MISMATCH": -1.5,
-        "previous_decline_code=FRAUD_SUSPECTED": -2.5, "previous_decline_code=3DS_AUTH_FAILED": -1.5,
-        "amount_bucket=very_large": -0.6, "amount_bucket=large": -0.25,
-    }),
-    "retry": (0.2, {
-        "retry_count": -0.5, "composite_risk_score": -2.0, "previous_decline_code=ISSUER_UNAVAILABLE": 0.8,
-        "previous_decline_code=INSUFFICIENT_FUNDS": -0.4, "previous_decline_code=LIMIT_EXCEEDED": -0.6,
-        "payment_solution=network_token": 0.3,
-    }),
+    "risk": (
+        -3.2,
+        {
+            "composite_risk_score": 4.0,
+            "fraud_score": 2.0,
+            "antifraud_result=fail": 1.5,
+            "antifraud_result=review": 0.6,
+            "three_ds_authenticated": -0.7,
+            "is_cross_border": 0.3,
+            "card_txn_count_600s": 0.25,
+            "device_txn_count_3600s": 0.08,
+            "is_night": 0.2,
+        },
+    ),
+    "approval": (
+        2.4,
+        {
+            "composite_risk_score": -3.0,
+            "fraud_score": -1.0,
+            "aml_risk_score": -0.5,
+            "is_network_token": 0.35,
+            "has_passkey": 0.25,
+            "three_ds_authenticated": 0.3,
+            "is_cross_border": -0.4,
+            "is_retry": -0.3,
+            "payment_solution=network_token": 0.45,
+            "payment_solution=passkey": 0.4,
+            "payment_solution=apple_pay": 0.3,
+            "payment_solution=google_pay": 0.3,
+            "payment_solution=3ds": 0.15,
+            "previous_decline_code=EXPIRED_CARD": -2.5,
+            "previous_decline_code=CVV_MISMATCH": -1.5,
+            "previous_decline_code=FRAUD_SUSPECTED": -2.5,
+            "previous_decline_code=3DS_AUTH_FAILED": -1.5,
+            "amount_bucket=very_large": -0.6,
+            "amount_bucket=large": -0.25,
+        },
+    ),
+    "retry": (
+        0.2,
+        {
+            "retry_count": -0.5,
+            "composite_risk_score": -2.0,
+            "previous_decline_code=ISSUER_UNAVAILABLE": 0.8,
+            "previous_decline_code=INSUFFICIENT_FUNDS": -0.4,
+            "previous_decline_code=LIMIT_EXCEEDED": -0.6,
+            "payment_solution=network_token": 0.3,
+        },
+    ),
 }
 HEURISTIC_WEIGHTS["routing"] = HEURISTIC_WEIGHTS["approval"]
 
@@ -250,23 +312,32 @@ class ModelLoadError(RuntimeError):
 class ModelSource:
     """Resolves aliases in an MLflow registry and loads the models (skops, own allow-list)."""
 
-    def __init__(self, tracking_uri: str | None, catalog: str | None = None, schema: str | None = None,
-                 registry_uri: str | None = None, cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        catalog: str | None = None,
+        schema: str | None = None,
+        registry_uri: str | None = None,
+        cache_dir: str | Path | None = None,
+    ):
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.catalog, self.schema = catalog, schema
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._lock = threading.Lock()
-        self._client = None
+        self._client: MlflowClient | None = None
 
     @classmethod
     def from_env(cls) -> ModelSource:
-        return cls(os.environ.get("PA_MLFLOW_TRACKING_URI"), os.environ.get("PA_UC_CATALOG") or None,
-                   os.environ.get("PA_UC_SCHEMA") or None)
+        return cls(
+            os.environ.get("PA_MLFLOW_TRACKING_URI"),
+            os.environ.get("PA_UC_CATALOG") or None,
+            os.environ.get("PA_UC_SCHEMA") or None,
+        )
 
-    def client(self):
+    def client(self) -> MlflowClient:
         if self._client is None:
-            from mlflow import MlflowClient
+            from mlflow import MlflowClient  # noqa: PLC0415 - seconds to import; only with a registry
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         return self._client
@@ -288,9 +359,9 @@ class ModelSource:
         return out
 
     def load(self, kind: str, version: str, alias: str | None = None) -> ScoringModel:
-        import skops.io
-        import yaml
-        from mlflow.artifacts import download_artifacts
+        # MLflow and skops take seconds to import; only model loading needs them
+        import skops.io  # noqa: PLC0415
+        from mlflow.artifacts import download_artifacts  # noqa: PLC0415
 
         name = registered_name(kind, self.catalog, self.schema)
         with self._lock:
@@ -298,11 +369,18 @@ class ModelSource:
             mv = client.get_model_version(name, version)
             tags = dict(mv.tags or {})
             if tags.get("pa.features_sha256") != FEATURES_SHA256:
-                raise ModelLoadError(f"{name} v{version}: feature list differs from this core's MODEL_FEATURES "
-                                     f"(pa.features_sha256={tags.get('pa.features_sha256')!r})")
-            local = Path(download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                            tracking_uri=self.tracking_uri, registry_uri=self.registry_uri,
-                                            dst_path=str(self._dst(kind, version)) if self.cache_dir else None))
+                raise ModelLoadError(
+                    f"{name} v{version}: feature list differs from this core's MODEL_FEATURES "
+                    f"(pa.features_sha256={tags.get('pa.features_sha256')!r})"
+                )
+            local = Path(
+                download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}",
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.registry_uri,
+                    dst_path=str(self._dst(kind, version)) if self.cache_dir else None,
+                )
+            )
         mlmodel = yaml.safe_load((local / "MLmodel").read_text())
         flavor = mlmodel.get("flavors", {}).get("sklearn")
         if not flavor or flavor.get("serialization_format") != "skops":
@@ -320,8 +398,9 @@ class ModelSource:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def load_bundle(self, versions: dict[tuple[str, str], str | None] | None = None,
-                    previous: ModelBundle | None = None) -> ModelBundle:
+    def load_bundle(
+        self, versions: dict[tuple[str, str], str | None] | None = None, previous: ModelBundle | None = None
+    ) -> ModelBundle:
         """Load champions and challengers; reuses models of ``previous`` whose version did not change.
         A model that fails to load falls back to the previous one (or the heuristic) and is logged."""
         versions = self.alias_versions() if versions is None else versions
@@ -330,8 +409,9 @@ class ModelSource:
         for kind in MODEL_KINDS:
             for alias, target in ((CHAMPION, champions), (CHALLENGER, challengers)):
                 version = versions.get((kind, alias))
-                prev = (previous.champions if alias == CHAMPION else previous.challengers).get(kind) \
-                    if previous else None
+                prev = (
+                    (previous.champions if alias == CHAMPION else previous.challengers).get(kind) if previous else None
+                )
                 if version is None:
                     if alias == CHAMPION:
                         target[kind] = heuristic_model(kind)
@@ -351,5 +431,6 @@ class ModelSource:
 
 
 def model_meta_json(model: ScoringModel) -> str:
-    return json.dumps({"kind": model.kind, "version": model.version, "threshold": model.threshold,
-                       "fast_path": model.fast.kind})
+    return json.dumps(
+        {"kind": model.kind, "version": model.version, "threshold": model.threshold, "fast_path": model.fast.kind}
+    )

@@ -16,6 +16,7 @@ Steps (the engine's docstring tells the policy in words):
 Outcomes are severities in the vectorised forms (``OUTCOMES[severity]``) and causes are indices of
 ``CAUSES``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,9 @@ def truthy(values: Sequence[Any]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ model verdict
-def model_verdict(policy: PolicyConfig, risk_decline: float, approval: float, risk: float,
-                  authenticated: bool) -> tuple[str, str, str]:
+def model_verdict(
+    policy: PolicyConfig, risk_decline: float, approval: float, risk: float, authenticated: bool
+) -> tuple[str, str, str]:
     """(outcome, cause, policy code) from the two model scores."""
     if risk >= risk_decline:
         return "decline", "risk", f"risk_score>={risk_decline:g}"
@@ -93,23 +95,40 @@ def model_verdict(policy: PolicyConfig, risk_decline: float, approval: float, ri
     return "approve", "approval", "models_approve"
 
 
-def model_verdicts(policy: PolicyConfig, risk_decline: float, approval: np.ndarray, risk: np.ndarray,
-                   authenticated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def model_verdicts(
+    policy: PolicyConfig, risk_decline: float, approval: np.ndarray, risk: np.ndarray, authenticated: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``model_verdict`` for every row: (severity int8, cause int8, policy code object)."""
-    conds = [risk >= risk_decline, risk >= policy.risk_review,
-             (risk >= policy.risk_challenge) & ~authenticated, approval < policy.approval_decline]
+    conds = [
+        risk >= risk_decline,
+        risk >= policy.risk_review,
+        (risk >= policy.risk_challenge) & ~authenticated,
+        approval < policy.approval_decline,
+    ]
     severity = np.select(conds, [DECLINE, REVIEW, CHALLENGE, DECLINE], APPROVE).astype(np.int8)
     cause = np.select(conds, [RISK, RISK, RISK, APPROVAL], APPROVAL).astype(np.int8)
-    code = np.select(conds, [f"risk_score>={risk_decline:g}", f"risk_score>={policy.risk_review:g}",
-                             f"risk_score>={policy.risk_challenge:g}",
-                             f"approval_probability<{policy.approval_decline:g}"],
-                     "models_approve").astype(object)
+    code = np.select(
+        conds,
+        [
+            f"risk_score>={risk_decline:g}",
+            f"risk_score>={policy.risk_review:g}",
+            f"risk_score>={policy.risk_challenge:g}",
+            f"approval_probability<{policy.approval_decline:g}",
+        ],
+        "models_approve",
+    ).astype(object)
     return severity, cause, code
 
 
 # ------------------------------------------------------------------------------------ verdict
-def verdict(policy: PolicyConfig, risk_decline: float, approval: float, risk: float, authenticated: bool,
-            fired: Sequence[CompiledRule]) -> tuple[str, str, str, list[CompiledRule]]:
+def verdict(
+    policy: PolicyConfig,
+    risk_decline: float,
+    approval: float,
+    risk: float,
+    authenticated: bool,
+    fired: Sequence[CompiledRule],
+) -> tuple[str, str, str, list[CompiledRule]]:
     """(outcome, cause, policy code, deciding rules): the first fired outcome rule approving is an
     allow-list; otherwise the most severe of the model verdict and every fired outcome rule."""
     outcome, cause, code = model_verdict(policy, risk_decline, approval, risk, authenticated)
@@ -126,9 +145,15 @@ def verdict(policy: PolicyConfig, risk_decline: float, approval: float, risk: fl
     return outcome, cause, code, deciding
 
 
-def verdicts(policy: PolicyConfig, risk_decline: float, approval: np.ndarray, risk: np.ndarray,
-             authenticated: np.ndarray, outcome_rules: Sequence[tuple[int, CompiledRule]],
-             masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def verdicts(
+    policy: PolicyConfig,
+    risk_decline: float,
+    approval: np.ndarray,
+    risk: np.ndarray,
+    authenticated: np.ndarray,
+    outcome_rules: Sequence[tuple[int, CompiledRule]],
+    masks: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``verdict`` for every row. ``outcome_rules``: (index into ``masks``, rule) of the live outcome
     rules in evaluation order; ``masks[k]``: where rule ``k`` fired."""
     severity, cause, code = model_verdicts(policy, risk_decline, approval, risk, authenticated)
@@ -156,8 +181,9 @@ def verdicts(policy: PolicyConfig, risk_decline: float, approval: np.ndarray, ri
     return severity, cause, code
 
 
-def first_fired(kind: str, rules: Sequence[tuple[int, CompiledRule]], masks: Sequence[np.ndarray],
-                n: int) -> np.ndarray:
+def first_fired(
+    kind: str, rules: Sequence[tuple[int, CompiledRule]], masks: Sequence[np.ndarray], n: int
+) -> np.ndarray:
     """Per row the index of the first fired rule whose action is of ``kind`` (-1: none)."""
     first = np.full(n, -1, dtype=np.int64)
     for k, c in rules:
@@ -176,8 +202,7 @@ def attempts_left(reason: str, retry_count: Any) -> int:
     return max(0, DECLINES[reason].max_attempts - int(retry_count or 0))
 
 
-def retry_need(tx: Mapping[str, Any], outcome: str, cause: str,
-               fired: Sequence[CompiledRule]) -> tuple[str, Any]:
+def retry_need(tx: Mapping[str, Any], outcome: str, cause: str, fired: Sequence[CompiledRule]) -> tuple[str, Any]:
     """What one decision's retry advice needs: ('none', None) | ('fixed', RetryAdvice) | ('model', reason).
     Risk declines are never retried; else the first retry rule; else the taxonomy and the retry model."""
     if outcome != "decline":
@@ -190,8 +215,9 @@ def retry_need(tx: Mapping[str, Any], outcome: str, cause: str,
         if c.action.kind == "retry":
             if c.action.value is None:
                 return "fixed", RetryAdvice(**NO_RETRY)
-            return "fixed", RetryAdvice(should_retry=True, retry_after_seconds=int(c.action.value),
-                                        max_attempts=max(1, remaining))
+            return "fixed", RetryAdvice(
+                should_retry=True, retry_after_seconds=int(c.action.value), max_attempts=max(1, remaining)
+            )
     if remaining <= 0:
         return "fixed", RetryAdvice(**NO_RETRY)
     return "model", reason
@@ -200,22 +226,32 @@ def retry_need(tx: Mapping[str, Any], outcome: str, cause: str,
 def model_retry_advice(policy: PolicyConfig, reason: str, retry_count: Any, p_retry: float) -> RetryAdvice:
     """Retry advice from the retry model's success probability for ``reason``."""
     if p_retry >= policy.retry_min_probability:
-        return RetryAdvice(should_retry=True, retry_after_seconds=DECLINES[reason].retry_after_seconds,
-                           max_attempts=attempts_left(reason, retry_count))
+        return RetryAdvice(
+            should_retry=True,
+            retry_after_seconds=DECLINES[reason].retry_after_seconds,
+            max_attempts=attempts_left(reason, retry_count),
+        )
     return RetryAdvice(**NO_RETRY)
 
 
-def retry_advice_batch(policy: PolicyConfig, severity: np.ndarray, cause: np.ndarray,
-                       previous_decline_codes: Sequence[Any], retry_counts: Sequence[Any],
-                       first_retry_rule: np.ndarray, compiled: Sequence[CompiledRule],
-                       retry_probabilities: Callable[[np.ndarray, str], list[float]]) -> list[dict[str, Any] | None]:
+def retry_advice_batch(
+    policy: PolicyConfig,
+    severity: np.ndarray,
+    cause: np.ndarray,
+    previous_decline_codes: Sequence[Any],
+    retry_counts: Sequence[Any],
+    first_retry_rule: np.ndarray,
+    compiled: Sequence[CompiledRule],
+    retry_probabilities: Callable[[np.ndarray, str], list[float]],
+) -> list[dict[str, Any] | None]:
     """``retry_need`` + ``model_retry_advice`` for every row, as ``RetryAdvice`` dicts (None: not a
     decline). ``retry_probabilities(rows, reason)``: the retry model's probabilities for those rows."""
     n = len(severity)
     decline = severity == DECLINE
     reasons = np.array([soft_reason(r) for r in previous_decline_codes], dtype=object)
-    remaining = np.fromiter((attempts_left(r, c) for r, c in zip(reasons.tolist(), retry_counts, strict=True)),
-                            dtype=np.int64, count=n)
+    remaining = np.fromiter(
+        (attempts_left(r, c) for r, c in zip(reasons.tolist(), retry_counts, strict=True)), dtype=np.int64, count=n
+    )
     risk_decline = decline & ((cause == RISK) | (cause == RULE_RISK))
     by_rule = decline & ~risk_decline & (first_retry_rule >= 0)
     exhausted = decline & ~risk_decline & ~by_rule & (remaining <= 0)
@@ -225,15 +261,25 @@ def retry_advice_batch(policy: PolicyConfig, severity: np.ndarray, cause: np.nda
         advice[i] = dict(NO_RETRY)
     for i in np.flatnonzero(by_rule).tolist():
         seconds = compiled[first_retry_rule[i]].action.value
-        advice[i] = dict(NO_RETRY) if seconds is None else {
-            "should_retry": True, "retry_after_seconds": int(seconds), "max_attempts": max(1, int(remaining[i]))}
+        advice[i] = (
+            dict(NO_RETRY)
+            if seconds is None
+            else {"should_retry": True, "retry_after_seconds": int(seconds), "max_attempts": max(1, int(remaining[i]))}
+        )
     model_rows = np.flatnonzero(by_model)
     row_reasons = reasons[model_rows]
     for reason in sorted(set(row_reasons.tolist())):
         rows = model_rows[row_reasons == reason]
         for i, p in zip(rows.tolist(), retry_probabilities(rows, reason), strict=True):
-            advice[i] = {"should_retry": True, "retry_after_seconds": DECLINES[reason].retry_after_seconds,
-                         "max_attempts": int(remaining[i])} if p >= policy.retry_min_probability else dict(NO_RETRY)
+            advice[i] = (
+                {
+                    "should_retry": True,
+                    "retry_after_seconds": DECLINES[reason].retry_after_seconds,
+                    "max_attempts": int(remaining[i]),
+                }
+                if p >= policy.retry_min_probability
+                else dict(NO_RETRY)
+            )
     return advice
 
 
@@ -242,14 +288,24 @@ def eligible_routes(tx: Mapping[str, Any]) -> list[str]:
     """Routes a transaction can take: the requested one, standard and 3DS always; network token for
     tokenised cards, passkey when enrolled, wallets on non-desktop devices."""
     mobile = tx.get("device_type") != "desktop"
-    ok = {"standard": True, "3ds": True, "network_token": bool(tx.get("is_network_token")),
-          "passkey": bool(tx.get("has_passkey")), "apple_pay": mobile, "google_pay": mobile}
+    ok = {
+        "standard": True,
+        "3ds": True,
+        "network_token": bool(tx.get("is_network_token")),
+        "passkey": bool(tx.get("has_passkey")),
+        "apple_pay": mobile,
+        "google_pay": mobile,
+    }
     ok[tx["payment_solution"]] = True
     return [r for r in ROUTES if ok[r]]
 
 
-def eligible_route_mask(payment_solution: Sequence[str], device_type: Sequence[Any],
-                        is_network_token: Sequence[Any], has_passkey: Sequence[Any]) -> np.ndarray:
+def eligible_route_mask(
+    payment_solution: Sequence[str],
+    device_type: Sequence[Any],
+    is_network_token: Sequence[Any],
+    has_passkey: Sequence[Any],
+) -> np.ndarray:
     """``eligible_routes`` for every row: (n, len(ROUTES)) booleans in ROUTES order."""
     n = len(payment_solution)
     mobile = np.fromiter((d != "desktop" for d in device_type), dtype=bool, count=n)
@@ -262,8 +318,9 @@ def eligible_route_mask(payment_solution: Sequence[str], device_type: Sequence[A
     return eligible
 
 
-def choose_route(tx: Mapping[str, Any], route_scores: np.ndarray,
-                 fired: Sequence[CompiledRule]) -> tuple[str, CompiledRule | None]:
+def choose_route(
+    tx: Mapping[str, Any], route_scores: np.ndarray, fired: Sequence[CompiledRule]
+) -> tuple[str, CompiledRule | None]:
     """The first fired routing rule's route, else the eligible route with the highest score (ties:
     the requested route, then ROUTES order)."""
     for c in fired:
@@ -278,8 +335,13 @@ def choose_route(tx: Mapping[str, Any], route_scores: np.ndarray,
     return best, None
 
 
-def choose_routes(payment_solution: Sequence[str], eligible: np.ndarray, route_scores: np.ndarray,
-                  first_route_rule: np.ndarray, compiled: Sequence[CompiledRule]) -> list[str]:
+def choose_routes(
+    payment_solution: Sequence[str],
+    eligible: np.ndarray,
+    route_scores: np.ndarray,
+    first_route_rule: np.ndarray,
+    compiled: Sequence[CompiledRule],
+) -> list[str]:
     """``choose_route`` for every row."""
     n = len(payment_solution)
     rows = np.arange(n)

@@ -3,6 +3,7 @@
 Not the simulator (services/simulator owns realistic traffic): just varied, contract-valid requests
 from a seeded ``random.Random`` plus a synthetic labelling function for tiny test models.
 """
+
 from __future__ import annotations
 
 import math
@@ -113,6 +114,7 @@ def synthetic_labels(tx: dict[str, Any], rng: random.Random) -> dict[str, bool]:
     p_fraud = 1 / (1 + math.exp(-(-4.0 + 7.0 * risk)))
     is_fraud = rng.random() < p_fraud
     bonus = {"network_token": 0.5, "passkey": 0.4, "apple_pay": 0.3, "google_pay": 0.3, "3ds": 0.2}.get(
-        tx["payment_solution"], 0.0)
+        tx["payment_solution"], 0.0
+    )
     p_appr = 1 / (1 + math.exp(-(2.0 - 4.0 * risk + bonus - 0.6 * tx["retry_count"])))
     return {"is_approved": (rng.random() < p_appr) and not is_fraud, "is_fraud": is_fraud}

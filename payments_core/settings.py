@@ -4,6 +4,7 @@ Each service's settings class derives from ``CommonSettings`` and adds its own k
 (`make up`) and docker compose set these variables for every process, so a value set once reaches all
 of them. Secrets are ``SecretStr`` (never printed in reprs or logs).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,8 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PA_", env_file=".env", extra="ignore", populate_by_name=True)
 
     env: Literal["dev", "test", "prod"] = Field(
-        "prod", description="dev (what `make up` sets) relaxes what only local development may relax")
+        "prod", description="dev (what `make up` sets) relaxes what only local development may relax"
+    )
     data_dir: Path = Field(REPO_ROOT / ".data", description="Local data: servers' data, Delta warehouse, logs")
     cache_dir: Path = Field(REPO_ROOT / ".cache", description="Maven repository and resolved jars")
     warehouse_dir: Path | None = Field(None, description="Local Delta warehouse (default <data_dir>/warehouse)")
@@ -31,8 +33,7 @@ class CommonSettings(BaseSettings):
     uc_catalog: str | None = Field(None, description="Unity Catalog of the registered models (Databricks)")
     uc_schema: str | None = Field(None, description="Unity Catalog schema of the registered models")
     catalog: str = Field("main", description="Lakehouse catalog (Unity Catalog on Databricks)")
-    lakehouse_schema: str = Field("payment_analysis", validation_alias="PA_SCHEMA",
-                                  description="Lakehouse schema")
+    lakehouse_schema: str = Field("payment_analysis", validation_alias="PA_SCHEMA", description="Lakehouse schema")
 
     @property
     def warehouse(self) -> Path:

@@ -4,6 +4,7 @@ model scoring both decision paths share.
 ``DecisionEngine`` swaps its snapshot atomically when rules or model aliases change; a decision (or
 a batch) reads one snapshot from start to end, so it never mixes two rule sets or two models.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,15 +40,27 @@ class Scores:
 
     @classmethod
     def concat(cls, parts: list[Scores]) -> Scores:
-        def joined_list(name: str) -> list[float] | None:
-            return None if getattr(parts[0], name) is None else [v for p in parts for v in getattr(p, name)]
+        def joined_list(name: str) -> list[float]:
+            return [v for p in parts for v in getattr(p, name)]
 
-        def joined_array(name: str) -> np.ndarray | None:
-            return None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+        def joined_array(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
 
-        return cls(joined_list("approval"), joined_list("risk"), joined_array("approval_contrib"),
-                   joined_array("risk_contrib"), joined_array("route_scores"), joined_list("challenger_approval"),
-                   joined_list("challenger_risk"))
+        def optional_list(name: str) -> list[float] | None:
+            return None if getattr(parts[0], name) is None else joined_list(name)
+
+        def optional_array(name: str) -> np.ndarray | None:
+            return None if getattr(parts[0], name) is None else joined_array(name)
+
+        return cls(
+            joined_list("approval"),
+            joined_list("risk"),
+            optional_array("approval_contrib"),
+            optional_array("risk_contrib"),
+            joined_array("route_scores"),
+            optional_list("challenger_approval"),
+            optional_list("challenger_risk"),
+        )
 
 
 @dataclass
@@ -63,16 +76,30 @@ class EngineSnapshot:
     versions_json: str = ""
 
     @classmethod
-    def build(cls, rules: RuleSet, bundle: ModelBundle, policy: PolicyConfig,
-              alias_versions: dict[tuple[str, str], str | None] | None = None) -> EngineSnapshot:
+    def build(
+        cls,
+        rules: RuleSet,
+        bundle: ModelBundle,
+        policy: PolicyConfig,
+        alias_versions: dict[tuple[str, str], str | None] | None = None,
+    ) -> EngineSnapshot:
         compiled = [CompiledRule.of(r) for r in rules.ordered() if r.active]
         risk = bundle.champions["risk"]
         risk_decline = policy.risk_decline
         if policy.use_model_thresholds and risk.threshold is not None and not risk.is_heuristic:
             risk_decline = float(risk.threshold)
         versions = bundle.versions()
-        return cls(rules, compiled, bundle, policy, risk_decline, dict(alias_versions or {}), rules.full_version,
-                   versions, json.dumps(dict(versions), sort_keys=True))
+        return cls(
+            rules,
+            compiled,
+            bundle,
+            policy,
+            risk_decline,
+            dict(alias_versions or {}),
+            rules.full_version,
+            versions,
+            json.dumps(dict(versions), sort_keys=True),
+        )
 
     def score(self, X: np.ndarray, want_challenger: bool = True) -> Scores:
         """Approval and risk (with per-feature contributions), every route's routing score, and the
@@ -86,20 +113,26 @@ class EngineSnapshot:
         XR[:, ROUTE_FEATURE_COLUMNS] = 0.0
         XR[np.arange(n * len(ROUTES)), np.tile(ROUTE_FEATURE_COLUMNS, n)] = 1.0
         routes, _ = champions["routing"].predict(XR)
-        scores = Scores(round6(approval), round6(risk), approval_contrib, risk_contrib,
-                        np.asarray(round6(routes)).reshape(n, len(ROUTES)))
+        scores = Scores(
+            round6(approval),
+            round6(risk),
+            approval_contrib,
+            risk_contrib,
+            np.asarray(round6(routes)).reshape(n, len(ROUTES)),
+        )
         if want_challenger and self.bundle.challengers:
             challenger_approval = self.bundle.challengers.get("approval")
             challenger_risk = self.bundle.challengers.get("risk")
-            scores.challenger_approval = round6(challenger_approval.predict(X)[0]) if challenger_approval \
-                else scores.approval
+            scores.challenger_approval = (
+                round6(challenger_approval.predict(X)[0]) if challenger_approval else scores.approval
+            )
             scores.challenger_risk = round6(challenger_risk.predict(X)[0]) if challenger_risk else scores.risk
         return scores
 
     def score_chunked(self, X: np.ndarray) -> Scores:
         if X.shape[0] <= SCORE_CHUNK:
             return self.score(X)
-        return Scores.concat([self.score(X[a:a + SCORE_CHUNK]) for a in range(0, X.shape[0], SCORE_CHUNK)])
+        return Scores.concat([self.score(X[a : a + SCORE_CHUNK]) for a in range(0, X.shape[0], SCORE_CHUNK)])
 
     def retry_probabilities(self, X: np.ndarray, decline_reason: str) -> list[float]:
         """The retry model's success probability of retrying each row after ``decline_reason``."""

@@ -1,5 +1,6 @@
 """Decline taxonomy: one table used by the simulator (raw codes), silver enrichment, the decision
 core's retry advice and the gold views. Raw codes follow ISO 8583 response codes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

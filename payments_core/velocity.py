@@ -36,6 +36,7 @@ included; only the key expiry (wall-clock inactivity) has no equivalent. Events 
 grace period (relative to a newer event of the same entity) are not counted: keep ``grace_seconds``
 above the stream's allowed lateness.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -45,6 +46,8 @@ from importlib import resources
 from typing import Any
 
 import pandas as pd
+import redis
+import redis.asyncio
 
 from payments_core.features import VELOCITY_FEATURES, VELOCITY_WINDOWS
 
@@ -60,14 +63,12 @@ KEY_LAYOUT = "v2"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-
 def lua_script(name: str) -> str:
     """A Redis script of ``payments_core/lua`` with the shared window helpers (``velocity_common.lua``)
     in front, loaded as package resources like the rule grammar."""
     folder = resources.files("payments_core.lua")
     common = folder.joinpath("velocity_common.lua").read_text().replace("__BUCKET_MIN__", str(BUCKET_MIN_MEMBERS))
     return common + "\n" + folder.joinpath(name).read_text()
-
 
 
 _LUA = lua_script("velocity.lua")
@@ -115,14 +116,19 @@ def member_of(tx: Mapping[str, Any]) -> str:
 
 
 def zero_features() -> dict[str, int]:
-    return {name: 0 for name in VELOCITY_FEATURES}
+    return dict.fromkeys(VELOCITY_FEATURES, 0)
 
 
 class RedisVelocityStore:
     """Velocity over Redis with a synchronous client (``redis.Redis``): stream processor, jobs."""
 
-    def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX, grace_seconds: int = DEFAULT_GRACE_SECONDS,
-                 scan_limit: int = DEFAULT_SCAN_LIMIT):
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = DEFAULT_PREFIX,
+        grace_seconds: int = DEFAULT_GRACE_SECONDS,
+        scan_limit: int = DEFAULT_SCAN_LIMIT,
+    ):
         self.client = client
         self.prefix = prefix
         self.grace_ms = int(grace_seconds) * 1000
@@ -131,18 +137,23 @@ class RedisVelocityStore:
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> RedisVelocityStore:
-        import redis
-
         return cls(redis.Redis.from_url(url), **kw)
 
     # the arguments of one script call: shared with the async store
     def keys_args(self, tx: Mapping[str, Any], mode: str) -> tuple[list[str], list[Any]]:
-        keys = []
+        keys: list[str] = []
         for e in ENTITIES:
             key = entity_key(self.prefix, e, tx[ENTITY_FIELDS[e]])
             keys += (key, key + ":b")
-        args = [member_of(tx), event_millis(tx["event_timestamp"]), mode, self.grace_ms, "-", self.scan_limit,
-                *WINDOW_ARGS]
+        args = [
+            member_of(tx),
+            event_millis(tx["event_timestamp"]),
+            mode,
+            self.grace_ms,
+            "-",
+            self.scan_limit,
+            *WINDOW_ARGS,
+        ]
         return keys, args
 
     @staticmethod
@@ -171,7 +182,7 @@ class RedisVelocityStore:
             keys, args = self.keys_args(tx, "0")
             self._script(keys=keys, args=args, client=pipe)
         replies = pipe.execute()
-        return [self.parse(r) for r in replies[len(txs) if record else 0:]]
+        return [self.parse(r) for r in replies[len(txs) if record else 0 :]]
 
     def features_frame(self, df: pd.DataFrame, record: bool = True) -> pd.DataFrame:
         """``features_batch`` over a DataFrame: VELOCITY_FEATURES columns, aligned to ``df.index``."""
@@ -186,8 +197,6 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> AsyncRedisVelocityStore:
-        import redis.asyncio
-
         return cls(redis.asyncio.Redis.from_url(url), **kw)
 
     def add_to_pipeline(self, pipe: Any, tx: Mapping[str, Any], record: bool = True, mode: str | None = None) -> None:
@@ -196,14 +205,17 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
         pipe.scripts.add(self._script)
         pipe.evalsha(self._script.sha, len(keys), *keys, *args)
 
-    async def lookup_and_features(self, lookup_key: str, tx: Mapping[str, Any],
-                                  record: bool = True) -> tuple[bytes | None, dict[str, int]]:
+    async def lookup_and_features(
+        self, lookup_key: str, tx: Mapping[str, Any], record: bool = True
+    ) -> tuple[bytes | None, dict[str, int]]:
         """GET ``lookup_key`` and the velocity features (recording ``tx``) in ONE command (one Lua
         call: cheaper for the client than a pipeline). Returns (value or None, features)."""
         keys, args = self.lookup_keys_args(lookup_key, tx, record)
         return self.parse_lookup(await self._script(keys=keys, args=args))
 
-    def lookup_keys_args(self, lookup_key: str, tx: Mapping[str, Any], record: bool = True) -> tuple[list[str], list[Any]]:
+    def lookup_keys_args(
+        self, lookup_key: str, tx: Mapping[str, Any], record: bool = True
+    ) -> tuple[list[str], list[Any]]:
         """The script call of ``lookup_and_features`` (for callers that pipeline it themselves)."""
         keys, args = self.keys_args(tx, "1" if record else "0")
         args[4] = "lookup"
@@ -225,8 +237,9 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
         keys, args = self.keys_args(tx, "2")
         await self._script(keys=keys, args=args)
 
-    async def features_batch(self, txs: Sequence[Mapping[str, Any]],  # type: ignore[override]
-                             record: bool = True) -> list[dict[str, int]]:
+    async def features_batch(  # type: ignore[override]
+        self, txs: Sequence[Mapping[str, Any]], record: bool = True
+    ) -> list[dict[str, int]]:
         if not txs:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -236,7 +249,7 @@ class AsyncRedisVelocityStore(RedisVelocityStore):
         for tx in txs:
             self.add_to_pipeline(pipe, tx, mode="0")
         replies = await pipe.execute()
-        return [self.parse(r) for r in replies[len(txs) if record else 0:]]
+        return [self.parse(r) for r in replies[len(txs) if record else 0 :]]
 
 
 class InMemoryVelocityStore:

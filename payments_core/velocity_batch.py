@@ -27,12 +27,15 @@ API reads and writes. (One corner differs, as documented for the in-memory store
 than the grace period relative to a NEWER event of the same key in the same batch is trimmed at
 once instead of at that key's next write.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import redis
 
 from payments_core.features import VELOCITY_FEATURES
 from payments_core.velocity import (
@@ -43,6 +46,7 @@ from payments_core.velocity import (
     OUTPUT_NAMES,
     WINDOW_ARGS,
     entity_key,
+    event_millis,
     lua_script,
 )
 
@@ -70,13 +74,18 @@ class BatchRedisVelocity:
 
     @classmethod
     def from_url(cls, url: str, socket_timeout: float = READ_TIMEOUT_S, **kw: Any) -> BatchRedisVelocity:
-        import redis
-
         return cls(redis.Redis.from_url(url, socket_timeout=socket_timeout), **kw)
 
-    def features_arrays(self, transaction_id: Sequence[str], event_ms: Sequence[int], amount_minor: Sequence[int],
-                        entities: Sequence[Sequence[str]], record: bool = True, *,
-                        mode: str | None = None) -> np.ndarray:
+    def features_arrays(
+        self,
+        transaction_id: Sequence[str],
+        event_ms: Sequence[int],
+        amount_minor: Sequence[int],
+        entities: Sequence[Sequence[str]],
+        record: bool = True,
+        *,
+        mode: str | None = None,
+    ) -> np.ndarray:
         """``(n, len(VELOCITY_FEATURES))`` int64 in VELOCITY_FEATURES order.
 
         ``event_ms``: event time in integer epoch milliseconds (floored, as ``velocity.event_millis``);
@@ -102,8 +111,17 @@ class BatchRedisVelocity:
         keys += [f"{k}:b" for k in keys]  # each sorted set's bucket hash (velocity.py's layout)
         members = " ".join([f"{tid}|{int(amt)}" for tid, amt in zip(transaction_id, amount_minor, strict=True)])
         stamps = " ".join([str(int(ts)) for ts in event_ms])
-        args = [self.grace_ms, mode or ("1" if record else "0"), len(ENTITIES), *WINDOW_ARGS, *counts, *_READS,
-                members, stamps, *(" ".join(map(str, col)) for col in indices)]
+        args = [
+            self.grace_ms,
+            mode or ("1" if record else "0"),
+            len(ENTITIES),
+            *WINDOW_ARGS,
+            *counts,
+            *_READS,
+            members,
+            stamps,
+            *(" ".join(map(str, col)) for col in indices),
+        ]
         reply = self._script(keys=keys, args=args)
         if mode == "2":
             return np.zeros((n, len(VELOCITY_FEATURES)), dtype=np.int64)
@@ -111,22 +129,29 @@ class BatchRedisVelocity:
         flat = np.fromstring(reply, dtype=np.float64, sep=",").astype(np.int64).reshape(n, len(OUTPUT_NAMES))
         return flat[:, _COLUMN_ORDER]
 
-    def record_arrays(self, transaction_id: Sequence[str], event_ms: Sequence[int], amount_minor: Sequence[int],
-                      entities: Sequence[Sequence[str]]) -> None:
+    def record_arrays(
+        self,
+        transaction_id: Sequence[str],
+        event_ms: Sequence[int],
+        amount_minor: Sequence[int],
+        entities: Sequence[Sequence[str]],
+    ) -> None:
         """Record a batch without reading (the same stored state as ``features_arrays``)."""
         self.features_arrays(transaction_id, event_ms, amount_minor, entities, mode="2")
 
     def features_frame(self, df: Any, record: bool = True) -> Any:
         """VELOCITY_FEATURES columns for a pandas DataFrame of contract fields, aligned to ``df.index``."""
-        import pandas as pd
-
-        from payments_core.velocity import event_millis
 
         ts = df["event_timestamp"]
         if pd.api.types.is_datetime64_any_dtype(ts):
             ms = (pd.to_datetime(ts, utc=True).astype("datetime64[us, UTC]").astype("int64") // 1000).tolist()
         else:
             ms = [event_millis(v) for v in ts.tolist()]
-        out = self.features_arrays(df["transaction_id"].tolist(), ms, df["amount_minor"].tolist(),
-                                   [df[c].tolist() for c in ENTITY_COLUMNS], record=record)
+        out = self.features_arrays(
+            df["transaction_id"].tolist(),
+            ms,
+            df["amount_minor"].tolist(),
+            [df[c].tolist() for c in ENTITY_COLUMNS],
+            record=record,
+        )
         return pd.DataFrame(out, index=df.index, columns=list(VELOCITY_FEATURES))

@@ -4,6 +4,7 @@ Each server starts only when a test asks for it, on free loopback ports in a tem
 stops at the end of the session. Topic names carry a per-run prefix so runs never see each other's
 data, and Redis keys a per-run namespace.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ import pytest
 
 from launcher import local
 from launcher.topics import ensure_topics
+from spark.common.session import get_spark
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -73,9 +75,8 @@ def warehouse_dir(platform_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def spark(warehouse_dir: Path):
     """One local SparkSession for the whole test session (with Kafka and Delta jars)."""
-    from spark.common.session import get_spark
-
-    session = get_spark("payment-analysis-tests", warehouse_dir=warehouse_dir,
-                        extra_conf={"spark.sql.shuffle.partitions": "2"})
+    session = get_spark(
+        "payment-analysis-tests", warehouse_dir=warehouse_dir, extra_conf={"spark.sql.shuffle.partitions": "2"}
+    )
     yield session
     session.stop()

@@ -1,4 +1,5 @@
 """Dependency rules: the core imports no service and no pyspark; services never import each other."""
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,7 @@ def test_services_never_import_each_other():
     assert "control_plane" in services
     for service in services:
         for path in _python_files(f"services/{service}"):
-            others = {n for n in _imports(path)
-                      if n.startswith("services.") and n.split(".")[1] != service}
+            others = {n for n in _imports(path) if n.startswith("services.") and n.split(".")[1] != service}
             assert not others, f"{path.relative_to(REPO)} imports another service: {sorted(others)}"
 
 

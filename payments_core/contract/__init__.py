@@ -4,6 +4,7 @@ The pydantic models in :mod:`payments_core.contract.events` are the single defin
 comes from pydantic; the Spark StructType is derived from the same models by
 ``spark.common.schema.struct_type_for`` (kept out of the core so the core never imports pyspark).
 """
+
 from payments_core.contract.events import (
     SCHEMA_VERSION,
     DecisionEvent,

@@ -1,5 +1,6 @@
 """Arrow schema derived from the contract's pydantic models (the one definition), for writers of
 columnar batches (the simulator's Parquet and Arrow output)."""
+
 from __future__ import annotations
 
 import types

@@ -4,6 +4,7 @@ Defined in the contract because two services meet on it: the simulator follows i
 plane (and ``python -m services.simulator scenario``) publish it. Compaction keeps the latest
 switch under the key ``CONTROL_KEY``.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -18,13 +19,12 @@ CONTROL_KEY = b"simulator"
 DESCRIPTIONS: dict[str, str] = {
     "normal": "Baseline e-commerce traffic (approval ~88-90%, fraud ~0.3%, p99 latency ~1 s).",
     "issuer_outage": "One issuer (default: the largest Brazilian issuer) times out most authorisations "
-                     "(ISSUER_UNAVAILABLE, ~10 s latency); its approvals collapse, retries pile up.",
+    "(ISSUER_UNAVAILABLE, ~10 s latency); its approvals collapse, retries pile up.",
     "fraud_ring": "Organised fraud rings step up: few devices and IPs reused across many compromised "
-                  "cards at a handful of Digital/Gaming/Retail merchants, mid-to-high amounts.",
+    "cards at a handful of Digital/Gaming/Retail merchants, mid-to-high amounts.",
     "bin_attack": "Card testing: many small-amount attempts on one BIN from a few accounts and "
-                  "devices; mostly CVV/expired/do-not-honor declines.",
-    "latency_spike": "Processing latency multiplies (optionally for one issuer) with a heavy tail and "
-                     "some timeouts.",
+    "devices; mostly CVV/expired/do-not-honor declines.",
+    "latency_spike": "Processing latency multiplies (optionally for one issuer) with a heavy tail and some timeouts.",
 }
 
 

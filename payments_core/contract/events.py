@@ -11,18 +11,17 @@ These pydantic models are the one definition of the contract. Field groups:
 
 Money is integer minor units (``amount_minor`` + ``currency``). Scores are plain floats in [0, 1].
 """
+
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
-MerchantSegment = Literal[
-    "Travel", "Retail", "Gaming", "Digital", "Entertainment", "Grocery", "Fuel", "Subscription"
-]
+MerchantSegment = Literal["Travel", "Retail", "Gaming", "Digital", "Entertainment", "Grocery", "Fuel", "Subscription"]
 CardNetwork = Literal["visa", "mastercard", "amex", "discover"]
 PaymentMethodType = Literal["credit", "debit"]
 Currency = Literal["BRL", "USD", "MXN", "ARS", "CLP", "EUR"]
@@ -79,7 +78,9 @@ class _Model(BaseModel):
 class TransactionRequest(_Model):
     """A card-not-present transaction as known before authorisation."""
 
-    schema_version: Annotated[Literal[1], BeforeValidator(_integral)] = Field(SCHEMA_VERSION, description="Contract version")
+    schema_version: Annotated[Literal[1], BeforeValidator(_integral)] = Field(
+        SCHEMA_VERSION, description="Contract version"
+    )
     transaction_id: str = Field(
         pattern=r"^txn_[0-9a-f]{16}$", description="Unique id", examples=["txn_00c0ffee00c0ffee"]
     )

@@ -1,4 +1,5 @@
 """Money is integer minor units in the contract; Decimal at the edges, never float."""
+
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal

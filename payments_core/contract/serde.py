@@ -3,6 +3,7 @@
 JSON (orjson) first. Producers and consumers take a ``Serde``, so swapping in Avro or Protobuf
 later touches this module only.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol

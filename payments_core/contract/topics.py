@@ -1,4 +1,5 @@
 """Kafka topic names and layouts: the one place they are defined."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,18 +14,14 @@ class TopicSpec:
     config: tuple[tuple[str, str], ...] = ()
 
 
-TRANSACTIONS = TopicSpec(
-    "payments.transactions", 6, "card_token_id", "Transaction events from the simulator / gateway"
-)
+TRANSACTIONS = TopicSpec("payments.transactions", 6, "card_token_id", "Transaction events from the simulator / gateway")
 TRANSACTIONS_DLQ = TopicSpec(
     "payments.transactions.dlq",
     1,
     "source offset",
     "Malformed or invalid transaction events with the reason, raw bytes and source offset",
 )
-DECISIONS = TopicSpec(
-    "payments.decisions", 6, "transaction_id", "One decision event per transaction"
-)
+DECISIONS = TopicSpec("payments.decisions", 6, "transaction_id", "One decision event per transaction")
 SIMULATOR_CONTROL = TopicSpec(
     "payments.simulator.control",
     1,

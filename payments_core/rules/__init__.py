@@ -1,4 +1,5 @@
 """Rules: a safe condition language (``language``) and rules as versioned data (``model``)."""
+
 from payments_core.rules.language import (
     FIELDS,
     Condition,
@@ -21,7 +22,20 @@ from payments_core.rules.model import (
 )
 
 __all__ = [
-    "FIELDS", "OUTCOMES", "Action", "Condition", "FieldType", "Rule", "RuleSet", "RuleSource", "RuleSyntaxError",
-    "RuleType", "compile_condition", "parse_action", "ruleset_path", "starter_rule_set", "validate_condition",
+    "FIELDS",
+    "OUTCOMES",
+    "Action",
+    "Condition",
+    "FieldType",
+    "Rule",
+    "RuleSet",
+    "RuleSource",
+    "RuleSyntaxError",
+    "RuleType",
+    "compile_condition",
+    "parse_action",
+    "ruleset_path",
+    "starter_rule_set",
+    "validate_condition",
     "write_ruleset",
 ]

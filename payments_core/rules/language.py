@@ -7,6 +7,7 @@ condition is TRUE. ``x IN (...)`` / ``x BETWEEN a AND b`` are unknown when ``x``
 ``x IS NULL`` is never unknown. Both evaluators implement exactly these semantics (tests compare
 them row by row).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -105,9 +106,23 @@ class RuleSyntaxError(ValueError):
 
 
 _TOKEN_NAMES = {
-    "_OR": "OR", "_AND": "AND", "_NOT": "NOT", "_IN": "IN", "_BETWEEN": "BETWEEN", "_IS": "IS", "_NULL": "NULL",
-    "_TRUE": "TRUE", "_FALSE": "FALSE", "COMP_OP": "a comparison operator", "NUMBER": "a number",
-    "STRING": "a 'string'", "NAME": "a field name", "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "$END": "end of input",
+    "_OR": "OR",
+    "_AND": "AND",
+    "_NOT": "NOT",
+    "_IN": "IN",
+    "_BETWEEN": "BETWEEN",
+    "_IS": "IS",
+    "_NULL": "NULL",
+    "_TRUE": "TRUE",
+    "_FALSE": "FALSE",
+    "COMP_OP": "a comparison operator",
+    "NUMBER": "a number",
+    "STRING": "a 'string'",
+    "NAME": "a field name",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "$END": "end of input",
 }
 
 
@@ -130,20 +145,30 @@ def parse(text: str) -> Tree:
     try:
         return _parser().parse(text)
     except UnexpectedCharacters as exc:
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream
+        ch = text[pos] if pos is not None and pos < len(text) else ""
         raise RuleSyntaxError(f"unexpected character {ch!r}", exc.line, exc.column, text) from None
     except UnexpectedEOF as exc:
         lines = text.splitlines() or [""]
-        raise RuleSyntaxError(f"unexpected end of condition; expected {_expected(set(exc.expected))}",
-                              len(lines), len(lines[-1]) + 1, text) from None
+        raise RuleSyntaxError(
+            f"unexpected end of condition; expected {_expected(set(exc.expected))}",
+            len(lines),
+            len(lines[-1]) + 1,
+            text,
+        ) from None
     except UnexpectedToken as exc:
         tok = exc.token
         if tok.type == "$END":
             lines = text.splitlines() or [""]
-            raise RuleSyntaxError(f"unexpected end of condition; expected {_expected(set(exc.expected))}",
-                                  len(lines), len(lines[-1]) + 1, text) from None
-        raise RuleSyntaxError(f"unexpected {str(tok)!r}; expected {_expected(set(exc.expected))}",
-                              tok.line, tok.column, text) from None
+            raise RuleSyntaxError(
+                f"unexpected end of condition; expected {_expected(set(exc.expected))}",
+                len(lines),
+                len(lines[-1]) + 1,
+                text,
+            ) from None
+        raise RuleSyntaxError(
+            f"unexpected {str(tok)!r}; expected {_expected(set(exc.expected))}", tok.line, tok.column, text
+        ) from None
     except UnexpectedInput as exc:  # pragma: no cover - other lark errors
         raise RuleSyntaxError(str(exc), getattr(exc, "line", 1), getattr(exc, "column", 1), text) from None
 
@@ -158,8 +183,16 @@ class Node:
     column: int = 1
 
 
-_OPS = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<>": operator.ne, "<": operator.lt,
-        "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_OPS = {
+    "=": operator.eq,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<>": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 _EQUALITY = {"=", "==", "!=", "<>"}
 
 
@@ -170,14 +203,14 @@ class _Checker:
 
     def fail(self, message: str, item: Tree | Token) -> typing.NoReturn:
         if isinstance(item, Token):
-            line, col = item.line, item.column
+            line, col = item.line or 1, item.column or 1
         else:
             line, col = (item.meta.line, item.meta.column) if not item.meta.empty else (1, 1)
         raise RuleSyntaxError(message, line, col, self.text)
 
     def pos(self, item: Tree | Token) -> tuple[int, int]:
         if isinstance(item, Token):
-            return item.line, item.column
+            return item.line or 1, item.column or 1
         return (item.meta.line, item.meta.column) if not item.meta.empty else (1, 1)
 
     def node(self, t: Tree) -> Node:
@@ -214,10 +247,12 @@ class _Checker:
             left, right = self.node(left_t), self.node(right_t)
             op = str(op_tok)
             if "null" in (left.type, right.type):
-                self.fail(f"comparison with NULL is never true; use IS NULL / IS NOT NULL", op_tok)
+                self.fail("comparison with NULL is never true; use IS NULL / IS NOT NULL", op_tok)
             if left.type != right.type:
-                self.fail(f"cannot compare {self.describe(left)} ({left.type}) with {self.describe(right)} "
-                          f"({right.type})", op_tok)
+                self.fail(
+                    f"cannot compare {self.describe(left)} ({left.type}) with {self.describe(right)} ({right.type})",
+                    op_tok,
+                )
             if left.type in ("string", "bool") and op not in _EQUALITY:
                 self.fail(f"operator {op!r} needs numbers; {left.type}s support = and !=", op_tok)
             self.check_vocab(left, [right], right_t)
@@ -230,8 +265,11 @@ class _Checker:
                 if item.type == "null":
                     self.fail("NULL in an IN list is never matched; use IS NULL", src)
                 if item.type != subject.type:
-                    self.fail(f"IN list value {self.describe(item)} is a {item.type}, "
-                              f"{self.describe(subject)} is a {subject.type}", src)
+                    self.fail(
+                        f"IN list value {self.describe(item)} is a {item.type}, "
+                        f"{self.describe(subject)} is a {subject.type}",
+                        src,
+                    )
             for item, src in zip(items, t.children[1:], strict=True):
                 self.check_vocab(subject, [item], src)
             values = frozenset(i.args[0] for i in items)
@@ -275,8 +313,10 @@ class _Checker:
             if vocab and item.op == "lit" and item.type == "string" and item.args[0] not in vocab:
                 close = difflib.get_close_matches(item.args[0], vocab, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.fail(f"{item.args[0]!r} is not a value of {subject.args[0]}{hint}; "
-                          f"expected one of {', '.join(vocab)}", src)
+                self.fail(
+                    f"{item.args[0]!r} is not a value of {subject.args[0]}{hint}; expected one of {', '.join(vocab)}",
+                    src,
+                )
 
 
 # ------------------------------------------------------------------------------------------ closures
@@ -298,6 +338,7 @@ def _closure(n: Node) -> RowFn:
         def truthy(row: Row) -> bool | None:
             v = get(row)
             return None if v is None else bool(v)
+
         return truthy
     if op == "not":
         inner = _closure(n.args[0])
@@ -305,6 +346,7 @@ def _closure(n: Node) -> RowFn:
         def not_(row: Row) -> bool | None:
             v = inner(row)
             return None if v is None else not v
+
         return not_
     if op == "and":
         a, b = (_closure(x) for x in n.args)
@@ -317,6 +359,7 @@ def _closure(n: Node) -> RowFn:
             if y is False:
                 return False
             return None if (x is None or y is None) else True
+
         return and_
     if op == "or":
         a, b = (_closure(x) for x in n.args)
@@ -329,6 +372,7 @@ def _closure(n: Node) -> RowFn:
             if y is True:
                 return True
             return None if (x is None or y is None) else False
+
         return or_
     if op == "compare":
         fn = _OPS[n.args[0]]
@@ -339,6 +383,7 @@ def _closure(n: Node) -> RowFn:
             if x is None or y is None:
                 return None
             return fn(x, y)
+
         return compare
     if op == "in":
         subject, values, negate = _closure(n.args[0]), n.args[1], n.args[2]
@@ -348,6 +393,7 @@ def _closure(n: Node) -> RowFn:
             if v is None:
                 return None
             return (v in values) != negate
+
         return in_
     if op == "between":
         s, lo, hi = (_closure(x) for x in n.args[:3])
@@ -358,6 +404,7 @@ def _closure(n: Node) -> RowFn:
             if v is None or a is None or b is None:
                 return None
             return (a <= v <= b) != negate
+
         return between
     if op == "is_null":
         s, negate = _closure(n.args[0]), n.args[1]
@@ -429,8 +476,11 @@ def _vector(n: Node, frame: pd.DataFrame, size: int) -> _Vec:
     if op == "in":
         s = _vector(n.args[0], frame, size)
         values, negate = n.args[1], n.args[2]
-        hit = np.fromiter((v in values for v in s.values.tolist()), dtype=bool, count=size) if size else \
-            np.zeros(0, dtype=bool)
+        hit = (
+            np.fromiter((v in values for v in s.values.tolist()), dtype=bool, count=size)
+            if size
+            else np.zeros(0, dtype=bool)
+        )
         return _Vec((hit != negate) & ~s.null, s.null)
     if op == "between":
         s, lo, hi = (_vector(x, frame, size) for x in n.args[:3])

@@ -13,6 +13,7 @@ Actions by rule type:
 
 Evaluation order is ``(priority, id)``: lower priority numbers first.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,10 @@ RuleType = Literal["authentication", "risk", "retry", "routing"]
 OUTCOMES: tuple[str, ...] = enum_values(DecisionOutcome)
 ROUTES: tuple[str, ...] = enum_values(PaymentSolution)
 _RETRY_RE = re.compile(r"^retry:(\d{1,7})$")
-ACTIONS_HELP = ("approve | challenge_3ds | review | decline (risk, authentication); route:<solution> (routing); "
-                "retry:<seconds> | no_retry (retry)")
+ACTIONS_HELP = (
+    "approve | challenge_3ds | review | decline (risk, authentication); route:<solution> (routing); "
+    "retry:<seconds> | no_retry (retry)"
+)
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class Rule(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["R001"])
     name: str = Field(min_length=1, max_length=200)
     type: RuleType
-    condition: str = Field(min_length=1, max_length=4000,
-                           examples=["fraud_score >= 0.9 AND merchant_segment IN ('Gaming', 'Digital')"])
+    condition: str = Field(
+        min_length=1, max_length=4000, examples=["fraud_score >= 0.9 AND merchant_segment IN ('Gaming', 'Digital')"]
+    )
     action: str = Field(examples=["decline", "route:network_token", "retry:3600"])
     priority: int = Field(100, ge=0, le=1_000_000, description="Lower runs first")
     active: bool = True
@@ -151,10 +155,15 @@ def starter_rule_set() -> RuleSet:
     return RuleSet.from_json(text)
 
 
+def ruleset_file(data_dir: str | os.PathLike[str]) -> Path:
+    """``<data_dir>/rules/ruleset.json``: where the control plane publishes the live rule set."""
+    return Path(data_dir) / "rules" / "ruleset.json"
+
+
 def ruleset_path(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """``$PA_DATA_DIR/rules/ruleset.json``: where the control plane publishes the live rule set."""
+    """``ruleset_file`` of ``data_dir``, else of ``$PA_DATA_DIR``; None when neither is set."""
     base = data_dir or os.environ.get("PA_DATA_DIR")
-    return Path(base) / "rules" / "ruleset.json" if base else None
+    return ruleset_file(base) if base else None
 
 
 def write_ruleset(rule_set: RuleSet, path: str | os.PathLike[str]) -> None:

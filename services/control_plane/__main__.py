@@ -1,4 +1,5 @@
 """`python -m services.control_plane serve | init-admin | set-password`."""
+
 from __future__ import annotations
 
 import getpass
@@ -40,9 +41,10 @@ def init_admin() -> None:
 
 
 @cli.command("set-password")
-def set_password(username: Annotated[str, typer.Argument()] = "admin",
-                 role: Annotated[str, typer.Option(help="Role when the user is created: viewer | admin")] = "admin",
-                 ) -> None:
+def set_password(
+    username: Annotated[str, typer.Argument()] = "admin",
+    role: Annotated[str, typer.Option(help="Role when the user is created: viewer | admin")] = "admin",
+) -> None:
     """Set (or create) a user's password, asked on the terminal."""
     settings = get_settings()
     engine = make_engine(settings.database_url)

@@ -3,17 +3,18 @@
 The app talks to no other service's code: the scoring API over HTTP, Kafka with its own consumer,
 rules and models through ``payments_core`` and MLflow, the lakehouse through Delta reads.
 """
+
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
-from urllib.parse import quote
 
 from services.control_plane.db import make_engine, make_sessionmaker, migrate
 from services.control_plane.decision_feed import DecisionFeed
@@ -45,10 +46,15 @@ VENDOR = Path(__file__).parent / "web" / "dist"
 def step_environment(settings: ControlPlaneSettings) -> dict[str, str]:
     """What every step's process gets on top of the control plane's own environment: the same data
     folder, lakehouse, registry and Kafka as the control plane, however those were configured."""
-    env = {"PA_DATA_DIR": str(settings.data_dir), "PA_WAREHOUSE_DIR": str(settings.lakehouse_dir),
-           "PA_MLFLOW_TRACKING_URI": settings.tracking_uri, "PA_CATALOG": settings.catalog,
-           "PA_SCHEMA": settings.lakehouse_schema, "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "PA_TOPIC_PREFIX": settings.topic_prefix}
+    env = {
+        "PA_DATA_DIR": str(settings.data_dir),
+        "PA_WAREHOUSE_DIR": str(settings.lakehouse_dir),
+        "PA_MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PA_CATALOG": settings.catalog,
+        "PA_SCHEMA": settings.lakehouse_schema,
+        "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PA_TOPIC_PREFIX": settings.topic_prefix,
+    }
     return env
 
 
@@ -77,8 +83,14 @@ def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, 
     app = FastAPI(title="payment-analysis control plane", version="0.2.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.steps = StepCatalog(steps)
-    app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="pa_session",
-                       max_age=settings.session_max_age_s, same_site="lax", https_only=settings.secure_cookies)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings),
+        session_cookie="pa_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
 
     @app.exception_handler(LoginRequired)
     async def to_login(_request: Request, exc: LoginRequired) -> RedirectResponse:
@@ -91,6 +103,18 @@ def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     VENDOR.mkdir(parents=True, exist_ok=True)
     app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
-    for module in (auth, pages, runs, services, platform, decisions, rules, models, dashboard, alerts, audit_log):
+    for module in (
+        auth,
+        pages,
+        runs,
+        services,
+        platform,
+        decisions,
+        rules,
+        models,
+        dashboard,
+        alerts,
+        audit_log,
+    ):
         app.include_router(module.router)
     return app

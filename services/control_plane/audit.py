@@ -1,4 +1,5 @@
 """The audit trail: every mutating action, who, when, what, before and after."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,24 @@ from sqlalchemy.orm import Session
 from services.control_plane.db import AuditEvent
 
 
-def record(db: Session, actor: str, action: str, target: str = "", *, before: Any = None, after: Any = None,
-           commit: bool = True) -> AuditEvent:
+def record(
+    db: Session,
+    actor: str,
+    action: str,
+    target: str = "",
+    *,
+    before: Any = None,
+    after: Any = None,
+    commit: bool = True,
+) -> AuditEvent:
     """Add an audit event to ``db``'s transaction (committed with the change it describes)."""
-    event = AuditEvent(actor=actor, action=action, target=target,
-                       before=None if before is None else json.dumps(before, default=str, sort_keys=True),
-                       after=None if after is None else json.dumps(after, default=str, sort_keys=True))
+    event = AuditEvent(
+        actor=actor,
+        action=action,
+        target=target,
+        before=None if before is None else json.dumps(before, default=str, sort_keys=True),
+        after=None if after is None else json.dumps(after, default=str, sort_keys=True),
+    )
     db.add(event)
     if commit:
         db.commit()

@@ -3,6 +3,7 @@
 SQLite by default, PostgreSQL when ``PA_CONTROL_PLANE_DATABASE_URL`` is set. The schema is owned by
 Alembic (``services/control_plane/migrations``); ``migrate()`` brings a database to head at start.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,13 @@ class User(Base):
 class JobRun(Base):
     __tablename__ = "job_runs"
     __table_args__ = (
-        Index("uq_job_runs_one_active", "step", unique=True,
-              sqlite_where=text(ONE_ACTIVE_RUN_WHERE), postgresql_where=text(ONE_ACTIVE_RUN_WHERE)),
+        Index(
+            "uq_job_runs_one_active",
+            "step",
+            unique=True,
+            sqlite_where=text(ONE_ACTIVE_RUN_WHERE),
+            postgresql_where=text(ONE_ACTIVE_RUN_WHERE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -80,10 +86,19 @@ class JobRun(Base):
         started, finished = aware(self.started_at), aware(self.finished_at)
         end = finished or (utcnow() if self.active else None)
         duration = round((end - started).total_seconds(), 2) if end and started else None
-        return {"id": self.id, "step": self.step, "status": self.status, "exit_code": self.exit_code,
-                "params": json.loads(self.params or "{}"), "started_by": self.started_by,
-                "started_at": iso(started), "finished_at": iso(finished), "duration_s": duration,
-                "note": self.note, "result": json.loads(self.result) if self.result else None}
+        return {
+            "id": self.id,
+            "step": self.step,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "params": json.loads(self.params or "{}"),
+            "started_by": self.started_by,
+            "started_at": iso(started),
+            "finished_at": iso(finished),
+            "duration_s": duration,
+            "note": self.note,
+            "result": json.loads(self.result) if self.result else None,
+        }
 
 
 class AuditEvent(Base):
@@ -98,13 +113,20 @@ class AuditEvent(Base):
     after: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "at": iso(self.at), "actor": self.actor, "action": self.action,
-                "target": self.target, "before": json.loads(self.before) if self.before else None,
-                "after": json.loads(self.after) if self.after else None}
+        return {
+            "id": self.id,
+            "at": iso(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "before": json.loads(self.before) if self.before else None,
+            "after": json.loads(self.after) if self.after else None,
+        }
 
 
 class DraftRule(Base):
     """The working copy of the rule set: rules being edited, not yet published."""
+
     __tablename__ = "draft_rules"
 
     rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -115,6 +137,7 @@ class DraftRule(Base):
 
 class RuleSetVersion(Base):
     """Every published rule set; the newest row is the live one."""
+
     __tablename__ = "rule_set_versions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

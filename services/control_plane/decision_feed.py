@@ -13,9 +13,11 @@ that appears later starts at its first record stamped after the app started (min
 skew), so nothing produced after the app started is missed and no old history is replayed.
 A broker that is down is retried quietly; ``status()`` says so.
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -45,7 +47,7 @@ BATCH = 500
 SUBSCRIBER_QUEUE = 1000  # rows pending per browser before the oldest are dropped
 TRANSACTION_FACTS_PER_DECISION = 4  # the facts map holds this many transactions per buffered decision
 # The hidden ground-truth label is for training and backtests, not for people watching live decisions.
-HIDDEN_FACTS = frozenset({"is_fraud"})
+HIDDEN_FACTS: set[str] = {"is_fraud"}
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,14 @@ class DecisionFeed:
         self._next_refresh = 0.0
         self._state = "stopped"
         self._error: str | None = None
-        self._counts = {"decisions": 0, "transactions": 0, "invalid_decisions": 0, "invalid_transactions": 0,
-                        "joined": 0, "dropped_for_subscribers": 0}
+        self._counts = {
+            "decisions": 0,
+            "transactions": 0,
+            "invalid_decisions": 0,
+            "invalid_transactions": 0,
+            "joined": 0,
+            "dropped_for_subscribers": 0,
+        }
         self._last_invalid: dict[str, Any] | None = None
         self._last_message_at: str | None = None
         self._started_at: str | None = None
@@ -178,15 +186,23 @@ class DecisionFeed:
             state = "disabled"
         assigned = {topic for topic, _ in self._assigned}  # the thread rebinds the set, never mutates it
         return {
-            "status": state, "connected": state == "connected", "error": self._error,
-            "bootstrap": self.settings.kafka_bootstrap, "group_id": self.group_id,
+            "status": state,
+            "connected": state == "connected",
+            "error": self._error,
+            "bootstrap": self.settings.kafka_bootstrap,
+            "group_id": self.group_id,
             "topics": {name: name in assigned for name in (self.decisions_topic, self.transactions_topic)},
             "consumed": {"decisions": counts["decisions"], "transactions": counts["transactions"]},
             "invalid": {"decisions": counts["invalid_decisions"], "transactions": counts["invalid_transactions"]},
-            "last_invalid": self._last_invalid, "joined": counts["joined"],
+            "last_invalid": self._last_invalid,
+            "joined": counts["joined"],
             "dropped_for_subscribers": counts["dropped_for_subscribers"],
-            "buffered": buffered, "buffer_size": self.capacity, "transactions_cached": facts,
-            "subscribers": subscribers, "started_at": self._started_at, "last_message_at": self._last_message_at,
+            "buffered": buffered,
+            "buffer_size": self.capacity,
+            "transactions_cached": facts,
+            "subscribers": subscribers,
+            "started_at": self._started_at,
+            "last_message_at": self._last_message_at,
         }
 
     # ------------------------------------------------------------------------------------ fan-out
@@ -221,8 +237,11 @@ class DecisionFeed:
         except ValidationError as exc:
             with self._lock:
                 self._counts["invalid_decisions"] += 1
-                self._last_invalid = {"topic": self.decisions_topic, "at": _now_iso(),
-                                      "error": str(exc.errors(include_url=False)[:3])[:500]}
+                self._last_invalid = {
+                    "topic": self.decisions_topic,
+                    "at": _now_iso(),
+                    "error": str(exc.errors(include_url=False)[:3])[:500],
+                }
             return None
         entry = decision.model_dump(mode="json")
         entry["received_at"] = _now_iso()
@@ -247,8 +266,11 @@ class DecisionFeed:
         except ValidationError as exc:
             with self._lock:
                 self._counts["invalid_transactions"] += 1
-                self._last_invalid = {"topic": self.transactions_topic, "at": _now_iso(),
-                                      "error": str(exc.errors(include_url=False)[:3])[:500]}
+                self._last_invalid = {
+                    "topic": self.transactions_topic,
+                    "at": _now_iso(),
+                    "error": str(exc.errors(include_url=False)[:3])[:500],
+                }
             return None
         facts = transaction_facts(event)
         waiting = None
@@ -269,15 +291,22 @@ class DecisionFeed:
 
     # ------------------------------------------------------------------------------------ the thread
     def _consumer_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": self.group_id,
-                "enable.auto.commit": False, "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest", "enable.partition.eof": False,
-                "reconnect.backoff.max.ms": 10_000, "socket.connection.setup.timeout.ms": 5_000,
-                "client.id": "pa-control-plane-decision-feed", "logger": _quiet, "error_cb": self._on_error}
+        return {
+            "bootstrap.servers": self.settings.kafka_bootstrap,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "reconnect.backoff.max.ms": 10_000,
+            "socket.connection.setup.timeout.ms": 5_000,
+            "client.id": "pa-control-plane-decision-feed",
+            "logger": _quiet,
+            "error_cb": self._on_error,
+        }
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE) \
-                or error.fatal():
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE) or error.fatal():
             self._state = "error"
             self._error = error.str()[:300]
 
@@ -299,10 +328,8 @@ class DecisionFeed:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         if consumer is not None:
-            try:
+            with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()
-            except (KafkaException, RuntimeError):
-                pass
 
     def _refresh_assignment(self, consumer: Consumer) -> None:
         """Assign the topics' partitions not assigned yet (also topics created after the app started)."""

@@ -3,6 +3,7 @@
 ``Viewer``: any signed-in user (reads). ``Admin``: an admin; on a mutating request from a browser the
 CSRF token is checked too. Pages use ``page_user`` and redirect to /login instead of answering 401.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
-from services.control_plane.security import SAFE_METHODS, CSRF_HEADER, Principal, check_csrf, principal_from_request
+from services.control_plane.security import CSRF_HEADER, SAFE_METHODS, Principal, check_csrf, principal_from_request
 from services.control_plane.settings import ControlPlaneSettings
 
 
@@ -43,8 +44,11 @@ def optional_user(request: Request, db: DbSession, settings: SettingsDep) -> Pri
 
 def require_user(request: Request, user: Annotated[Principal | None, Depends(optional_user)]) -> Principal:
     if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in first (POST /login) or send a bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "sign in first (POST /login) or send a bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if request.method not in SAFE_METHODS and user.needs_csrf:
         check_csrf(request, request.headers.get(CSRF_HEADER))
     return user

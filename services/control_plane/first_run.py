@@ -1,6 +1,7 @@
 """First run: on a fresh data folder the control plane runs the whole sequence (backfill, ETL, gold
 views, bootstrap, training) in the background, so a newcomer sees real numbers without knowing the
 order. Progress is kept in ``app_state['first_run']`` and shown on /setup."""
+
 from __future__ import annotations
 
 import logging

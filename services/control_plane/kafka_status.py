@@ -1,4 +1,5 @@
 """Topic sizes for the status panel (low/high watermarks per partition)."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,14 @@ _quiet.setLevel(logging.CRITICAL)
 
 
 def topic_status(bootstrap: str, prefix: str = "", timeout: float = 2.0) -> dict:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "control-plane-status",
-                         "enable.auto.commit": False, "logger": _quiet})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "control-plane-status",
+            "enable.auto.commit": False,
+            "logger": _quiet,
+        }
+    )
     try:
         meta = consumer.list_topics(timeout=timeout)
         topics = []
@@ -27,8 +34,15 @@ def topic_status(bootstrap: str, prefix: str = "", timeout: float = 2.0) -> dict
                 low, high = consumer.get_watermark_offsets(TopicPartition(name, pid), timeout=timeout)
                 total += high - low
                 produced += high
-            topics.append({"topic": name, "exists": True, "partitions": len(meta.topics[name].partitions),
-                           "messages": total, "high_watermark": produced})
+            topics.append(
+                {
+                    "topic": name,
+                    "exists": True,
+                    "partitions": len(meta.topics[name].partitions),
+                    "messages": total,
+                    "high_watermark": produced,
+                }
+            )
         return {"status": "up", "bootstrap": bootstrap, "topics": topics}
     except Exception as exc:  # broker down: the page says so instead of failing
         return {"status": "down", "bootstrap": bootstrap, "error": str(exc)[:200], "topics": []}

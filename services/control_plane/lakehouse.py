@@ -18,6 +18,7 @@ instead of materialising the rows in Python. A missing table is not an error: th
 and says what to start. Results are cached per table version, so the pages' polling costs nothing
 while the stream has not committed.
 """
+
 from __future__ import annotations
 
 import threading
@@ -130,8 +131,9 @@ class DeltaReader:
         """Run ``sql`` over the tables ``names`` (registered under those names); None if one is missing.
         Cached per (sql, table versions)."""
         with self._lock:
-            tables = {name: self._open(name) for name in names}
-            if any(t is None for t in tables.values()):
+            opened = {name: self._open(name) for name in names}
+            tables = {name: t for name, t in opened.items() if t is not None}
+            if len(tables) < len(opened):
                 return None
             key = (sql, *((name, t.version()) for name, t in tables.items()))
             cached = self._results.get(key)
@@ -169,15 +171,31 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-METRIC_COLUMNS = ("window_start", "transactions", *OUTCOMES, "decision_approval_rate", "processor_approvals",
-                  "processor_approval_rate", "avg_risk_score", "high_risk", "high_risk_share", "avg_fraud_score",
-                  "e2e_latency_p50_ms", "e2e_latency_p99_ms", "decision_latency_p99_ms", "processing_time_p99_ms")
+METRIC_COLUMNS = (
+    "window_start",
+    "transactions",
+    *OUTCOMES,
+    "decision_approval_rate",
+    "processor_approvals",
+    "processor_approval_rate",
+    "avg_risk_score",
+    "high_risk",
+    "high_risk_share",
+    "avg_fraud_score",
+    "e2e_latency_p50_ms",
+    "e2e_latency_p99_ms",
+    "decision_latency_p99_ms",
+    "processing_time_p99_ms",
+)
 
 
 def minute_rows(reader: DeltaReader, since: datetime) -> list[dict] | None:
     """The one-minute metrics from ``since`` on, oldest first (None: no metrics table)."""
-    table = reader.query(f"SELECT {', '.join(METRIC_COLUMNS)} FROM {METRICS_1M} "
-                         f"WHERE window_start >= {sql_ts(since)} ORDER BY window_start", METRICS_1M)
+    table = reader.query(
+        f"SELECT {', '.join(METRIC_COLUMNS)} FROM {METRICS_1M} "
+        f"WHERE window_start >= {sql_ts(since)} ORDER BY window_start",
+        METRICS_1M,
+    )
     return None if table is None else table.to_pylist()
 
 
@@ -190,8 +208,9 @@ def window_kpis(rows: list[dict]) -> dict[str, Any]:
         "outcomes": {o: _sum(rows, o) for o in OUTCOMES},
         "decision_approval_rate": _ratio(_sum(rows, "approve"), n),
         # processor_approvals counts the transactions the processor approved among those with an outcome
-        "processor_approval_rate": _ratio(_sum(with_processor, "processor_approvals"),
-                                          _sum(with_processor, "transactions")),
+        "processor_approval_rate": _ratio(
+            _sum(with_processor, "processor_approvals"), _sum(with_processor, "transactions")
+        ),
         "high_risk": _sum(rows, "high_risk"),
         "high_risk_share": _ratio(_sum(rows, "high_risk"), n),
         "avg_fraud_score": _weighted(rows, "avg_fraud_score"),
@@ -203,9 +222,12 @@ def metrics_latency(rows: list[dict]) -> dict[str, Any]:
     """Window latency from per-minute percentiles: a percentile of a window is not a function of its
     minutes' percentiles, so these are the transaction-weighted means and the worst minute."""
     return {
-        "source": METRICS_1M, "exact": False,
-        "e2e_p50_ms": _weighted(rows, "e2e_latency_p50_ms"), "e2e_p99_ms": _weighted(rows, "e2e_latency_p99_ms"),
-        "decision_p50_ms": None, "decision_p99_ms": _weighted(rows, "decision_latency_p99_ms"),
+        "source": METRICS_1M,
+        "exact": False,
+        "e2e_p50_ms": _weighted(rows, "e2e_latency_p50_ms"),
+        "e2e_p99_ms": _weighted(rows, "e2e_latency_p99_ms"),
+        "decision_p50_ms": None,
+        "decision_p99_ms": _weighted(rows, "decision_latency_p99_ms"),
         "worst_minute_e2e_p99_ms": _max(rows, "e2e_latency_p99_ms"),
         "worst_minute_decision_p99_ms": _max(rows, "decision_latency_p99_ms"),
         "note": "means of the minutes' percentiles (the decision log is not readable)",
@@ -214,20 +236,28 @@ def metrics_latency(rows: list[dict]) -> dict[str, Any]:
 
 def log_latency(reader: DeltaReader, since: datetime, rows_in_window: int) -> dict[str, Any] | None:
     """Latency percentiles of the window over the decision log's rows (None: no log)."""
-    if rows_in_window <= EXACT_PERCENTILE_MAX_ROWS:
-        pct = lambda q, col: f"percentile_cont({q}) WITHIN GROUP (ORDER BY {col})"  # noqa: E731
-    else:
-        pct = lambda q, col: f"approx_percentile_cont({q}) WITHIN GROUP (ORDER BY {col})"  # noqa: E731
+    function = "percentile_cont" if rows_in_window <= EXACT_PERCENTILE_MAX_ROWS else "approx_percentile_cont"
+
+    def pct(q: float, col: str) -> str:
+        return f"{function}({q}) WITHIN GROUP (ORDER BY {col})"
+
     table = reader.query(
         f"SELECT count(*) AS n, {pct(0.5, 'e2e_latency_ms')} AS e2e_p50_ms, "
         f"{pct(0.99, 'e2e_latency_ms')} AS e2e_p99_ms, "
         f"{pct(0.5, 'latency_ms')} AS decision_p50_ms, {pct(0.99, 'latency_ms')} AS decision_p99_ms "
-        f"FROM {DECISION_LOG} WHERE decided_at >= {sql_ts(since)}", DECISION_LOG)
+        f"FROM {DECISION_LOG} WHERE decided_at >= {sql_ts(since)}",
+        DECISION_LOG,
+    )
     if table is None:
         return None
     out = table.to_pylist()[0]
-    return {"source": DECISION_LOG, "exact": rows_in_window <= EXACT_PERCENTILE_MAX_ROWS, "rows": out.pop("n"),
-            **out, "note": "percentiles over every decision of the window"}
+    return {
+        "source": DECISION_LOG,
+        "exact": rows_in_window <= EXACT_PERCENTILE_MAX_ROWS,
+        "rows": out.pop("n"),
+        **out,
+        "note": "percentiles over every decision of the window",
+    }
 
 
 def log_value(reader: DeltaReader, since: datetime) -> dict[str, Any]:
@@ -237,10 +267,16 @@ def log_value(reader: DeltaReader, since: datetime) -> dict[str, Any]:
         "sum(CASE WHEN outcome = 'approve' THEN amount_minor ELSE 0 END) AS approved_minor, "
         "sum(CASE WHEN outcome = 'decline' THEN amount_minor ELSE 0 END) AS declined_minor "
         f"FROM {DECISION_LOG} WHERE decided_at >= {sql_ts(since)} AND amount_minor IS NOT NULL "
-        "GROUP BY currency ORDER BY sum(amount_minor) DESC", DECISION_LOG)
+        "GROUP BY currency ORDER BY sum(amount_minor) DESC",
+        DECISION_LOG,
+    )
     if table is None:
-        return {"available": False, "source": None, "by_currency": [],
-                "message": f"value is not available: the decision log ({DECISION_LOG}) is not there yet"}
+        return {
+            "available": False,
+            "source": None,
+            "by_currency": [],
+            "message": f"value is not available: the decision log ({DECISION_LOG}) is not there yet",
+        }
 
     def money(minor: int | None, currency: str) -> str | None:
         try:
@@ -248,24 +284,37 @@ def log_value(reader: DeltaReader, since: datetime) -> dict[str, Any]:
         except KeyError:  # a currency without a known exponent: show minor units, never guess
             return None
 
-    by_currency = [{"currency": r["currency"], "transactions": r["transactions"],
-                    "total": money(r["total_minor"], r["currency"]),
-                    "approved": money(r["approved_minor"], r["currency"]),
-                    "declined": money(r["declined_minor"], r["currency"]),
-                    "total_minor": r["total_minor"], "approved_minor": r["approved_minor"],
-                    "declined_minor": r["declined_minor"]} for r in table.to_pylist()]
-    return {"available": True, "source": DECISION_LOG, "by_currency": by_currency,
-            "message": None if by_currency else "no decisions in the window"}
+    by_currency = [
+        {
+            "currency": r["currency"],
+            "transactions": r["transactions"],
+            "total": money(r["total_minor"], r["currency"]),
+            "approved": money(r["approved_minor"], r["currency"]),
+            "declined": money(r["declined_minor"], r["currency"]),
+            "total_minor": r["total_minor"],
+            "approved_minor": r["approved_minor"],
+            "declined_minor": r["declined_minor"],
+        }
+        for r in table.to_pylist()
+    ]
+    return {
+        "available": True,
+        "source": DECISION_LOG,
+        "by_currency": by_currency,
+        "message": None if by_currency else "no decisions in the window",
+    }
 
 
 def series(rows: list[dict]) -> list[dict[str, Any]]:
-    return [{**{k: r[k] for k in METRIC_COLUMNS if k != "window_start"}, "minute": iso(r["window_start"])}
-            for r in rows]
+    return [
+        {**{k: r[k] for k in METRIC_COLUMNS if k != "window_start"}, "minute": iso(r["window_start"])} for r in rows
+    ]
 
 
 def bronze_dead_letters(reader: DeltaReader, since: datetime) -> int | None:
-    table = reader.query(f"SELECT count(*) AS n FROM {BRONZE_DEAD_LETTERS} WHERE kafka_timestamp >= {sql_ts(since)}",
-                         BRONZE_DEAD_LETTERS)
+    table = reader.query(
+        f"SELECT count(*) AS n FROM {BRONZE_DEAD_LETTERS} WHERE kafka_timestamp >= {sql_ts(since)}", BRONZE_DEAD_LETTERS
+    )
     return None if table is None else int(table.column("n")[0].as_py())
 
 
@@ -276,13 +325,24 @@ def dashboard(reader: DeltaReader, minutes: int, now: datetime | None = None) ->
     metrics_info = reader.info(METRICS_1M)
     log_info = reader.info(DECISION_LOG)
     result: dict[str, Any] = {
-        "window_minutes": minutes, "from": iso(since), "to": iso(now), "updated_at": iso(metrics_info.updated_at),
-        "sources": {i.name: i.as_dict() for i in (metrics_info, log_info)}, "message": None,
+        "window_minutes": minutes,
+        "from": iso(since),
+        "to": iso(now),
+        "updated_at": iso(metrics_info.updated_at),
+        "sources": {i.name: i.as_dict() for i in (metrics_info, log_info)},
+        "message": None,
     }
     rows = minute_rows(reader, since)
     if rows is None:
-        return {**result, "message": NO_STREAM_DATA, "kpis": None, "latency": None, "value": log_value(reader, since),
-                "series": [], "latest_minute": None}
+        return {
+            **result,
+            "message": NO_STREAM_DATA,
+            "kpis": None,
+            "latency": None,
+            "value": log_value(reader, since),
+            "series": [],
+            "latest_minute": None,
+        }
     kpis = window_kpis(rows)
     kpis["transactions_per_minute"] = kpis["transactions"] / minutes
     latency = (log_latency(reader, since, kpis["transactions"]) if log_info.exists else None) or metrics_latency(rows)
@@ -293,19 +353,30 @@ def dashboard(reader: DeltaReader, minutes: int, now: datetime | None = None) ->
     latest = reader.query(f"SELECT max(window_start) AS latest FROM {METRICS_1M}", METRICS_1M)
     latest_minute = latest.column("latest")[0].as_py() if latest is not None else None
     if not rows:
-        result["message"] = (f"no decisions in the last {minutes} min" + (
+        result["message"] = f"no decisions in the last {minutes} min" + (
             f"; the latest minute with data is {iso(latest_minute)}: is the stream processor running?"
-            if latest_minute else f": {NO_STREAM_DATA}"))
-    return {**result, "kpis": kpis, "latency": latency, "value": log_value(reader, since), "series": series(rows),
-            "latest_minute": iso(latest_minute)}
+            if latest_minute
+            else f": {NO_STREAM_DATA}"
+        )
+    return {
+        **result,
+        "kpis": kpis,
+        "latency": latency,
+        "value": log_value(reader, since),
+        "series": series(rows),
+        "latest_minute": iso(latest_minute),
+    }
 
 
 # ------------------------------------------------------------------------------------------- alerts
 def _worse(a: dict, b: dict) -> dict:
     """The row of an alert streak that is further past its threshold."""
     if a["alert_type"] == "approval_drop":  # lower approval is worse
-        return a if (a["value"] if a["value"] is not None else 1.0) <= (b["value"] if b["value"] is not None else 1.0) \
+        return (
+            a
+            if (a["value"] if a["value"] is not None else 1.0) <= (b["value"] if b["value"] is not None else 1.0)
             else b
+        )
     return a if (a["value"] or 0.0) >= (b["value"] or 0.0) else b
 
 
@@ -337,29 +408,53 @@ def _describe(episode: dict, latest_row: dict, now: datetime) -> dict[str, Any]:
     ongoing = last is latest_row
     severity = max((r["severity"] or "warning" for r in rows), key=lambda s: SEVERITY_RANK.get(s, 0))
     return {
-        "alert_type": first["alert_type"], "ongoing": ongoing,
+        "alert_type": first["alert_type"],
+        "ongoing": ongoing,
         "stale": ongoing and now - last["window_start"] > ALERT_STALE_AFTER,
-        "started_at": iso(first["window_start"]), "last_minute": iso(last["window_start"]),
+        "started_at": iso(first["window_start"]),
+        "last_minute": iso(last["window_start"]),
         "ended_at": None if ongoing else iso(last["window_start"] + timedelta(minutes=1)),
-        "minutes": len(rows), "severity": last["severity"], "worst_severity": severity,
-        "metric": last["metric"], "value": last["value"], "threshold": last["threshold"],
-        "baseline": last["baseline"], "transactions": last["transactions"], "message": last["message"],
-        "peak_value": peak["value"], "peak_minute": iso(peak["window_start"]), "peak_message": peak["message"],
+        "minutes": len(rows),
+        "severity": last["severity"],
+        "worst_severity": severity,
+        "metric": last["metric"],
+        "value": last["value"],
+        "threshold": last["threshold"],
+        "baseline": last["baseline"],
+        "transactions": last["transactions"],
+        "message": last["message"],
+        "peak_value": peak["value"],
+        "peak_minute": iso(peak["window_start"]),
+        "peak_message": peak["message"],
     }
 
 
-def alerts(reader: DeltaReader, history_hours: float = 24.0, active_only: bool = False,
-           now: datetime | None = None, history_limit: int = 200) -> dict[str, Any]:
+def alerts(
+    reader: DeltaReader,
+    history_hours: float = 24.0,
+    active_only: bool = False,
+    now: datetime | None = None,
+    history_limit: int = 200,
+) -> dict[str, Any]:
     """Active alerts (the latest minute of their type is active) with the minute their current streak
     started, and the recent episodes of every type (newest first)."""
     now = now or datetime.now(UTC)
     since = minute_floor(now) - timedelta(hours=history_hours)
     info = reader.info(ALERTS)
-    result: dict[str, Any] = {"updated_at": iso(info.updated_at), "since": iso(since), "active": [], "history": [],
-                              "latest_minute": None, "message": None, "source": info.as_dict()}
+    result: dict[str, Any] = {
+        "updated_at": iso(info.updated_at),
+        "since": iso(since),
+        "active": [],
+        "history": [],
+        "latest_minute": None,
+        "message": None,
+        "source": info.as_dict(),
+    }
     table = reader.query(
         "SELECT window_start, alert_type, active, severity, metric, value, threshold, baseline, transactions, "
-        f"message FROM {ALERTS} WHERE window_start >= {sql_ts(since)} ORDER BY alert_type, window_start", ALERTS)
+        f"message FROM {ALERTS} WHERE window_start >= {sql_ts(since)} ORDER BY alert_type, window_start",
+        ALERTS,
+    )
     if table is None:
         return {**result, "message": NO_STREAM_DATA}
     by_type: dict[str, list[dict]] = {}
@@ -371,8 +466,9 @@ def alerts(reader: DeltaReader, history_hours: float = 24.0, active_only: bool =
     for rows in by_type.values():
         described.extend(_describe(e, rows[-1], now) for e in _episodes(rows))
     result["latest_minute"] = iso(max(rows[-1]["window_start"] for rows in by_type.values()))
-    result["active"] = sorted((e for e in described if e["ongoing"]),
-                              key=lambda e: (-SEVERITY_RANK.get(e["severity"], 0), e["started_at"]))
+    result["active"] = sorted(
+        (e for e in described if e["ongoing"]), key=lambda e: (-SEVERITY_RANK.get(e["severity"], 0), e["started_at"])
+    )
     if not active_only:
         result["history"] = sorted(described, key=lambda e: e["started_at"], reverse=True)[:history_limit]
     return result

@@ -8,25 +8,31 @@ version within their refresh interval, without a restart.
 MLflow calls are blocking and slow-ish (a sqlite registry, or HTTP): the API calls these methods from
 sync endpoints (FastAPI's thread pool) and the overview is cached for a few seconds.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from payments_core.models import ALIASES, CHALLENGER, CHAMPION, FEATURES_SHA256, MODEL_KINDS, registered_name
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 # How long the versions overview is reused (the page polls; mutations invalidate it at once).
 OVERVIEW_TTL_S = 3.0
 # What the page says about when the running services see an alias change: the stream processor's
 # PA_STREAM_ENGINE_REFRESH_SECONDS (10 s) and the scoring API's PA_REFRESH_SECONDS (15 s) by default.
-PICKUP_NOTE = ("Running services pick up an alias change within their refresh interval (the scoring API "
-               "checks every 15 s, the stream processor every 10 s by default), without a restart.")
+PICKUP_NOTE = (
+    "Running services pick up an alias change within their refresh interval (the scoring API "
+    "checks every 15 s, the stream processor every 10 s by default), without a restart."
+)
 # Version metrics shown first on the page (the training job logs ``<kind>.<metric>`` on the model's run).
 HEADLINE_METRICS = ("auc", "precision", "recall", "brier", "ece", "baseline.auc")
 
@@ -58,20 +64,28 @@ def redact_uri(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.username or parts.password:
         host = parts.hostname or ""
-        return urlunsplit((parts.scheme, f"***@{host}" + (f":{parts.port}" if parts.port else ""),
-                           parts.path, parts.query, parts.fragment))
+        return urlunsplit(
+            (
+                parts.scheme,
+                f"***@{host}" + (f":{parts.port}" if parts.port else ""),
+                parts.path,
+                parts.query,
+                parts.fragment,
+            )
+        )
     return uri
 
 
 class ModelRegistry:
     """One MLflow client (created on first use) and a short-lived cache of the overview."""
 
-    def __init__(self, tracking_uri: str, catalog: str | None = None, schema: str | None = None,
-                 registry_uri: str | None = None):
+    def __init__(
+        self, tracking_uri: str, catalog: str | None = None, schema: str | None = None, registry_uri: str | None = None
+    ):
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.catalog, self.schema = catalog, schema
-        self._client = None
+        self._client: MlflowClient | None = None
         self._lock = threading.RLock()
         self._overview: tuple[float, dict] | None = None
         self._runs: dict[str, tuple[dict[str, float], dict[str, str]]] = {}  # run id -> (metrics, params)
@@ -83,8 +97,9 @@ class ModelRegistry:
         return registered_name(kind, self.catalog, self.schema)
 
     def _sqlite_path(self) -> Path | None:
-        return Path(self.registry_uri.removeprefix("sqlite:///")) if self.registry_uri.startswith("sqlite:///") \
-            else None
+        return (
+            Path(self.registry_uri.removeprefix("sqlite:///")) if self.registry_uri.startswith("sqlite:///") else None
+        )
 
     def exists(self) -> bool:
         """False for a local sqlite registry not created yet (opening it would create an empty one)."""
@@ -105,7 +120,7 @@ class ModelRegistry:
             if self._client is None:
                 self._probe()
                 # imported here: mlflow takes seconds to import and only this page needs it
-                from mlflow import MlflowClient
+                from mlflow import MlflowClient  # noqa: PLC0415
 
                 self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
             else:
@@ -114,7 +129,7 @@ class ModelRegistry:
 
     def _call(self, what: str, fn, *args, **kwargs):
         """Run an MLflow call; a missing resource returns None, any other failure is 503."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415 - mlflow: seconds to import (see client)
 
         try:
             return fn(*args, **kwargs)
@@ -125,8 +140,9 @@ class ModelRegistry:
         except RegistryError:
             raise
         except Exception as exc:  # connection refused, a locked or corrupt sqlite file...
-            raise RegistryUnavailable(f"model registry {redact_uri(self.registry_uri)} unavailable while "
-                                      f"{what}: {type(exc).__name__}: {exc}") from exc
+            raise RegistryUnavailable(
+                f"model registry {redact_uri(self.registry_uri)} unavailable while {what}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     # ---------------------------------------------------------------------------------- reading
     def invalidate(self) -> None:
@@ -139,13 +155,20 @@ class ModelRegistry:
             if self._overview and time.monotonic() - self._overview[0] < OVERVIEW_TTL_S:
                 return self._overview[1]
         if not self.exists():
-            result = {"registry": redact_uri(self.registry_uri), "note": PICKUP_NOTE,
-                      "message": "no model registry yet: run the Train step on /setup",
-                      "models": [self._empty(kind) for kind in MODEL_KINDS]}
+            result: dict[str, Any] = {
+                "registry": redact_uri(self.registry_uri),
+                "note": PICKUP_NOTE,
+                "message": "no model registry yet: run the Train step on /setup",
+                "models": [self._empty(kind) for kind in MODEL_KINDS],
+            }
         else:
             client = self.client()
-            result = {"registry": redact_uri(self.registry_uri), "note": PICKUP_NOTE, "message": None,
-                      "models": [self._model(client, kind) for kind in MODEL_KINDS]}
+            result = {
+                "registry": redact_uri(self.registry_uri),
+                "note": PICKUP_NOTE,
+                "message": None,
+                "models": [self._model(client, kind) for kind in MODEL_KINDS],
+            }
             if not any(m["registered"] for m in result["models"]):
                 result["message"] = "no model registered yet: run the Train step on /setup"
         with self._lock:
@@ -153,8 +176,14 @@ class ModelRegistry:
         return result
 
     def _empty(self, kind: str) -> dict[str, Any]:
-        return {"kind": kind, "name": self.name(kind), "registered": False, "champion": None, "challenger": None,
-                "versions": []}
+        return {
+            "kind": kind,
+            "name": self.name(kind),
+            "registered": False,
+            "champion": None,
+            "challenger": None,
+            "versions": [],
+        }
 
     def _model(self, client, kind: str) -> dict[str, Any]:
         name = self.name(kind)
@@ -164,17 +193,27 @@ class ModelRegistry:
         aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
         found = self._call(f"listing the versions of {name}", client.search_model_versions, f"name='{name}'") or []
         versions = sorted(found, key=lambda mv: int(mv.version), reverse=True)
-        return {"kind": kind, "name": name, "registered": True, "champion": aliases.get(CHAMPION),
-                "challenger": aliases.get(CHALLENGER), "description": registered.description or "",
-                "versions": [self._version(client, kind, mv, aliases) for mv in versions]}
+        return {
+            "kind": kind,
+            "name": name,
+            "registered": True,
+            "champion": aliases.get(CHAMPION),
+            "challenger": aliases.get(CHALLENGER),
+            "description": registered.description or "",
+            "versions": [self._version(client, kind, mv, aliases) for mv in versions],
+        }
 
     def _version(self, client, kind: str, mv, aliases: dict[str, str]) -> dict[str, Any]:
         tags = dict(mv.tags or {})
         metrics, params = self._run_data(client, mv.run_id, kind)
         threshold = tags.get("pa.threshold")
         return {
-            "version": str(mv.version), "created_at": _iso_ms(mv.creation_timestamp), "status": mv.status,
-            "run_id": mv.run_id, "description": mv.description or "", "tags": tags,
+            "version": str(mv.version),
+            "created_at": _iso_ms(mv.creation_timestamp),
+            "status": mv.status,
+            "run_id": mv.run_id,
+            "description": mv.description or "",
+            "tags": tags,
             "threshold": float(threshold) if threshold is not None else None,
             "estimator": params.get("estimator") or (mv.description or "").split(";")[0] or None,
             "fast_path": tags.get("pa.fast_path"),
@@ -194,8 +233,10 @@ class ModelRegistry:
             self._runs[run_id] = (dict(run.data.metrics), dict(run.data.params)) if run else ({}, {})
         metrics, params = self._runs[run_id]
         prefix = f"{kind}."
-        return ({k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)},
-                {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)})
+        return (
+            {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)},
+            {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)},
+        )
 
     # ---------------------------------------------------------------------------------- changes
     def _require_model(self, kind: str):
@@ -221,15 +262,18 @@ class ModelRegistry:
             version = str(version)
             mv = self._call(f"reading {name} v{version}", client.get_model_version, name, version)
             if mv is None:
-                found = self._call(f"listing the versions of {name}", client.search_model_versions,
-                                   f"name='{name}'") or []
+                found = (
+                    self._call(f"listing the versions of {name}", client.search_model_versions, f"name='{name}'") or []
+                )
                 known = ", ".join(sorted((str(v.version) for v in found), key=int)) or "none"
                 raise InvalidVersion(f"{name} has no version {version} (registered versions: {known})")
             if mv.status != "READY":
                 raise InvalidVersion(f"{name} v{version} is {mv.status}, not READY: it cannot be promoted")
             if (mv.tags or {}).get("pa.features_sha256") != FEATURES_SHA256:
-                raise InvalidVersion(f"{name} v{version} was trained on another feature list than this decision "
-                                     "core's MODEL_FEATURES: the scoring services would refuse to load it")
+                raise InvalidVersion(
+                    f"{name} v{version} was trained on another feature list than this decision "
+                    "core's MODEL_FEATURES: the scoring services would refuse to load it"
+                )
             before = aliases.get(alias)
             if before != version:
                 self._call(f"setting {name}@{alias}", client.set_registered_model_alias, name, alias, version)

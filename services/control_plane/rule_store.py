@@ -6,6 +6,7 @@ Publishing writes ``<data_dir>/rules/ruleset.json`` atomically; the scoring API 
 file through ``RuleSource`` and pick a new set up within their refresh interval. The router stays thin:
 the semantics live here. Refusals raise ``RuleError`` (an HTTP status and a JSON-able detail).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,6 +30,7 @@ from payments_core.rules.model import (
     Rule,
     RuleSet,
     RuleType,
+    ruleset_file,
     ruleset_path,
     starter_rule_set,
     write_ruleset,
@@ -44,8 +47,12 @@ EDITABLE_FIELDS = ("id", "name", "type", "condition", "action", "priority", "act
 DIFF_FIELDS = EDITABLE_FIELDS[1:]  # what a reviewer compares; the id is the key
 SERVER_FIELDS = ("version", "updated_by", "updated_at")  # set here, ignored when a client sends them
 RULE_TYPES: tuple[str, ...] = get_args(RuleType)
-ACTION_EXAMPLES = {"risk": list(OUTCOMES), "authentication": list(OUTCOMES),
-                   "routing": [f"route:{r}" for r in ROUTES], "retry": ["retry:30", "retry:3600", "no_retry"]}
+ACTION_EXAMPLES = {
+    "risk": list(OUTCOMES),
+    "authentication": list(OUTCOMES),
+    "routing": [f"route:{r}" for r in ROUTES],
+    "retry": ["retry:30", "retry:3600", "no_retry"],
+}
 DRAFT_STATE_KEY = "rules.draft"  # app_state: the live version the draft was last reset to
 DRAFT_LABEL = "draft"
 SYSTEM = "system"
@@ -93,31 +100,47 @@ def position_detail(error: RuleSyntaxError, text: str) -> dict[str, Any]:
     lines = text.split("\n")  # the parser counts lines on \n, like a textarea's value
     line = min(max(error.line, 1), len(lines))
     column = max(error.column, 1)
-    offset = sum(len(previous) + 1 for previous in lines[:line - 1]) + column - 1
-    return {"field": "condition", "message": error.message, "line": error.line, "column": error.column,
-            "pos": min(offset, len(text)), "source_line": lines[line - 1],
-            "describe": f"line {error.line}, column {error.column}: {error.message}"}
+    offset = sum(len(previous) + 1 for previous in lines[: line - 1]) + column - 1
+    return {
+        "field": "condition",
+        "message": error.message,
+        "line": error.line,
+        "column": error.column,
+        "pos": min(offset, len(text)),
+        "source_line": lines[line - 1],
+        "describe": f"line {error.line}, column {error.column}: {error.message}",
+    }
 
 
 def condition_error(text: Any) -> dict[str, Any] | None:
     if not isinstance(text, str):
-        return {"field": "condition", "message": "the condition must be text", "line": 1, "column": 1, "pos": 0,
-                "source_line": "", "describe": "line 1, column 1: the condition must be text"}
+        return {
+            "field": "condition",
+            "message": "the condition must be text",
+            "line": 1,
+            "column": 1,
+            "pos": 0,
+            "source_line": "",
+            "describe": "line 1, column 1: the condition must be text",
+        }
     error = validate_condition(text)
     return None if error is None else position_detail(error, text)
 
 
-def _message(pydantic_error: dict[str, Any]) -> str:
+def _message(pydantic_error: ErrorDetails) -> str:
     return str(pydantic_error["msg"]).removeprefix("Value error, ")
 
 
-def check_rule(body: dict[str, Any], *, partial: bool = False, version: int = 1,
-               updated_by: str = SYSTEM) -> tuple[Rule | None, list[dict[str, Any]]]:
+def check_rule(
+    body: dict[str, Any], *, partial: bool = False, version: int = 1, updated_by: str = SYSTEM
+) -> tuple[Rule | None, list[dict[str, Any]]]:
     """Validate a rule as the client sent it: (the Rule, []) or (None, errors). Each error names its
     ``field``; a condition error also has ``line``, ``column`` and ``pos``. ``partial``: fields not
     given are not reported missing (checking a condition while it is typed)."""
-    errors: list[dict[str, Any]] = [{"field": key, "message": f"unknown field {key!r}"}
-                                    for key in sorted(set(body) - set(EDITABLE_FIELDS) - set(SERVER_FIELDS))]
+    errors: list[dict[str, Any]] = [
+        {"field": key, "message": f"unknown field {key!r}"}
+        for key in sorted(set(body) - set(EDITABLE_FIELDS) - set(SERVER_FIELDS))
+    ]
     values = {key: body[key] for key in EDITABLE_FIELDS if key in body}
     if "condition" in values:
         cond_error = condition_error(values["condition"])
@@ -151,8 +174,9 @@ def _checked(body: dict[str, Any], *, version: int, updated_by: str) -> Rule:
     rule, errors = check_rule(body, version=version, updated_by=updated_by)
     if rule is None:
         first = errors[0]
-        raise RuleError(422, {"message": f"{first['field']}: {first.get('describe', first['message'])}",
-                              "errors": errors})
+        raise RuleError(
+            422, {"message": f"{first['field']}: {first.get('describe', first['message'])}", "errors": errors}
+        )
     return rule
 
 
@@ -181,8 +205,14 @@ def live_version(db: Session, settings: ControlPlaneSettings) -> RuleSetVersion:
             return row
         rule_set, origin = initial_rule_set(settings)
         # the content as it is, label and all: its full_version is what decisions already report
-        row = RuleSetVersion(label="v1", full_version=rule_set.full_version, content=rule_set.model_dump_json(),
-                             created_by=SYSTEM, created_at=utcnow(), comment=origin)
+        row = RuleSetVersion(
+            label="v1",
+            full_version=rule_set.full_version,
+            content=rule_set.model_dump_json(),
+            created_by=SYSTEM,
+            created_at=utcnow(),
+            comment=origin,
+        )
         db.add(row)
         db.commit()
         return row
@@ -190,21 +220,32 @@ def live_version(db: Session, settings: ControlPlaneSettings) -> RuleSetVersion:
 
 def version_dict(row: RuleSetVersion, rule_set: RuleSet | None = None) -> dict[str, Any]:
     rule_set = rule_set or rule_set_of(row)
-    return {"id": row.id, "label": row.label, "full_version": row.full_version, "created_by": row.created_by,
-            "created_at": iso(row.created_at), "comment": row.comment, "rolled_back_from": row.rolled_back_from,
-            "rules": len(rule_set.rules), "active_rules": sum(r.active and not r.shadow for r in rule_set.rules),
-            "shadow_rules": sum(r.shadow for r in rule_set.rules)}
+    return {
+        "id": row.id,
+        "label": row.label,
+        "full_version": row.full_version,
+        "created_by": row.created_by,
+        "created_at": iso(row.created_at),
+        "comment": row.comment,
+        "rolled_back_from": row.rolled_back_from,
+        "rules": len(rule_set.rules),
+        "active_rules": sum(r.active and not r.shadow for r in rule_set.rules),
+        "shadow_rules": sum(r.shadow for r in rule_set.rules),
+    }
 
 
 def published_file(settings: ControlPlaneSettings) -> dict[str, Any]:
     """What /score and the stream read (or fall back to) right now."""
     path = ruleset_path(settings.data_dir)
     if path is None or not path.exists():
-        return {"path": str(path), "exists": False, "full_version": starter_rule_set().full_version,
-                "error": None}
+        return {"path": str(path), "exists": False, "full_version": starter_rule_set().full_version, "error": None}
     try:
-        return {"path": str(path), "exists": True, "full_version": RuleSet.from_json(path.read_bytes()).full_version,
-                "error": None}
+        return {
+            "path": str(path),
+            "exists": True,
+            "full_version": RuleSet.from_json(path.read_bytes()).full_version,
+            "error": None,
+        }
     except (ValueError, OSError) as exc:
         return {"path": str(path), "exists": True, "full_version": None, "error": str(exc)[:500]}
 
@@ -215,8 +256,11 @@ def rule_dict(rule: Rule) -> dict[str, Any]:
 
 
 def _changed_fields(before: Rule, after: Rule) -> list[dict[str, Any]]:
-    return [{"field": f, "before": getattr(before, f), "after": getattr(after, f)}
-            for f in DIFF_FIELDS if getattr(before, f) != getattr(after, f)]
+    return [
+        {"field": f, "before": getattr(before, f), "after": getattr(after, f)}
+        for f in DIFF_FIELDS
+        if getattr(before, f) != getattr(after, f)
+    ]
 
 
 def diff_rules(before: list[Rule], after: list[Rule]) -> dict[str, Any]:
@@ -229,8 +273,7 @@ def diff_rules(before: list[Rule], after: list[Rule]) -> dict[str, Any]:
             changed.append({"id": rule_id, "name": new[rule_id].name, "fields": fields})
     added = [rule_dict(new[i]) for i in sorted(new.keys() - old.keys())]
     removed = [rule_dict(old[i]) for i in sorted(old.keys() - new.keys())]
-    return {"added": added, "removed": removed, "changed": changed,
-            "identical": not (added or removed or changed)}
+    return {"added": added, "removed": removed, "changed": changed, "identical": not (added or removed or changed)}
 
 
 def diff_summary(diff: dict[str, Any]) -> dict[str, int]:
@@ -247,8 +290,7 @@ def reset_draft(db: Session, rule_set: RuleSet, base_version_id: int) -> None:
     """Replace the draft with ``rule_set`` (in ``db``'s transaction; the caller commits)."""
     db.execute(delete(DraftRule))
     for rule in rule_set.rules:
-        db.add(DraftRule(rule_id=rule.id, body=rule.model_dump_json(), updated_by=rule.updated_by,
-                         updated_at=utcnow()))
+        db.add(DraftRule(rule_id=rule.id, body=rule.model_dump_json(), updated_by=rule.updated_by, updated_at=utcnow()))
     state = {"base_version_id": base_version_id}
     row = db.get(AppState, DRAFT_STATE_KEY)
     if row is None:
@@ -284,8 +326,10 @@ def draft_rule_set(db: Session, settings: ControlPlaneSettings) -> RuleSet:
         else:
             rules.append(rule)
     if broken:
-        raise RuleError(422, {"message": "fix or delete the draft rules that no longer validate: "
-                                         + "; ".join(broken), "errors": []})
+        raise RuleError(
+            422,
+            {"message": "fix or delete the draft rules that no longer validate: " + "; ".join(broken), "errors": []},
+        )
     return as_draft_set(rules)
 
 
@@ -315,9 +359,14 @@ def draft_view(db: Session, settings: ControlPlaneSettings) -> dict[str, Any]:
     diff = diff_rules(live_set.rules, valid_rules)
     file = published_file(settings)
     draft_set = as_draft_set(valid_rules)
-    return {"live": {**version_dict(live, live_set), "file_in_sync": file["full_version"] == live.full_version},
-            "file": file, "draft": rules, "diff": diff, "draft_full_version": draft_set.full_version,
-            "draft_base_version_id": (_draft_base(db) or {}).get("base_version_id")}
+    return {
+        "live": {**version_dict(live, live_set), "file_in_sync": file["full_version"] == live.full_version},
+        "file": file,
+        "draft": rules,
+        "diff": diff,
+        "draft_full_version": draft_set.full_version,
+        "draft_base_version_id": (_draft_base(db) or {}).get("base_version_id"),
+    }
 
 
 def create_rule(db: Session, settings: ControlPlaneSettings, body: dict[str, Any], actor: str) -> dict[str, Any]:
@@ -335,15 +384,21 @@ def create_rule(db: Session, settings: ControlPlaneSettings, body: dict[str, Any
     return rule_dict(rule)
 
 
-def update_rule(db: Session, settings: ControlPlaneSettings, rule_id: str, body: dict[str, Any],
-                actor: str) -> dict[str, Any]:
+def update_rule(
+    db: Session, settings: ControlPlaneSettings, rule_id: str, body: dict[str, Any], actor: str
+) -> dict[str, Any]:
     _draft_rows(db, settings)
     row = db.get(DraftRule, rule_id)
     if row is None:
         raise RuleError(404, f"no rule {rule_id!r} in the draft")
     if body.get("id", rule_id) != rule_id:
-        raise RuleError(422, {"message": "a rule's id cannot change; create a new rule and delete this one",
-                              "errors": [{"field": "id", "message": "a rule's id cannot change"}]})
+        raise RuleError(
+            422,
+            {
+                "message": "a rule's id cannot change; create a new rule and delete this one",
+                "errors": [{"field": "id", "message": "a rule's id cannot change"}],
+            },
+        )
     before = json.loads(row.body)
     rule = _checked({**body, "id": rule_id}, version=int(before.get("version", 1)), updated_by=actor)
     row.body, row.updated_by, row.updated_at = rule.model_dump_json(), actor, utcnow()
@@ -369,21 +424,30 @@ def discard_draft(db: Session, settings: ControlPlaneSettings, actor: str) -> di
     live = live_version(db, settings)
     before = [json.loads(r.body) for r in _draft_rows(db, settings)]
     reset_draft(db, rule_set_of(live), live.id)
-    audit.record(db, actor, "rule.discard_draft", live.label, before=before, after={"reset_to": live.label},
-                 commit=False)
+    audit.record(
+        db, actor, "rule.discard_draft", live.label, before=before, after={"reset_to": live.label}, commit=False
+    )
     db.commit()
     return {"reset_to": live.label}
 
 
 # ------------------------------------------------------------------------------------------ publish
-def _publish(db: Session, rules: list[Rule], actor: str, comment: str,
-             rolled_back_from: int | None = None) -> tuple[RuleSetVersion, RuleSet]:
+def _publish(
+    db: Session, rules: list[Rule], actor: str, comment: str, rolled_back_from: int | None = None
+) -> tuple[RuleSetVersion, RuleSet]:
     """Add the next version (v<n+1>) to ``db``'s transaction; the caller writes the file and commits."""
     count = db.scalar(select(func.count()).select_from(RuleSetVersion)) or 0
     label = f"v{count + 1}"
     rule_set = RuleSet(version=label, rules=rules)  # order kept: the content hash depends on it
-    row = RuleSetVersion(label=label, full_version=rule_set.full_version, content=rule_set.model_dump_json(),
-                         created_by=actor, created_at=utcnow(), comment=comment, rolled_back_from=rolled_back_from)
+    row = RuleSetVersion(
+        label=label,
+        full_version=rule_set.full_version,
+        content=rule_set.model_dump_json(),
+        created_by=actor,
+        created_at=utcnow(),
+        comment=comment,
+        rolled_back_from=rolled_back_from,
+    )
     db.add(row)
     db.flush()
     return row, rule_set
@@ -391,7 +455,7 @@ def _publish(db: Session, rules: list[Rule], actor: str, comment: str,
 
 def _write_and_commit(db: Session, settings: ControlPlaneSettings, rule_set: RuleSet, previous: RuleSet) -> None:
     """Write the file readers pick up, then commit; when the commit fails the previous file comes back."""
-    path = ruleset_path(settings.data_dir)
+    path = ruleset_file(settings.data_dir)
     write_ruleset(rule_set, path)
     try:
         db.commit()
@@ -417,14 +481,17 @@ def _with_versions(draft: RuleSet, live: RuleSet) -> list[Rule]:
     return out
 
 
-def activate(db: Session, settings: ControlPlaneSettings, actor: str, comment: str = "",
-             base_version_id: int | None = None) -> dict[str, Any]:
+def activate(
+    db: Session, settings: ControlPlaneSettings, actor: str, comment: str = "", base_version_id: int | None = None
+) -> dict[str, Any]:
     """Publish the draft as the next live version."""
     with _publish_lock:
         live = live_version(db, settings)
         if base_version_id is not None and base_version_id != live.id:
-            raise RuleError(409, f"the live set moved to {live.label} since you loaded the page; "
-                                 "reload and review the changes again")
+            raise RuleError(
+                409,
+                f"the live set moved to {live.label} since you loaded the page; reload and review the changes again",
+            )
         live_set = rule_set_of(live)
         draft = draft_rule_set(db, settings)
         diff = diff_rules(live_set.rules, draft.rules)
@@ -432,16 +499,22 @@ def activate(db: Session, settings: ControlPlaneSettings, actor: str, comment: s
             raise RuleError(409, f"nothing to activate: the draft is identical to the live set {live.label}")
         row, published = _publish(db, _with_versions(draft, live_set), actor, comment.strip())
         reset_draft(db, published, row.id)
-        audit.record(db, actor, "ruleset.activate", row.label,
-                     before={"label": live.label, "full_version": live.full_version},
-                     after={"label": row.label, "full_version": row.full_version, "comment": row.comment,
-                            "diff": diff}, commit=False)
+        audit.record(
+            db,
+            actor,
+            "ruleset.activate",
+            row.label,
+            before={"label": live.label, "full_version": live.full_version},
+            after={"label": row.label, "full_version": row.full_version, "comment": row.comment, "diff": diff},
+            commit=False,
+        )
         _write_and_commit(db, settings, published, live_set)
         return {**version_dict(row, published), "diff": diff}
 
 
-def rollback(db: Session, settings: ControlPlaneSettings, version_id: int, actor: str,
-             comment: str = "") -> dict[str, Any]:
+def rollback(
+    db: Session, settings: ControlPlaneSettings, version_id: int, actor: str, comment: str = ""
+) -> dict[str, Any]:
     """Publish an earlier version's content again as the next version; the draft is reset to it."""
     with _publish_lock:
         target = db.get(RuleSetVersion, version_id)
@@ -455,10 +528,15 @@ def rollback(db: Session, settings: ControlPlaneSettings, version_id: int, actor
         note = f"rollback to {target.label}" + (f": {comment.strip()}" if comment.strip() else "")
         row, published = _publish(db, list(target_set.rules), actor, note, rolled_back_from=target.id)
         reset_draft(db, published, row.id)
-        audit.record(db, actor, "ruleset.rollback", row.label,
-                     before={"label": live.label, "full_version": live.full_version},
-                     after={"label": row.label, "full_version": row.full_version, "rolled_back_to": target.label,
-                            "diff": diff}, commit=False)
+        audit.record(
+            db,
+            actor,
+            "ruleset.rollback",
+            row.label,
+            before={"label": live.label, "full_version": live.full_version},
+            after={"label": row.label, "full_version": row.full_version, "rolled_back_to": target.label, "diff": diff},
+            commit=False,
+        )
         _write_and_commit(db, settings, published, live_set)
         return {**version_dict(row, published), "diff": diff}
 
@@ -474,10 +552,20 @@ def list_versions(db: Session, settings: ControlPlaneSettings, limit: int = 50) 
         previous = sets[i + 1].rules if i + 1 < len(sets) else []
         diff = diff_rules(previous, sets[i].rules)
         back = row.rolled_back_from
-        back_label = labels.get(back) or (db.get(RuleSetVersion, back).label if back else None)
-        out.append({**version_dict(row, sets[i]), "live": row.id == live.id, "rolled_back_from_label": back_label,
-                    "previous_label": rows[i + 1].label if i + 1 < len(rows) else None,
-                    "diff": diff, "changes": diff_summary(diff)})
+        back_label = labels.get(back) if back is not None else None
+        if not back_label and back:
+            back_row = db.get(RuleSetVersion, back)
+            back_label = back_row.label if back_row is not None else None
+        out.append(
+            {
+                **version_dict(row, sets[i]),
+                "live": row.id == live.id,
+                "rolled_back_from_label": back_label,
+                "previous_label": rows[i + 1].label if i + 1 < len(rows) else None,
+                "diff": diff,
+                "changes": diff_summary(diff),
+            }
+        )
     return out
 
 
@@ -504,14 +592,14 @@ def write_candidate(rule_set: RuleSet, settings: ControlPlaneSettings) -> Path:
     return path
 
 
-def start_backtest(db: Session, settings: ControlPlaneSettings, runner: StepRunner, step: Step,
-                   given: dict[str, Any], actor: str) -> dict[str, Any]:
+def start_backtest(
+    db: Session, settings: ControlPlaneSettings, runner: StepRunner, step: Step, given: dict[str, Any], actor: str
+) -> dict[str, Any]:
     """Replay the draft against the live set with the backtest step; the run's ``result`` gets the
     comparison."""
     unknown = sorted(set(given) - set(BACKTEST_PARAMS))
     if unknown:
-        raise RuleError(422, f"unknown backtest parameter(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(BACKTEST_PARAMS)}")
+        raise RuleError(422, f"unknown backtest parameter(s) {', '.join(unknown)}; known: {', '.join(BACKTEST_PARAMS)}")
     if not step.available:
         raise RuleError(409, f"the backtest step is not available in this build ({step.module} missing)")
     try:
@@ -524,13 +612,22 @@ def start_backtest(db: Session, settings: ControlPlaneSettings, runner: StepRunn
     path = write_candidate(draft, settings)
     params["candidate_rules"] = str(path)
     try:
-        run = runner.start(step, params, started_by=actor,
-                           note=f"{BACKTEST_NOTE} {draft.full_version} vs {live.label} ({live.full_version})")
+        run = runner.start(
+            step,
+            params,
+            started_by=actor,
+            note=f"{BACKTEST_NOTE} {draft.full_version} vs {live.label} ({live.full_version})",
+        )
     except AlreadyRunning as exc:
         path.unlink(missing_ok=True)
         raise RuleError(409, str(exc)) from None
-    audit.record(db, actor, "rule.backtest", draft.full_version,
-                 after={"run_id": run.id, "params": params, "live": live.label, "changes": diff_summary(diff)})
+    audit.record(
+        db,
+        actor,
+        "rule.backtest",
+        draft.full_version,
+        after={"run_id": run.id, "params": params, "live": live.label, "changes": diff_summary(diff)},
+    )
     return backtest_view(run, draft.full_version)
 
 
@@ -556,8 +653,16 @@ def _metric_row(metric: dict[str, Any], label: str, fmt: str, better: str | None
         verdict = "neutral"
     else:
         verdict = "better" if (delta > 0) == (better == "higher") else "worse"
-    return {"metric": metric["metric"], "label": label, "format": fmt, "better": better, "live": metric.get("live"),
-            "candidate": metric.get("candidate"), "delta": delta, "verdict": verdict}
+    return {
+        "metric": metric["metric"],
+        "label": label,
+        "format": fmt,
+        "better": better,
+        "live": metric.get("live"),
+        "candidate": metric.get("candidate"),
+        "delta": delta,
+        "verdict": verdict,
+    }
 
 
 def _log_tail(path: str, lines: int = 12) -> list[str]:
@@ -577,13 +682,22 @@ def backtest_view(run: JobRun, candidate_full_version: str | None = None) -> dic
     words = (run.note or "").removeprefix(BACKTEST_NOTE).split()
     expected_live = words[3].strip("()") if len(words) > 3 else None
     live_seen = result.get("live_rule_set_version")
-    return {**base, "candidate_full_version": result.get("candidate_rule_set_version") or candidate_full_version
-            or (words[0] if words else None), "live_label": words[2] if len(words) > 2 else None,
-            # the job reads the live set from the published file: flag a run that saw another one
-            "live_full_version": live_seen, "live_matches": None if not live_seen or not expected_live
-            else live_seen == expected_live, "rows": result.get("rows"),
-            "range_start": result.get("range_start"), "range_end": result.get("range_end"),
-            "has_result": bool(result), "metrics": metric_rows(result), "log_tail": _log_tail(run.log_path)}
+    return {
+        **base,
+        "candidate_full_version": result.get("candidate_rule_set_version")
+        or candidate_full_version
+        or (words[0] if words else None),
+        "live_label": words[2] if len(words) > 2 else None,
+        # the job reads the live set from the published file: flag a run that saw another one
+        "live_full_version": live_seen,
+        "live_matches": None if not live_seen or not expected_live else live_seen == expected_live,
+        "rows": result.get("rows"),
+        "range_start": result.get("range_start"),
+        "range_end": result.get("range_end"),
+        "has_result": bool(result),
+        "metrics": metric_rows(result),
+        "log_tail": _log_tail(run.log_path),
+    }
 
 
 def _is_draft_backtest(run: JobRun) -> bool:
@@ -591,8 +705,12 @@ def _is_draft_backtest(run: JobRun) -> bool:
 
 
 def list_backtests(db: Session, limit: int = 20) -> list[dict[str, Any]]:
-    runs = db.scalars(select(JobRun).where(JobRun.step == "backtest", JobRun.note.startswith(BACKTEST_NOTE))
-                      .order_by(JobRun.id.desc()).limit(limit))
+    runs = db.scalars(
+        select(JobRun)
+        .where(JobRun.step == "backtest", JobRun.note.startswith(BACKTEST_NOTE))
+        .order_by(JobRun.id.desc())
+        .limit(limit)
+    )
     return [backtest_view(run) for run in runs]
 
 
@@ -607,10 +725,21 @@ def get_backtest(db: Session, run_id: int) -> dict[str, Any]:
 def language_help() -> dict[str, Any]:
     """Fields, types and actions for the editor's help and autocomplete; the backtest metrics shown."""
     return {
-        "fields": [{"name": name, "kind": ft.kind, "nullable": ft.nullable, "source": ft.source,
-                    "vocabulary": list(ft.vocabulary) if ft.vocabulary else None} for name, ft in FIELDS.items()],
-        "types": list(RULE_TYPES), "actions_help": ACTIONS_HELP, "action_examples": ACTION_EXAMPLES,
+        "fields": [
+            {
+                "name": name,
+                "kind": ft.kind,
+                "nullable": ft.nullable,
+                "source": ft.source,
+                "vocabulary": list(ft.vocabulary) if ft.vocabulary else None,
+            }
+            for name, ft in FIELDS.items()
+        ],
+        "types": list(RULE_TYPES),
+        "actions_help": ACTIONS_HELP,
+        "action_examples": ACTION_EXAMPLES,
         "keywords": ["AND", "OR", "NOT", "IN", "NOT IN", "BETWEEN", "IS NULL", "IS NOT NULL", "TRUE", "FALSE"],
-        "metrics": [{"metric": m, "label": label, "format": fmt, "better": better}
-                    for m, label, fmt, better in BACKTEST_METRICS],
+        "metrics": [
+            {"metric": m, "label": label, "format": fmt, "better": better} for m, label, fmt, better in BACKTEST_METRICS
+        ],
     }

@@ -3,8 +3,11 @@ duration, exit code, a log file per run, cancel, and reconciliation of runs a cr
 
 Each run gets its own process group, so cancelling stops the Spark JVM a job started too.
 """
+
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -43,35 +46,50 @@ class StepRunner:
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------------------------- start
-    def start(self, step: Step, params: dict[str, Any] | None = None, started_by: str = "system",
-              note: str = "", on_done: Callable[[JobRun], None] | None = None) -> JobRun:
+    def start(
+        self,
+        step: Step,
+        params: dict[str, Any] | None = None,
+        started_by: str = "system",
+        note: str = "",
+        on_done: Callable[[JobRun], None] | None = None,
+    ) -> JobRun:
         """Start ``step`` (params already resolved). Raises AlreadyRunning when a run is active."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         params = dict(params or {})
         with self.sessions() as db:
-            run = JobRun(step=step.id, status="running", params=json.dumps(params), started_by=started_by,
-                         note=note)
+            run = JobRun(step=step.id, status="running", params=json.dumps(params), started_by=started_by, note=note)
             db.add(run)
             try:
                 db.commit()
             except IntegrityError:
                 db.rollback()
-                active = db.scalar(select(JobRun.id).where(JobRun.step == step.id,
-                                                            JobRun.status.in_(ACTIVE_STATUSES)))
+                active = db.scalar(select(JobRun.id).where(JobRun.step == step.id, JobRun.status.in_(ACTIVE_STATUSES)))
                 raise AlreadyRunning(step.id, active) from None
             run.log_path = str(self.log_dir / f"{run.id:06d}-{step.id}.log")
             db.commit()
-        result_path = self.log_dir / f"{run.id:06d}-{step.id}.result.json" if step.result_flag else None
-        argv = step.argv(params) + ([step.result_flag, str(result_path)] if result_path else [])
-        log_file = Path(run.log_path).open("wb")
-        log_file.write(f"$ {' '.join(argv[1:])}\n".encode())
-        log_file.flush()
-        try:
-            proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **self.env}, start_new_session=True)
-        except OSError as exc:
-            log_file.write(f"could not start: {exc}\n".encode())
-            log_file.close()
+        argv = step.argv(params)
+        result_path = None
+        if step.result_flag:
+            result_path = self.log_dir / f"{run.id:06d}-{step.id}.result.json"
+            argv += [step.result_flag, str(result_path)]
+        # the step writes to its own copy of the log's file descriptor; ours is closed once it started
+        with Path(run.log_path).open("wb") as log_file:
+            log_file.write(f"$ {' '.join(argv[1:])}\n".encode())
+            log_file.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, **self.env},
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                log_file.write(f"could not start: {exc}\n".encode())
+                proc = None
+        if proc is None:
             self._finish(run.id, -1, None)
             return self.get(run.id)
         with self._lock:
@@ -79,16 +97,21 @@ class StepRunner:
         with self.sessions() as db:
             db.get(JobRun, run.id).pid = proc.pid
             db.commit()
-        thread = threading.Thread(target=self._wait, args=(run.id, proc, log_file, result_path, on_done),
-                                  daemon=True, name=f"run-{run.id}")
+        thread = threading.Thread(
+            target=self._wait, args=(run.id, proc, result_path, on_done), daemon=True, name=f"run-{run.id}"
+        )
         self._threads[run.id] = thread
         thread.start()
         return self.get(run.id)
 
-    def _wait(self, run_id: int, proc: subprocess.Popen, log_file, result_path: Path | None,
-              on_done: Callable[[JobRun], None] | None) -> None:
+    def _wait(
+        self,
+        run_id: int,
+        proc: subprocess.Popen,
+        result_path: Path | None,
+        on_done: Callable[[JobRun], None] | None,
+    ) -> None:
         code = proc.wait()
-        log_file.close()
         self._finish(run_id, code, result_path)
         with self._lock:
             self._procs.pop(run_id, None)
@@ -144,15 +167,18 @@ class StepRunner:
     def run_sequence(self, steps: Sequence[tuple[Step, dict[str, Any]]], state_key: str, started_by: str) -> None:
         """Run steps one after another in the background, progress kept in ``app_state[state_key]``;
         stops at the first failure."""
+
         def go() -> None:
-            progress = {"status": "running", "started_at": utcnow().isoformat(),
-                        "steps": [{"step": s.id, "title": s.title, "status": "pending", "run_id": None}
-                                  for s, _ in steps]}
+            progress: dict[str, Any] = {
+                "status": "running",
+                "started_at": utcnow().isoformat(),
+                "steps": [{"step": s.id, "title": s.title, "status": "pending", "run_id": None} for s, _ in steps],
+            }
             self.set_state(state_key, progress)
             for i, (step, params) in enumerate(steps):
                 done = threading.Event()
                 try:
-                    run = self.start(step, params, started_by, note="first run", on_done=lambda _r: done.set())
+                    run = self.start(step, params, started_by, note="first run", on_done=functools.partial(_set, done))
                 except AlreadyRunning as exc:
                     progress["steps"][i].update(status="skipped", run_id=exc.run_id)
                     self.set_state(state_key, progress)
@@ -199,11 +225,13 @@ class StepRunner:
             db.commit()
 
 
+def _set(event: threading.Event, _run: JobRun) -> None:
+    event.set()
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _is_our_step(pid: int, log_path: str) -> bool:

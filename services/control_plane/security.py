@@ -10,6 +10,7 @@ Three ways in, one ``Principal`` out:
 Mutating requests by a browser (cookie session or forwarded identity) must carry the session's CSRF
 token in ``X-CSRF-Token`` (or a ``csrf_token`` form field); a cross-site page cannot read it.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -89,8 +90,9 @@ def csrf_token(request: Request) -> str:
 def check_csrf(request: Request, presented: str | None) -> None:
     expected = request.session.get("csrf")
     if not expected or not presented or not hmac.compare_digest(expected, presented):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            f"missing or wrong CSRF token: send the page's token in the {CSRF_HEADER} header")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"missing or wrong CSRF token: send the page's token in the {CSRF_HEADER} header"
+        )
 
 
 def principal_from_request(request: Request, db: Session, settings: ControlPlaneSettings) -> Principal | None:
@@ -100,8 +102,9 @@ def principal_from_request(request: Request, db: Session, settings: ControlPlane
         expected = settings.control_plane_token.get_secret_value()
         if expected and hmac.compare_digest(token.encode(), expected.encode()):
             return Principal("token", "admin", "token")
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     if settings.auth_mode == "databricks":
         name = request.headers.get("x-forwarded-email") or request.headers.get("x-forwarded-preferred-username")
         if not name:

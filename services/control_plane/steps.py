@@ -1,5 +1,6 @@
 """The Setup & Run steps, in the seed demo's order: each a local command (a Spark job or a service
-CLI) with typed parameters. On Databricks the same steps map to bundle jobs and pipelines."""
+CLI) with typed parameters, run by the control plane as a child process (``runner.py``)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -53,8 +54,16 @@ class Param:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "label": self.label, "kind": self.kind, "default": self.default,
-                "choices": list(self.choices), "minimum": self.minimum, "maximum": self.maximum, "help": self.help}
+        return {
+            "name": self.name,
+            "label": self.label,
+            "kind": self.kind,
+            "default": self.default,
+            "choices": list(self.choices),
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "help": self.help,
+        }
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,9 @@ class Step:
         known = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(known))
         if unknown:
-            raise ValueError(f"unknown parameter(s) for step {self.id!r}: {', '.join(unknown)}; "
-                             f"known: {', '.join(known) or 'none'}")
+            raise ValueError(
+                f"unknown parameter(s) for step {self.id!r}: {', '.join(unknown)}; known: {', '.join(known) or 'none'}"
+            )
         out: dict[str, Any] = {}
         for p in self.params:
             if p.name in given and given[p.name] not in (None, ""):
@@ -105,43 +115,83 @@ class Step:
             return False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "description": self.description, "available": self.available,
-                "command": " ".join(["python", "-m", self.module, *self.args]),
-                "params": [p.as_dict() for p in self.params if not p.hidden]}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "available": self.available,
+            "command": " ".join(["python", "-m", self.module, *self.args]),
+            "params": [p.as_dict() for p in self.params if not p.hidden],
+        }
 
 
 STEPS: tuple[Step, ...] = (
-    Step("backfill", "Transaction history backfill", "services.simulator", ("backfill",),
-         "Generate days of realistic history into Kafka so dashboards and training have data",
-         params=(Param("days", "Days of history", "float", 7.0, "--days", minimum=0.01, maximum=90),
-                 Param("events_per_day", "Events per day", "int", 30_000, "--events-per-day", minimum=1,
-                       maximum=2_000_000),
-                 Param("scenario", "Background scenario", "choice", "normal", "--scenario", SCENARIOS)),
-         first_run=True),
-    Step("etl", "Lakeflow ETL (bronze, silver, gold)", "spark.jobs.etl", (),
-         "One-shot refresh of the declarative pipeline over the transactions topic",
-         params=(Param("full_refresh", "Full refresh", "bool", False, "--full-refresh",
-                       help="Reset every table and checkpoint, then rebuild from the topic"),),
-         first_run=True),
-    Step("gold_views", "Gold views", "spark.jobs.gold_views", (), "Create / refresh every gold view",
-         first_run=True),
-    Step("bootstrap", "Lakehouse bootstrap", "spark.jobs.bootstrap", (),
-         "app_config, approval rules, recommendations, countries, online features (idempotent)",
-         params=(Param("max_summaries", "Transaction summaries", "int", None, "--max-summaries", minimum=0),),
-         first_run=True),
-    Step("train", "Train ML models", "spark.jobs.train", (),
-         "Approval, risk, routing and retry models; registered in MLflow, champion by alias",
-         params=(Param("max_train_rows", "Training sample size", "int", None, "--max-train-rows", minimum=100),
-                 Param("min_auc_gain", "AUC gain needed to promote", "float", None, "--min-auc-gain",
-                       minimum=0, maximum=1)),
-         first_run=True),
-    Step("backtest", "Backtest rules and models", "spark.jobs.backtest", (),
-         "Replay the candidate rule set / model over silver history against the live set",
-         params=(Param("days", "Days of history", "int", 7, "--days", minimum=1, maximum=365),
-                 Param("max_rows", "Most recent rows (0 = all)", "int", 100_000, "--max-rows", minimum=0),
-                 Param("candidate_rules", "Candidate rule set file", "text", None, "--candidate-rules",
-                       hidden=True)),
-         result_flag="--result-json"),
+    Step(
+        "backfill",
+        "Transaction history backfill",
+        "services.simulator",
+        ("backfill",),
+        "Generate days of realistic history into Kafka so dashboards and training have data",
+        params=(
+            Param("days", "Days of history", "float", 7.0, "--days", minimum=0.01, maximum=90),
+            Param("events_per_day", "Events per day", "int", 30_000, "--events-per-day", minimum=1, maximum=2_000_000),
+            Param("scenario", "Background scenario", "choice", "normal", "--scenario", SCENARIOS),
+        ),
+        first_run=True,
+    ),
+    Step(
+        "etl",
+        "Lakeflow ETL (bronze, silver, gold)",
+        "spark.jobs.etl",
+        (),
+        "One-shot refresh of the declarative pipeline over the transactions topic",
+        params=(
+            Param(
+                "full_refresh",
+                "Full refresh",
+                "bool",
+                False,
+                "--full-refresh",
+                help="Reset every table and checkpoint, then rebuild from the topic",
+            ),
+        ),
+        first_run=True,
+    ),
+    Step("gold_views", "Gold views", "spark.jobs.gold_views", (), "Create / refresh every gold view", first_run=True),
+    Step(
+        "bootstrap",
+        "Lakehouse bootstrap",
+        "spark.jobs.bootstrap",
+        (),
+        "app_config, approval rules, recommendations, countries, online features (idempotent)",
+        params=(Param("max_summaries", "Transaction summaries", "int", None, "--max-summaries", minimum=0),),
+        first_run=True,
+    ),
+    Step(
+        "train",
+        "Train ML models",
+        "spark.jobs.train",
+        (),
+        "Approval, risk, routing and retry models; registered in MLflow, champion by alias",
+        params=(
+            Param("max_train_rows", "Training sample size", "int", None, "--max-train-rows", minimum=100),
+            Param("min_auc_gain", "AUC gain needed to promote", "float", None, "--min-auc-gain", minimum=0, maximum=1),
+        ),
+        first_run=True,
+    ),
+    Step(
+        "backtest",
+        "Backtest rules and models",
+        "spark.jobs.backtest",
+        (),
+        "Replay the candidate rule set / model over silver history against the live set",
+        params=(
+            Param("days", "Days of history", "int", 7, "--days", minimum=1, maximum=365),
+            Param("max_rows", "Most recent rows (0 = all)", "int", 100_000, "--max-rows", minimum=0),
+            Param("candidate_rules", "Candidate rule set file", "text", None, "--candidate-rules", hidden=True),
+        ),
+        result_flag="--result-json",
+    ),
 )
 
 STEPS_BY_ID = {s.id: s for s in STEPS}

@@ -1,11 +1,13 @@
 """The long-running services `make up` supervises (simulator, stream processor), reached through
 supervisord's XML-RPC interface on its unix socket; their throughput from Kafka watermarks."""
+
 from __future__ import annotations
 
 import threading
 import time
 import xmlrpc.client
 from dataclasses import dataclass
+from typing import Any, cast
 
 from confluent_kafka import Producer
 from supervisor.xmlrpc import SupervisorTransport
@@ -30,8 +32,9 @@ class Supervisor:
     def __init__(self, url: str, group: str = "services"):
         self.group = group
         if not url:
-            raise SupervisorUnavailable("these services are not supervised here (PA_SUPERVISOR_URL is empty: "
-                                        "start the platform with `make up`)")
+            raise SupervisorUnavailable(
+                "these services are not supervised here (PA_SUPERVISOR_URL is empty: start the platform with `make up`)"
+            )
         if url.startswith("unix://"):
             self.proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, url))
         else:
@@ -39,13 +42,18 @@ class Supervisor:
 
     def info(self, name: str) -> dict:
         try:
-            raw = self.proxy.supervisor.getProcessInfo(self._qualified(name))
+            # an XML-RPC struct (typeshed types every XML-RPC reply as any marshallable value)
+            raw = cast("dict[str, Any]", self.proxy.supervisor.getProcessInfo(self._qualified(name)))
         except xmlrpc.client.Fault as exc:
             return {"state": "ABSENT", "description": exc.faultString}
         except OSError as exc:
             raise SupervisorUnavailable(f"supervisord is not reachable: {exc}") from None
-        return {"state": raw["statename"], "description": raw["description"], "pid": raw["pid"] or None,
-                "started_at": raw["start"] or None}
+        return {
+            "state": raw["statename"],
+            "description": raw["description"],
+            "pid": raw["pid"] or None,
+            "started_at": raw["start"] or None,
+        }
 
     def start(self, name: str) -> None:
         self._call("startProcess", name)
@@ -98,8 +106,12 @@ def publish_scenario(bootstrap: str, prefix: str, switch: ScenarioSwitch, timeou
     topic = prefixed(SIMULATOR_CONTROL, prefix)
     errors: list = []
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
-    producer.produce(topic, switch.model_dump_json().encode(), CONTROL_KEY,
-                     on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    producer.produce(
+        topic,
+        switch.model_dump_json().encode(),
+        CONTROL_KEY,
+        on_delivery=lambda err, _msg: errors.append(err) if err else None,
+    )
     if producer.flush(timeout) or errors:
         raise RuntimeError(f"scenario switch not delivered to {topic}: {errors[0] if errors else 'timeout'}")
 

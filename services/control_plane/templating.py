@@ -1,4 +1,5 @@
 """Jinja templates shared by the page routes: the navigation and the per-request context."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,9 +27,20 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-def render(request: Request, template: str, user: Principal | None, page: str = "", status_code: int = 200,
-           **context: Any) -> HTMLResponse:
+def render(
+    request: Request, template: str, user: Principal | None, page: str = "", status_code: int = 200, **context: Any
+) -> HTMLResponse:
     settings = request.app.state.settings
-    return TEMPLATES.TemplateResponse(request, template, {
-        "user": user, "page": page, "nav": NAVIGATION, "csrf_token": csrf_token(request),
-        "settings": settings, **context}, status_code=status_code)
+    return TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {
+            "user": user,
+            "page": page,
+            "nav": NAVIGATION,
+            "csrf_token": csrf_token(request),
+            "settings": settings,
+            **context,
+        },
+        status_code=status_code,
+    )

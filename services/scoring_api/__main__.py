@@ -4,8 +4,11 @@
 one sibling process running the faust agent (``consume``), restarted with backoff if it dies and
 stopped with the server.
 """
+
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -17,6 +20,9 @@ import threading
 import time
 
 import typer
+import uvicorn
+
+from services.scoring_api.settings import Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("scoring_api")
@@ -24,12 +30,9 @@ log = logging.getLogger("scoring_api")
 
 def _die_with_parent() -> None:
     """Linux: the consumer gets SIGTERM if ``serve`` dies without cleaning up (e.g. SIGKILL)."""
-    try:
-        import ctypes
-
+    # not Linux: the supervisor's stop() is the only cleanup
+    with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: the supervisor's stop() is the only cleanup
-        pass
 
 
 def _graceful_exit(signum: int, frame: object) -> None:
@@ -52,8 +55,9 @@ class ConsumerSupervisor:
         backoff = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.scoring_api", "consume"],
-                                         preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.scoring_api", "consume"], preexec_fn=_die_with_parent
+            )
             code = self.proc.wait()
             if self.stopping.is_set():
                 return
@@ -74,15 +78,14 @@ class ConsumerSupervisor:
 
 
 @cli.command()
-def serve(host: str = typer.Option("127.0.0.1", help="Bind address"),
-          port: int = typer.Option(8001, help="Port"),
-          workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
-          consumer: bool = typer.Option(True, help="Run the faust decision consumer next to the server"),
-          log_level: str = typer.Option("info")) -> None:
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Bind address"),
+    port: int = typer.Option(8001, help="Port"),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+    consumer: bool = typer.Option(True, help="Run the faust decision consumer next to the server"),
+    log_level: str = typer.Option("info"),
+) -> None:
     """Serve the API (and the decision consumer)."""
-    import uvicorn
-
-    from services.scoring_api.settings import Settings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     Settings().check()
@@ -96,9 +99,18 @@ def serve(host: str = typer.Option("127.0.0.1", help="Bind address"),
     if supervisor:
         supervisor.start()
     try:
-        uvicorn.run("services.scoring_api.app:app_factory", factory=True, host=host, port=port, workers=workers,
-                    loop="uvloop", http="httptools", access_log=False, log_level=log_level,
-                    timeout_graceful_shutdown=10)
+        uvicorn.run(
+            "services.scoring_api.app:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=log_level,
+            timeout_graceful_shutdown=10,
+        )
     finally:
         if supervisor:
             supervisor.stop()
@@ -109,8 +121,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Bind address"),
 @cli.command()
 def consume() -> None:
     """Consume payments.decisions into Redis (faust agent; blocking)."""
-    from services.scoring_api.consumer import run
-    from services.scoring_api.settings import Settings
+    # only this process loads faust and its worker (the server never does)
+    from services.scoring_api.consumer import run  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sys.argv = [sys.argv[0]]  # faust's worker reads argv

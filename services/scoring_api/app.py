@@ -7,6 +7,7 @@ policy), then the answer. The decision's SET NX is written behind (``WriteBehind
 process until Redis acknowledges it). Redis commands of concurrent requests share one pipeline per
 event-loop turn (``AutoPipeline``): one socket write and read for all of them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,8 @@ from payments_core.velocity import AsyncRedisVelocityStore
 from services.scoring_api import metrics, registry_poll
 from services.scoring_api.auth import Authenticated
 from services.scoring_api.middleware import LimitAndMeasure
-from services.scoring_api.settings import Settings, get_settings
 from services.scoring_api.pipelining import AutoPipeline, eval_script
+from services.scoring_api.settings import Settings, get_settings
 from services.scoring_api.store import DecisionStore, WriteBehindDecisions
 
 log = logging.getLogger("scoring_api")
@@ -47,8 +48,9 @@ _DECISION_JSON = DecisionEvent.__pydantic_serializer__
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    transactions: list[TransactionRequest] = Field(min_length=1, max_length=10_000,
-                                                   description="Up to PA_MAX_BATCH transactions (default 500)")
+    transactions: list[TransactionRequest] = Field(
+        min_length=1, max_length=10_000, description="Up to PA_MAX_BATCH transactions (default 500)"
+    )
 
 
 class BatchResponse(BaseModel):
@@ -67,26 +69,36 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _EXAMPLES = {
     "typical": {"summary": "A typical domestic e-commerce payment", "value": EXAMPLE_REQUEST},
-    "risky": {"summary": "A risky cross-border retry", "value": {
-        **EXAMPLE_REQUEST, "transaction_id": "txn_0badc0de0badc0de", "geo_country": "US", "fraud_score": 0.91,
-        "device_trust_score": 0.1, "is_retry": True, "retry_count": 1, "attempt_number": 2,
-        "previous_decline_code": "DO_NOT_HONOR", "amount_minor": 250000}},
+    "risky": {
+        "summary": "A risky cross-border retry",
+        "value": {
+            **EXAMPLE_REQUEST,
+            "transaction_id": "txn_0badc0de0badc0de",
+            "geo_country": "US",
+            "fraud_score": 0.91,
+            "device_trust_score": 0.1,
+            "is_retry": True,
+            "retry_count": 1,
+            "attempt_number": 2,
+            "previous_decline_code": "DO_NOT_HONOR",
+            "amount_minor": 250000,
+        },
+    },
 }
 
 router = APIRouter()  # decisions (API key when auth is on)
 public = APIRouter()  # health, readiness, metrics (never behind the key)
 
 
-def _engine(request: Request) -> DecisionEngine:
-    return request.app.state.engine
-
-
-@router.post("/score", response_model=DecisionEvent, responses=_ERRORS,
-             summary="Decide one transaction",
-             description="Returns the decision for the transaction. Idempotent by transaction_id: scoring the "
-                         "same id again returns the stored decision (header `Idempotent-Replay: true`).")
-async def score(request: Request,
-                tx: Annotated[TransactionRequest, Body(openapi_examples=_EXAMPLES)]) -> Response:
+@router.post(
+    "/score",
+    response_model=DecisionEvent,
+    responses=_ERRORS,
+    summary="Decide one transaction",
+    description="Returns the decision for the transaction. Idempotent by transaction_id: scoring the "
+    "same id again returns the stored decision (header `Idempotent-Replay: true`).",
+)
+async def score(request: Request, tx: Annotated[TransactionRequest, Body(openapi_examples=_EXAMPLES)]) -> Response:
     state = request.app.state
     started = request.scope.get("state", {}).get("started") or time.perf_counter()
     txn = tx.transaction_id
@@ -97,7 +109,8 @@ async def score(request: Request,
         keys, args = state.velocity.lookup_keys_args(state.decisions.key(txn), data)
         try:
             stored, velocity = state.velocity.parse_lookup(
-                await eval_script(state.pipeline, state.velocity.script, keys, args))
+                await eval_script(state.pipeline, state.velocity.script, keys, args)
+            )
         except RedisError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis unavailable: {exc}") from None
         stored = stored or written.local(txn)  # a concurrent request of this worker decided meanwhile
@@ -111,18 +124,29 @@ async def score(request: Request,
     return Response(body, media_type=JSON)
 
 
-@router.post("/score/batch", response_model=BatchResponse, responses=_ERRORS,
-             summary="Decide many transactions",
-             description="One decision per transaction, in order. Idempotent per transaction_id like /score.")
+@router.post(
+    "/score/batch",
+    response_model=BatchResponse,
+    responses=_ERRORS,
+    summary="Decide many transactions",
+    description="One decision per transaction, in order. Idempotent per transaction_id like /score.",
+)
 async def score_batch(request: Request, batch: BatchRequest) -> Response:
     state = request.app.state
     settings: Settings = state.settings
     started = request.scope.get("state", {}).get("started") or time.perf_counter()
     txs = batch.transactions
     if len(txs) > settings.max_batch:
-        raise RequestValidationError([{"type": "too_long", "loc": ("body", "transactions"),
-                                       "msg": f"at most {settings.max_batch} transactions per batch",
-                                       "input": len(txs)}])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("body", "transactions"),
+                    "msg": f"at most {settings.max_batch} transactions per batch",
+                    "input": len(txs),
+                }
+            ]
+        )
     unique: dict[str, TransactionRequest] = {}
     for tx in txs:
         unique.setdefault(tx.transaction_id, tx)
@@ -139,7 +163,7 @@ async def score_batch(request: Request, batch: BatchRequest) -> Response:
         replies = await pipe.execute()
         n = len(ids)
         stored = replies[:n]
-        vel = replies[2 * n:]
+        vel = replies[2 * n :]
         bodies: dict[str, bytes] = {}
         new: list[tuple[str, bytes]] = []
         for k, txn in enumerate(ids):
@@ -158,7 +182,7 @@ async def score_batch(request: Request, batch: BatchRequest) -> Response:
             for txn, _ in new:
                 pipe.get(state.decisions.key(txn))
             results = await pipe.execute()
-            for (txn, _), winner in zip(new, results[len(new):], strict=True):
+            for (txn, _), winner in zip(new, results[len(new) :], strict=True):
                 if winner is not None:
                     bodies[txn] = winner
     except RedisError as exc:
@@ -167,14 +191,18 @@ async def score_batch(request: Request, batch: BatchRequest) -> Response:
     return Response(out, media_type=JSON)
 
 
-@router.get("/decisions/{transaction_id}", response_model=DecisionEvent,
-            responses={**_ERRORS, 404: {"model": Problem, "description": "No decision stored for this id"}},
-            summary="The stored decision of a transaction",
-            description="What the stream processor published on payments.decisions (consumed into Redis), or what "
-                        "POST /score decided; decisions expire after PA_DECISION_TTL_SECONDS.")
-async def get_decision(request: Request,
-                       transaction_id: Annotated[str, Path(pattern=r"^txn_[0-9a-f]{16}$",
-                                                           examples=["txn_00c0ffee00c0ffee"])]) -> Response:
+@router.get(
+    "/decisions/{transaction_id}",
+    response_model=DecisionEvent,
+    responses={**_ERRORS, 404: {"model": Problem, "description": "No decision stored for this id"}},
+    summary="The stored decision of a transaction",
+    description="What the stream processor published on payments.decisions (consumed into Redis), or what "
+    "POST /score decided; decisions expire after PA_DECISION_TTL_SECONDS.",
+)
+async def get_decision(
+    request: Request,
+    transaction_id: Annotated[str, Path(pattern=r"^txn_[0-9a-f]{16}$", examples=["txn_00c0ffee00c0ffee"])],
+) -> Response:
     try:
         body = request.app.state.written.local(transaction_id) or await request.app.state.decisions.get(transaction_id)
     except RedisError as exc:
@@ -203,8 +231,12 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@public.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
-            summary="Readiness: rules and models loaded, Redis reachable")
+@public.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+    summary="Readiness: rules and models loaded, Redis reachable",
+)
 async def ready(request: Request) -> JSONResponse:
     state = request.app.state
     engine: DecisionEngine | None = getattr(state, "engine", None)
@@ -218,19 +250,26 @@ async def ready(request: Request) -> JSONResponse:
         redis_ok = bool(pong)
         if beat is not None:
             age = round(time.time() - float(beat), 3)
-    except (RedisError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, RedisError, OSError):
         redis_ok = False
-    body = Readiness(ready=bool(engine) and redis_ok, redis=redis_ok,
-                     rule_set_version=engine.rule_set_version if engine else None,
-                     model_versions=engine.model_versions if engine else {},
-                     models_heuristic=engine.bundle.all_heuristic if engine else None,
-                     rules_error=engine.rule_source.last_error if engine and engine.rule_source else None,
-                     consumer_heartbeat_age_s=age)
+    body = Readiness(
+        ready=bool(engine) and redis_ok,
+        redis=redis_ok,
+        rule_set_version=engine.rule_set_version if engine else None,
+        model_versions=engine.model_versions if engine else {},
+        models_heuristic=engine.bundle.all_heuristic if engine else None,
+        rules_error=engine.rule_source.last_error if engine and engine.rule_source else None,
+        consumer_heartbeat_age_s=age,
+    )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@public.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+@public.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def prometheus_metrics() -> Response:
     data, content_type = metrics.render()
     return Response(data, media_type=content_type)
@@ -239,8 +278,11 @@ async def prometheus_metrics() -> Response:
 # --------------------------------------------------------------------------------------------- app
 def build_engine(settings: Settings) -> DecisionEngine:
     rules = RuleSource(ruleset_path(settings.data_dir) if settings.data_dir else None)
-    models = ModelSource(settings.mlflow_tracking_uri, settings.uc_catalog, settings.uc_schema) \
-        if settings.mlflow_tracking_uri else None
+    models = (
+        ModelSource(settings.mlflow_tracking_uri, settings.uc_catalog, settings.uc_schema)
+        if settings.mlflow_tracking_uri
+        else None
+    )
     return DecisionEngine.from_sources(rules, models)
 
 
@@ -255,9 +297,13 @@ async def _refresher(app: FastAPI) -> None:
                 engine: DecisionEngine = app.state.engine
                 versions = None
                 if poller is not None:  # the registry lookups run in the helper process
-                    versions = await loop.run_in_executor(poller, registry_poll.alias_versions,
-                                                          settings.mlflow_tracking_uri, settings.uc_catalog,
-                                                          settings.uc_schema)
+                    versions = await loop.run_in_executor(
+                        poller,
+                        registry_poll.alias_versions,
+                        settings.mlflow_tracking_uri,
+                        settings.uc_catalog,
+                        settings.uc_schema,
+                    )
                 if await asyncio.to_thread(engine.refresh, alias_versions=versions):
                     metrics.show_versions(engine.model_versions, engine.rule_set_version)
             except asyncio.CancelledError:
@@ -267,7 +313,8 @@ async def _refresher(app: FastAPI) -> None:
                 if poller is not None and getattr(poller, "_broken", False):
                     poller.shutdown(wait=False, cancel_futures=True)
                     poller = app.state.poller = registry_poll.start_poller(
-                        settings.mlflow_tracking_uri, settings.uc_catalog, settings.uc_schema)
+                        settings.mlflow_tracking_uri, settings.uc_catalog, settings.uc_schema
+                    )
     finally:
         if app.state.poller is not None:
             app.state.poller.shutdown(wait=False, cancel_futures=True)
@@ -277,27 +324,42 @@ async def _refresher(app: FastAPI) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     # the registry poller's process starts (and imports MLflow) now, next to the engine's first load
-    app.state.poller = registry_poll.start_poller(settings.mlflow_tracking_uri, settings.uc_catalog,
-                                                  settings.uc_schema) if settings.mlflow_tracking_uri else None
+    app.state.poller = (
+        registry_poll.start_poller(settings.mlflow_tracking_uri, settings.uc_catalog, settings.uc_schema)
+        if settings.mlflow_tracking_uri
+        else None
+    )
     engine = await asyncio.to_thread(build_engine, settings)
     if app.state.poller is not None:  # ready only once the poller has answered (imports done)
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
-                app.state.poller, registry_poll.alias_versions, settings.mlflow_tracking_uri,
-                settings.uc_catalog, settings.uc_schema), timeout=120)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(
+                    app.state.poller,
+                    registry_poll.alias_versions,
+                    settings.mlflow_tracking_uri,
+                    settings.uc_catalog,
+                    settings.uc_schema,
+                ),
+                timeout=120,
+            )
         except Exception:  # the refresher retries (and replaces a broken poller)
             log.exception("registry poller did not answer at startup")
     app.state.engine = engine
     metrics.show_versions(engine.model_versions, engine.rule_set_version)
-    client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
-                                          health_check_interval=30)
+    client = redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
     app.state.redis = client
     app.state.velocity = AsyncRedisVelocityStore(client, prefix=f"{settings.redis_prefix}:vel")
     app.state.decisions = DecisionStore(client, settings.redis_prefix, settings.decision_ttl_seconds)
     app.state.pipeline = AutoPipeline(client)
     app.state.written = WriteBehindDecisions(app.state.decisions, app.state.pipeline)
-    log.info("scoring_api ready: rules=%s models=%s auth=%s", engine.rule_set_version, engine.model_versions,
-             "on" if settings.auth_enabled else "off")
+    log.info(
+        "scoring_api ready: rules=%s models=%s auth=%s",
+        engine.rule_set_version,
+        engine.model_versions,
+        "on" if settings.auth_enabled else "off",
+    )
     task = asyncio.create_task(_refresher(app))
     # the heap is large after importing MLflow/sklearn: keep those objects out of the collector's
     # full passes (long gen-2 pauses show up as p99 latency)
@@ -322,7 +384,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="payment-analysis scoring API",
         version="1.0.0",
         description="Real-time payment decisions: approve, challenge_3ds, review or decline, with approval "
-                    "probability, risk score, recommended route, retry advice and reason codes.",
+        "probability, risk score, recommended route, retry advice and reason codes.",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -335,13 +397,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_errors(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): a 422 like the rest
-            return JSONResponse({"detail": [{"type": "json_invalid", "loc": ["body"],
-                                             "msg": "body is not valid JSON (UTF-8)"}]}, status_code=422)
+            return JSONResponse(
+                {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": "body is not valid JSON (UTF-8)"}]},
+                status_code=422,
+            )
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - safety net
-        log.exception("unhandled error on %s", request.url.path)
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_body_bytes)
@@ -352,4 +416,3 @@ def app_factory() -> FastAPI:
     """uvicorn --factory entry point (reads PA_* settings)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return create_app()
-

@@ -1,6 +1,7 @@
 """API-key / bearer-token auth: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 Missing credentials -> 401 (with WWW-Authenticate), wrong ones -> 403. Off when PA_ENV=dev unless
 PA_AUTH=on."""
+
 from __future__ import annotations
 
 import hmac
@@ -23,8 +24,11 @@ async def require_api_key(
         return
     presented = credentials.credentials if credentials is not None else header_key
     if not presented:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>' "
-                            "or 'X-API-Key: <key>'", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     for key in request.app.state.api_keys:
         if hmac.compare_digest(presented.encode(), key.encode()):
             return

@@ -10,15 +10,18 @@ after a crash changes nothing.
 Each message value is a DecisionEvent JSON; invalid messages are counted and skipped (logged), never
 stop the agent. A timer writes ``{prefix}:consumer:heartbeat`` (epoch seconds) for /ready.
 """
+
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 import redis.asyncio
+from faust.worker import Worker
 from pydantic import ValidationError
 
 from payments_core.contract.events import DecisionEvent
@@ -56,8 +59,13 @@ def make_app(settings: Settings) -> faust.App:
         datadir=str(datadir),
         producer_acks=1,
     )
-    topic = app.topic(prefixed(DECISIONS, settings.topic_prefix), value_type=bytes, key_type=bytes,
-                      value_serializer="raw", key_serializer="raw")
+    topic = app.topic(
+        prefixed(DECISIONS, settings.topic_prefix),
+        value_type=bytes,
+        key_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
     holder: dict[str, Any] = {}
 
     def store() -> DecisionStore:
@@ -77,23 +85,19 @@ def make_app(settings: Settings) -> faust.App:
 
     @app.timer(HEARTBEAT_SECONDS)
     async def heartbeat() -> None:
-        await store().client.set(f"{settings.redis_prefix}:consumer:heartbeat", f"{time.time():.3f}",
-                                 ex=int(HEARTBEAT_SECONDS * 6))
+        await store().client.set(
+            f"{settings.redis_prefix}:consumer:heartbeat", f"{time.time():.3f}", ex=int(HEARTBEAT_SECONDS * 6)
+        )
 
     return app
 
 
 def _tmp():
-    import tempfile
-    from pathlib import Path
-
     return Path(tempfile.gettempdir())
 
 
 def run(settings: Settings) -> None:
     """Run the agent until SIGTERM/SIGINT (blocking)."""
-    from faust.worker import Worker
-
     app = make_app(settings)
     worker = Worker(app, loglevel="info", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

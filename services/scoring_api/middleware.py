@@ -1,4 +1,5 @@
 """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request size limit and latency metric."""
+
 from __future__ import annotations
 
 import time
@@ -80,7 +81,15 @@ class LimitAndMeasure:
 
 async def _send_413(send: Any, limit: int) -> None:
     body = orjson.dumps({"detail": f"request body larger than {limit} bytes"})
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -9,6 +9,7 @@ makes exactly one round trip.
 ``call(*args)`` awaits the reply of one command; ``send(*args)`` queues a command whose reply nobody
 waits for (the decision write-behind), reporting errors to ``on_error``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,7 +51,7 @@ class AutoPipeline:
         self._scheduled = False
         queue, self._queue = self._queue, []
         for i in range(0, len(queue), self.max_batch):
-            task = asyncio.get_running_loop().create_task(self._execute(queue[i:i + self.max_batch]))
+            task = asyncio.get_running_loop().create_task(self._execute(queue[i : i + self.max_batch]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

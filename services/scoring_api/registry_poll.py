@@ -6,17 +6,23 @@ thread of an API worker, that holds the GIL and shows up as a latency spike ever
 worker asks a small helper process instead and only reloads models (in a thread, rare) when an
 alias really moved.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
 
 from payments_core.models import ModelSource
 
 _SOURCE: ModelSource | None = None
 
 
-def alias_versions(tracking_uri: str, catalog: str | None, schema: str | None) -> dict[tuple[str, str], str | None]:
+def alias_versions(
+    tracking_uri: str | None, catalog: str | None, schema: str | None
+) -> dict[tuple[str, str], str | None]:
     """Runs in the helper process (the registry client stays open between calls)."""
     global _SOURCE
     if _SOURCE is None or (_SOURCE.tracking_uri, _SOURCE.catalog, _SOURCE.schema) != (tracking_uri, catalog, schema):
@@ -27,10 +33,6 @@ def alias_versions(tracking_uri: str, catalog: str | None, schema: str | None) -
 def _exit_with_parent() -> None:
     """Initializer of the helper process: exit when the API worker that started it is gone (even
     if it was killed and could not shut the pool down)."""
-    import os
-    import threading
-    import time
-
     parent = os.getppid()
 
     def watch() -> None:
@@ -41,10 +43,13 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def start_poller(tracking_uri: str, catalog: str | None, schema: str | None) -> concurrent.futures.ProcessPoolExecutor:
+def start_poller(
+    tracking_uri: str | None, catalog: str | None, schema: str | None
+) -> concurrent.futures.ProcessPoolExecutor:
     """Start the helper process and make it import MLflow and ask once now, at startup: spawning
     and importing later, mid-traffic, costs seconds of CPU next to the serving worker."""
-    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_exit_with_parent)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
+    )
     pool.submit(alias_versions, tracking_uri, catalog, schema)
     return pool

@@ -1,8 +1,8 @@
 """Settings of the scoring API: one class, environment variables prefixed ``PA_``."""
+
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -37,8 +37,9 @@ class Settings(CommonSettings):
         """Refuse to start with auth on and no keys (every request would be refused)."""
         if self.auth_enabled and not self.keys:
             raise SystemExit(
-                "scoring_api: API-key auth is on (PA_ENV=%s, PA_AUTH=%s) but PA_API_KEYS is empty. "
-                "Set PA_API_KEYS=key1,key2, or PA_ENV=dev for local development." % (self.env, self.auth))
+                f"scoring_api: API-key auth is on (PA_ENV={self.env}, PA_AUTH={self.auth}) but PA_API_KEYS is empty. "
+                "Set PA_API_KEYS=key1,key2, or PA_ENV=dev for local development."
+            )
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 """Decisions in Redis, one key per transaction: ``{prefix}:decision:{transaction_id}`` -> the
 DecisionEvent JSON. First writer wins (SET NX), whether the API or the stream decided, which makes
 decisions idempotent by transaction_id; entries expire after ``ttl_seconds``."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -35,9 +35,10 @@ Library (for the lakehouse, the stream processor's load tests, benchmarks)::
   2 fraud ring, 3 card testing) for statistics.
 
 Modules: ``population`` (the world), ``generator`` (causal outcome model, retries, clock),
-``encode`` (Arrow/JSON), ``producer`` (Kafka), ``control`` (scenario switches), ``runner`` (run
-loop and backfill), ``settings`` (``PA_*`` environment), ``__main__`` (CLI).
+``codes`` (the categorical codes), ``encode`` (Arrow/JSON), ``producer`` (Kafka), ``control`` (scenario
+switches), ``runner`` (run loop and backfill), ``settings`` (``PA_*`` environment), ``__main__`` (CLI).
 """
+
 from services.simulator.generator import GeneratorConfig, TransactionGenerator
 from services.simulator.runner import backfill
 

@@ -5,6 +5,7 @@
 reads the topic from the beginning, so the latest switch wins, except switches older than
 ``since`` (used when the scenario was given explicitly at start).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,12 +24,18 @@ def publish_switch(bootstrap: str, topic: str, switch: ScenarioSwitch, timeout: 
     """Publish one switch and wait until the broker has it (raises on failure)."""
     errors: list[KafkaError] = []
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
-    producer.produce(topic, switch.model_dump_json().encode(), CONTROL_KEY,
-                     on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    producer.produce(
+        topic,
+        switch.model_dump_json().encode(),
+        CONTROL_KEY,
+        on_delivery=lambda err, _msg: errors.append(err) if err else None,
+    )
     remaining = producer.flush(timeout)
     if remaining:
-        raise RuntimeError(f"scenario switch not delivered to {topic} at {bootstrap} within {timeout:.0f}s "
-                           "(is Kafka running and does the topic exist?)")
+        raise RuntimeError(
+            f"scenario switch not delivered to {topic} at {bootstrap} within {timeout:.0f}s "
+            "(is Kafka running and does the topic exist?)"
+        )
     if errors:
         raise RuntimeError(f"scenario switch to {topic} failed: {errors[0]}")
 
@@ -40,13 +47,15 @@ class ControlListener:
         self.invalid = 0
         quiet = logging.getLogger("services.simulator.control.kafka")
         quiet.setLevel(logging.CRITICAL)
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": f"pa-simulator-control-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "logger": quiet,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"pa-simulator-control-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "logger": quiet,
+            }
+        )
         self._consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         self._warned = False
 
@@ -59,17 +68,19 @@ class ControlListener:
             if not msgs:
                 return latest
             for msg in msgs:
-                if msg.error():
-                    if not self._warned and msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("control topic %s: %s", self.topic, msg.error())
+                error = msg.error()
+                if error is not None:
+                    if not self._warned and error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("control topic %s: %s", self.topic, error)
                         self._warned = True
                     continue
                 try:
                     switch = ScenarioSwitch.model_validate_json(msg.value() or b"")
                 except ValidationError as exc:
                     self.invalid += 1
-                    log.warning("ignoring invalid scenario switch at offset %s: %s", msg.offset(),
-                                exc.errors()[0].get("msg"))
+                    log.warning(
+                        "ignoring invalid scenario switch at offset %s: %s", msg.offset(), exc.errors()[0].get("msg")
+                    )
                     continue
                 if self.since is not None and switch.at < self.since:
                     continue

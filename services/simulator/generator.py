@@ -21,6 +21,7 @@ stolen cards on new devices, from fraud rings reusing devices/IPs across many ca
 merchants, and from card testing of one BIN with small amounts. Volume follows time-of-day and
 day-of-week (simulated clock); night hours carry more fraud; month ends more insufficient funds.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -29,20 +30,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 
-from payments_core.contract.events import EntryMode, FlowType, PaymentSolution, enum_values
 from payments_core.contract.money import CURRENCY_EXPONENT
 from payments_core.taxonomy import DECLINES
 from services.simulator import population as P
+from services.simulator.codes import REASONS, US_PER_DAY, US_PER_H, US_PER_S
+from services.simulator.encode import ARROW_SCHEMA, EventBatch
 from services.simulator.scenarios import Effects, effects_for
 
-# ---------------------------------------------------------------------------- enums (code = index)
-FLOWS: tuple[str, ...] = enum_values(FlowType)
-ENTRY_MODES: tuple[str, ...] = enum_values(EntryMode)
-SOLUTIONS: tuple[str, ...] = enum_values(PaymentSolution)
-ANTIFRAUD_RESULTS: tuple[str | None, ...] = (None, "pass", "review", "fail")
-REASONS: tuple[str | None, ...] = (None, *DECLINES)  # code 0 = no decline
-RAW_CODES: tuple[str | None, ...] = (None, *(d.raw_code for d in DECLINES.values()))
+# ------------------------------------------------------- decline codes (see codes.py: code = index)
 R = {name: i for i, name in enumerate(REASONS) if name}
 SOFT_CODES = np.array([i for i, name in enumerate(REASONS) if name and DECLINES[name].soft])
 RETRY_AFTER_S = np.array([0.0] + [float(d.retry_after_seconds or 0) for d in DECLINES.values()])
@@ -50,8 +47,34 @@ GEO_EXPONENT = np.array([CURRENCY_EXPONENT[c] for c in P.CURRENCY_OF_COUNTRY])
 KIND_LEGIT, KIND_STOLEN, KIND_RING, KIND_TESTING = 0, 1, 2, 3
 
 # seasonality, local time of the dominant market (BR, UTC-3)
-HOUR_PROFILE = np.array([0.35, 0.22, 0.15, 0.11, 0.10, 0.13, 0.25, 0.45, 0.70, 0.90, 1.05, 1.15,
-                         1.25, 1.20, 1.15, 1.10, 1.10, 1.15, 1.25, 1.40, 1.50, 1.40, 1.05, 0.65])
+HOUR_PROFILE = np.array(
+    [
+        0.35,
+        0.22,
+        0.15,
+        0.11,
+        0.10,
+        0.13,
+        0.25,
+        0.45,
+        0.70,
+        0.90,
+        1.05,
+        1.15,
+        1.25,
+        1.20,
+        1.15,
+        1.10,
+        1.10,
+        1.15,
+        1.25,
+        1.40,
+        1.50,
+        1.40,
+        1.05,
+        0.65,
+    ]
+)
 HOUR_PROFILE = HOUR_PROFILE / HOUR_PROFILE.mean()
 DOW_PROFILE = np.array([0.97, 0.95, 0.98, 1.00, 1.10, 1.08, 0.92])  # Monday..Sunday
 DOW_PROFILE = DOW_PROFILE / DOW_PROFILE.mean()
@@ -61,18 +84,49 @@ SOLUTION_OVERHEAD_MS = np.array([0.0, 0.0, 15.0, 35.0, 25.0, 25.0])
 FIRST_OCTET_ANY = np.array(sorted({o for octets in P.IP_FIRST_OCTETS for o in octets}), np.uint32)
 SUBSCRIPTION_PRICES_BRL = np.array([9.90, 19.90, 29.90, 39.90, 55.90, 89.90])
 
-US_PER_S = 1_000_000
-US_PER_H = 3_600 * US_PER_S
-US_PER_DAY = 24 * US_PER_H
-
 # columns of a batch that describe the request (what a retry copies) and latent state
 REQUEST_COLUMNS = (
-    "ts", "merchant", "segment", "geo", "holder_num", "token_num", "bin_idx", "issuer", "network", "method",
-    "issuer_country", "amount_minor", "amount_brl", "entry_system", "flow", "entry_mode", "solution",
-    "device_type", "device_fp", "ip", "uses_3ds", "routed", "friction", "authenticated", "af_used",
-    "af_result", "nt", "passkey", "recurring", "attempt", "prev_reason", "fraud_score", "aml", "trust",
+    "ts",
+    "merchant",
+    "segment",
+    "geo",
+    "holder_num",
+    "token_num",
+    "bin_idx",
+    "issuer",
+    "network",
+    "method",
+    "issuer_country",
+    "amount_minor",
+    "amount_brl",
+    "entry_system",
+    "flow",
+    "entry_mode",
+    "solution",
+    "device_type",
+    "device_fp",
+    "ip",
+    "uses_3ds",
+    "routed",
+    "friction",
+    "authenticated",
+    "af_used",
+    "af_result",
+    "nt",
+    "passkey",
+    "recurring",
+    "attempt",
+    "prev_reason",
+    "fraud_score",
+    "aml",
+    "trust",
     # latent (never published)
-    "kind", "xborder", "balance", "expired", "tier", "prev_ts",
+    "kind",
+    "xborder",
+    "balance",
+    "expired",
+    "tier",
+    "prev_ts",
 )
 
 
@@ -210,7 +264,8 @@ class TransactionGenerator:
         self.config = config or GeneratorConfig()
         cfg = self.config
         self.population = population or P.build_population(
-            P.PopulationConfig(seed=cfg.seed, n_merchants=cfg.n_merchants, n_cardholders=cfg.n_cardholders))
+            P.PopulationConfig(seed=cfg.seed, n_merchants=cfg.n_merchants, n_cardholders=cfg.n_cardholders)
+        )
         pop = self.population
         self.rng = np.random.default_rng([cfg.seed, 0x45564E54])
         self.stats = Stats()
@@ -268,8 +323,6 @@ class TransactionGenerator:
         Simulated clock: time advances by the modelled arrival process. Wall clock: the events are
         spread between the previous batch and ``now`` (default ``time.time()``).
         """
-        from services.simulator.encode import EventBatch
-
         if n <= 0:
             raise ValueError("n must be positive")
         cols = self._next(int(n), now)
@@ -287,10 +340,6 @@ class TransactionGenerator:
 
     def table(self, n: int, batch_size: int = 50_000):
         """The next ``n`` events as one pyarrow Table (contract columns)."""
-        import pyarrow as pa
-
-        from services.simulator.encode import ARROW_SCHEMA
-
         tables = [b.to_arrow() for b in self.iter_batches(n, batch_size)]
         return pa.concat_tables(tables) if tables else ARROW_SCHEMA.empty_table()
 
@@ -490,8 +539,9 @@ class TransactionGenerator:
         xborder = issuer_country != geo
         tier = pop.merchant_tier[merchant]
         # --- amount (BRL-equivalent latent, local currency minor units on the wire)
-        amount_brl = pop.merchant_amount_median[merchant] * spend * np.exp(
-            P.SEGMENT_SIGMA[segment] * rng.standard_normal(n))
+        amount_brl = (
+            pop.merchant_amount_median[merchant] * spend * np.exp(P.SEGMENT_SIGMA[segment] * rng.standard_normal(n))
+        )
         recurring = ((segment == 7) & (u[9] < 0.8)) | (np.isin(segment, [3, 4]) & (u[9] < 0.05))
         sub = recurring & (segment == 7)
         amount_brl = np.where(sub, SUBSCRIPTION_PRICES_BRL[(u[10] * 6).astype(np.int64)], amount_brl)
@@ -508,26 +558,41 @@ class TransactionGenerator:
         # --- channel: entry system, flow, entry mode
         es = np.where(u[12] < 0.85, pop.merchant_entry_system[merchant], pop.merchant_entry_secondary[merchant])
         flow = np.select(
-            [recurring, es == 1, es == 2, es == 0],
-            [2, np.where(u[13] < 0.8, 3, 4), 1, np.where(u[13] < 0.6, 0, 4)], 4).astype(np.int8)
+            [recurring, es == 1, es == 2, es == 0], [2, np.where(u[13] < 0.8, 3, 4), 1, np.where(u[13] < 0.6, 0, 4)], 4
+        ).astype(np.int8)
         entry_mode = np.select([recurring, device_type == 2, (segment == 0) & (u[14] < 0.08)], [1, 2, 3], 0)
         # --- scores
         fraudish = kind > KIND_LEGIT
         trust = np.clip(trust, 0.0, 1.0)
         # most good customers score low; a few (new, unusual basket) score like fraud: false positives
-        fs_legit = np.where(u[19] < 0.03, rng.beta(2.0, 4.5, n), rng.beta(1.3, 14.0, n)) \
-            + 0.12 * (1 - trust) + 0.04 * xborder
+        fs_legit = (
+            np.where(u[19] < 0.03, rng.beta(2.0, 4.5, n), rng.beta(1.3, 14.0, n)) + 0.12 * (1 - trust) + 0.04 * xborder
+        )
         # a third of fraud looks clean to the upstream model (the signal is elsewhere: devices, velocity)
         fs_fraud = np.where(u[20] < 0.35, rng.beta(1.5, 8.0, n), 0.9 * rng.beta(3.2, 2.4, n)) + 0.1 * (1 - trust)
         fraud_score = np.clip(np.where(fraudish, fs_fraud, fs_legit), 0.0, 1.0)
-        aml = np.clip(rng.beta(1.1, 25.0, n) + 0.08 * xborder + 0.05 * (amount_brl > 2000) + 0.05 * (tier == 2)
-                      + 0.04 * fraudish, 0.0, 1.0)
+        aml = np.clip(
+            rng.beta(1.1, 25.0, n) + 0.08 * xborder + 0.05 * (amount_brl > 2000) + 0.05 * (tier == 2) + 0.04 * fraudish,
+            0.0,
+            1.0,
+        )
         # --- payment solution and the 3DS funnel
         mobile = (device_type == 1) | (device_type == 2)
-        wallet = (~recurring & mobile & pop.merchant_supports_wallet[merchant] & pop.ch_wallet[holder]
-                  & (u[15] < 0.7) & (kind == KIND_LEGIT))
-        passkey = (~wallet & ~recurring & pop.ch_passkey[holder] & pop.merchant_supports_passkey[merchant]
-                   & (kind == KIND_LEGIT))
+        wallet = (
+            ~recurring
+            & mobile
+            & pop.merchant_supports_wallet[merchant]
+            & pop.ch_wallet[holder]
+            & (u[15] < 0.7)
+            & (kind == KIND_LEGIT)
+        )
+        passkey = (
+            ~wallet
+            & ~recurring
+            & pop.ch_passkey[holder]
+            & pop.merchant_supports_passkey[merchant]
+            & (kind == KIND_LEGIT)
+        )
         nt = (card_nt & pop.merchant_supports_nt[merchant] & ~fraudish) | wallet
         policy = pop.merchant_3ds_policy[merchant]
         eligible = ~recurring & ~wallet & ~passkey
@@ -538,19 +603,45 @@ class TransactionGenerator:
         af_score = fraud_score + 0.05 * rng.standard_normal(n)
         af_result = np.where(af_used, np.select([af_score >= 0.80, af_score >= 0.55], [3, 2], 1), 0).astype(np.int8)
         return {
-            "ts": ts, "merchant": merchant.astype(np.int64), "segment": segment.astype(np.int8), "geo": geo,
-            "holder_num": holder_num.astype(np.int64), "token_num": token_num.astype(np.int64),
-            "bin_idx": bin_idx, "issuer": issuer.astype(np.int16), "network": network.astype(np.int8),
-            "method": method.astype(np.int8), "issuer_country": issuer_country.astype(np.int8),
-            "amount_minor": amount_minor, "amount_brl": amount_brl, "entry_system": es.astype(np.int8),
-            "flow": flow, "entry_mode": entry_mode.astype(np.int8), "solution": solution,
-            "device_type": device_type.astype(np.int8), "device_fp": device_fp.astype(np.uint64),
-            "ip": ip.astype(np.uint32), "uses_3ds": uses_3ds, "routed": routed, "friction": friction,
-            "authenticated": authenticated, "af_used": af_used, "af_result": af_result, "nt": nt,
-            "passkey": passkey, "recurring": recurring, "attempt": np.ones(n, np.int8),
-            "prev_reason": np.zeros(n, np.int8), "fraud_score": np.round(fraud_score, 4),
-            "aml": np.round(aml, 4), "trust": np.round(trust, 4), "kind": kind, "xborder": xborder,
-            "balance": balance.astype(np.float64), "expired": expired.astype(bool), "tier": tier.astype(np.int8),
+            "ts": ts,
+            "merchant": merchant.astype(np.int64),
+            "segment": segment.astype(np.int8),
+            "geo": geo,
+            "holder_num": holder_num.astype(np.int64),
+            "token_num": token_num.astype(np.int64),
+            "bin_idx": bin_idx,
+            "issuer": issuer.astype(np.int16),
+            "network": network.astype(np.int8),
+            "method": method.astype(np.int8),
+            "issuer_country": issuer_country.astype(np.int8),
+            "amount_minor": amount_minor,
+            "amount_brl": amount_brl,
+            "entry_system": es.astype(np.int8),
+            "flow": flow,
+            "entry_mode": entry_mode.astype(np.int8),
+            "solution": solution,
+            "device_type": device_type.astype(np.int8),
+            "device_fp": device_fp.astype(np.uint64),
+            "ip": ip.astype(np.uint32),
+            "uses_3ds": uses_3ds,
+            "routed": routed,
+            "friction": friction,
+            "authenticated": authenticated,
+            "af_used": af_used,
+            "af_result": af_result,
+            "nt": nt,
+            "passkey": passkey,
+            "recurring": recurring,
+            "attempt": np.ones(n, np.int8),
+            "prev_reason": np.zeros(n, np.int8),
+            "fraud_score": np.round(fraud_score, 4),
+            "aml": np.round(aml, 4),
+            "trust": np.round(trust, 4),
+            "kind": kind,
+            "xborder": xborder,
+            "balance": balance.astype(np.float64),
+            "expired": expired.astype(bool),
+            "tier": tier.astype(np.int8),
             "prev_ts": ts.copy(),
         }
 
@@ -616,34 +707,52 @@ class TransactionGenerator:
         # 5 issuer fraud screen
         thr = pop.issuer_fraud_threshold[issuer]
         p_fd = 0.6 / (1.0 + np.exp(-12.0 * (fs - thr))) + 0.002 * (1.0 + 4.0 * fs) * np.choose(
-            c["tier"], [0.7, 1.0, 1.6]) * np.where(c["xborder"], 2.0, 1.0)
+            c["tier"], [0.7, 1.0, 1.6]
+        ) * np.where(c["xborder"], 2.0, 1.0)
         p_fd = np.where(fraudish, np.maximum(p_fd, np.where(kind == KIND_TESTING, 0.2, 0.3)), p_fd)
         p_fd = p_fd * np.where(authed, 0.35, 1.0) * np.where(c["nt"], 0.6, 1.0)
         fraud_decl = u[2] < p_fd
         # 6 funds
         amount_factor = np.clip((c["amount_brl"] / 54.0) ** 0.35, 0.3, 3.0)
         local_day = (c["ts"] + P.UTC_OFFSET_H[c["geo"]] * US_PER_H) // US_PER_DAY
-        dom = (local_day.astype("datetime64[D]") - local_day.astype("datetime64[D]").astype("datetime64[M]")
-               ).astype(np.int64) + 1
+        dom = (local_day.astype("datetime64[D]") - local_day.astype("datetime64[D]").astype("datetime64[M]")).astype(
+            np.int64
+        ) + 1
         month = np.select([dom >= 25, dom <= 5], [1.5, 0.7], 1.0)
         debit = c["method"] == 1
         p_nsf = np.where(debit, 0.05, 0.012) * amount_factor * c["balance"] * month
         p_nsf = np.where(fraudish, 0.05, p_nsf)
         nsf = u[3] < p_nsf
-        p_limit = np.where(debit, 0.0, 0.008 * amount_factor ** 1.5)
+        p_limit = np.where(debit, 0.0, 0.008 * amount_factor**1.5)
         p_limit = np.where(kind == KIND_RING, 0.10, p_limit)
         limit = u[4] < p_limit
         # 7 issuer policy
-        p_dnh = (pop.issuer_dnh[issuer] * np.where(c["xborder"], 2.2, 1.0) * np.where(c["nt"], 0.55, 1.0)
-                 * np.where(c["passkey"], 0.6, 1.0) * np.where(c["authenticated"], 0.7, 1.0)
-                 * np.choose(c["tier"], [0.8, 1.1, 1.8]) * (1.0 + 2.0 * fs + 1.5 * c["aml"]))
+        p_dnh = (
+            pop.issuer_dnh[issuer]
+            * np.where(c["xborder"], 2.2, 1.0)
+            * np.where(c["nt"], 0.55, 1.0)
+            * np.where(c["passkey"], 0.6, 1.0)
+            * np.where(c["authenticated"], 0.7, 1.0)
+            * np.choose(c["tier"], [0.8, 1.1, 1.8])
+            * (1.0 + 2.0 * fs + 1.5 * c["aml"])
+        )
         p_dnh = np.where(fraudish, np.maximum(p_dnh * 2.0, np.where(kind == KIND_TESTING, 0.25, 0.0)), p_dnh)
         dnh = u[5] < p_dnh
         reason = np.select(
             [af_fail, unavailable, expired, cvv, tds_fail, fraud_decl, nsf, limit, dnh],
-            [R["FRAUD_SUSPECTED"], R["ISSUER_UNAVAILABLE"], R["EXPIRED_CARD"], R["CVV_MISMATCH"],
-             R["3DS_AUTH_FAILED"], R["FRAUD_SUSPECTED"], R["INSUFFICIENT_FUNDS"], R["LIMIT_EXCEEDED"],
-             R["DO_NOT_HONOR"]], 0).astype(np.int8)
+            [
+                R["FRAUD_SUSPECTED"],
+                R["ISSUER_UNAVAILABLE"],
+                R["EXPIRED_CARD"],
+                R["CVV_MISMATCH"],
+                R["3DS_AUTH_FAILED"],
+                R["FRAUD_SUSPECTED"],
+                R["INSUFFICIENT_FUNDS"],
+                R["LIMIT_EXCEEDED"],
+                R["DO_NOT_HONOR"],
+            ],
+            0,
+        ).astype(np.int8)
         # retries: the original cause persists with a probability that fades with the delay
         prev = c["prev_reason"]
         is_retry = prev > 0
@@ -651,15 +760,27 @@ class TransactionGenerator:
             delay_s = (c["ts"] - c["prev_ts"]) / US_PER_S
             p_persist = np.select(
                 [prev == R["INSUFFICIENT_FUNDS"], prev == R["LIMIT_EXCEEDED"], prev == R["DO_NOT_HONOR"]],
-                [0.35 + 0.6 * np.exp(-delay_s / 43_200.0), 0.30 + 0.65 * np.exp(-delay_s / 86_400.0),
-                 np.where(delay_s < 300, 0.7, np.where(c["solution"] == 1, 0.3, 0.5))], 0.0)
+                [
+                    0.35 + 0.6 * np.exp(-delay_s / 43_200.0),
+                    0.30 + 0.65 * np.exp(-delay_s / 86_400.0),
+                    np.where(delay_s < 300, 0.7, np.where(c["solution"] == 1, 0.3, 0.5)),
+                ],
+                0.0,
+            )
             persist = is_retry & (u[6] < p_persist) & ~unavailable
             reason = np.where(persist, prev, reason).astype(np.int8)
         approved = reason == 0
         # latency: per route (network + issuer + solution + 3DS + cross-border + antifraud), log-normal
         # body with a Pareto tail; timeouts when the issuer does not answer
-        median = (NET_BASE_MS[c["network"]] + pop.issuer_latency_ms[issuer] + SOLUTION_OVERHEAD_MS[c["solution"]]
-                  + 160.0 * c["routed"] + 700.0 * c["friction"] + 60.0 * c["xborder"] + 40.0 * c["af_used"])
+        median = (
+            NET_BASE_MS[c["network"]]
+            + pop.issuer_latency_ms[issuer]
+            + SOLUTION_OVERHEAD_MS[c["solution"]]
+            + 160.0 * c["routed"]
+            + 700.0 * c["friction"]
+            + 60.0 * c["xborder"]
+            + 40.0 * c["af_used"]
+        )
         tail_p = np.full(n, 0.012)
         if eff.latency_multiplier != 1.0:
             median = np.where(lat_hit, median * eff.latency_multiplier, median)
@@ -681,8 +802,9 @@ class TransactionGenerator:
         soft = np.isin(reason, SOFT_CODES)
         if not soft.any():
             return
-        idx = np.flatnonzero(soft & (c["kind"] != KIND_TESTING)
-                            & (c["attempt"] < pop.merchant_max_attempts[c["merchant"]]))
+        idx = np.flatnonzero(
+            soft & (c["kind"] != KIND_TESTING) & (c["attempt"] < pop.merchant_max_attempts[c["merchant"]])
+        )
         if idx.size == 0:
             return
         k = idx.size
@@ -694,15 +816,24 @@ class TransactionGenerator:
         go = by_merchant | by_customer
         if not go.any():
             return
-        delay_s = np.where(by_merchant, RETRY_AFTER_S[r] * np.exp(0.35 * rng.standard_normal(k)),
-                           40.0 * np.exp(0.6 * rng.standard_normal(k)))
+        delay_s = np.where(
+            by_merchant,
+            RETRY_AFTER_S[r] * np.exp(0.35 * rng.standard_normal(k)),
+            40.0 * np.exp(0.6 * rng.standard_normal(k)),
+        )
         delay_s = np.maximum(delay_s, 2.0)
         # merchants schedule slow retries in business hours, not in the local small hours
         due_local_h = ((c["ts"][idx] + delay_s * US_PER_S) // US_PER_H + P.UTC_OFFSET_H[c["geo"][idx]]) % 24
         night = by_merchant & (delay_s >= 3_600) & (due_local_h < 6)
         delay_s = np.where(night, delay_s + (7 - due_local_h) * 3_600.0 + 21_600.0 * u[2], delay_s)
-        upgrade = (by_merchant & (r == R["DO_NOT_HONOR"]) & (pop.merchant_3ds_policy[merchant] > 0)
-                   & ~c["recurring"][idx] & ~c["uses_3ds"][idx] & (u[2] < 0.6))
+        upgrade = (
+            by_merchant
+            & (r == R["DO_NOT_HONOR"])
+            & (pop.merchant_3ds_policy[merchant] > 0)
+            & ~c["recurring"][idx]
+            & ~c["uses_3ds"][idx]
+            & (u[2] < 0.6)
+        )
         sel = idx[go]
         pending = {key: c[key][sel] for key in REQUEST_COLUMNS}
         pending["reason"] = reason[sel]

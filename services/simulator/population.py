@@ -5,6 +5,7 @@ only read by the generator.
 Geography is Brazil-first (SPEC): transactions happen in BR 72%, US 10%, MX 8%, AR 6%, CL 4%;
 cardholders live in those countries plus a few European ones (they only show up cross-border).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -108,8 +109,12 @@ ISSUERS: tuple[IssuerSpec, ...] = (
 )
 DEFAULT_OUTAGE_ISSUER = 1  # iss_br_02, ~13% of all traffic
 BIN_NETWORKS = (0, 0, 1, 1, 2, 3)  # every issuer: two visa, two mastercard, one amex, one discover BIN
-BIN_PREFIXES = {0: ("4",), 1: ("51", "52", "53", "54", "55", "22", "23", "25", "27"), 2: ("34", "37"),
-                3: ("6011", "65")}
+BIN_PREFIXES = {
+    0: ("4",),
+    1: ("51", "52", "53", "54", "55", "22", "23", "25", "27"),
+    2: ("34", "37"),
+    3: ("6011", "65"),
+}
 
 
 @dataclass(frozen=True)
@@ -215,8 +220,9 @@ class Population:
             hits = np.flatnonzero(self.bin_value == int(ref[:6]))
             if hits.size:
                 return int(self.bin_issuer[hits[0]])
-        raise ValueError(f"unknown issuer {ref!r}; use an issuer id ({', '.join(s.id for s in ISSUERS)}) "
-                         f"or one of their BINs")
+        raise ValueError(
+            f"unknown issuer {ref!r}; use an issuer id ({', '.join(s.id for s in ISSUERS)}) or one of their BINs"
+        )
 
     def issuer_bins(self, issuer: int) -> list[str]:
         return [str(b) for b in self.bin_value[self.bin_issuer == issuer]]
@@ -279,8 +285,9 @@ def build_population(config: PopulationConfig | None = None) -> Population:
     risky = np.isin(m_segment, [2, 3])  # Gaming, Digital
     travel = m_segment == 0
     u = rng.random(nm)
-    m_tier = np.where(risky, np.digitize(u, [0.4, 0.8]), np.where(travel, np.digitize(u, [0.5, 0.85]),
-                                                                   np.digitize(u, [0.7, 0.95]))).astype(np.int8)
+    m_tier = np.where(
+        risky, np.digitize(u, [0.4, 0.8]), np.where(travel, np.digitize(u, [0.5, 0.85]), np.digitize(u, [0.7, 0.95]))
+    ).astype(np.int8)
     m_amount = SEGMENT_MEDIAN_BRL[m_segment] * rng.lognormal(0.0, 0.3, nm)
     m_entry = rng.choice(len(ENTRY_SYSTEMS), nm, p=ENTRY_SYSTEM_SHARE).astype(np.int8)
     m_entry2 = rng.choice(len(ENTRY_SYSTEMS), nm, p=ENTRY_SYSTEM_SHARE).astype(np.int8)
@@ -313,8 +320,11 @@ def build_population(config: PopulationConfig | None = None) -> Population:
     c_passkey = rng.random(nc) < 0.14
     c_wallet = rng.random(nc) < 0.30
     first = np.array([rng.choice(IP_FIRST_OCTETS[c]) for c in range(n_countries)])[c_country]
-    c_ip24 = (first.astype(np.uint32) << 16) | (rng.integers(100, 255, nc).astype(np.uint32) << 8) \
+    c_ip24 = (
+        (first.astype(np.uint32) << 16)
+        | (rng.integers(100, 255, nc).astype(np.uint32) << 8)
         | rng.integers(100, 255, nc).astype(np.uint32)
+    )
 
     # --- cards: issuer from the holder's country
     n_cards = int(c_cards.sum())
@@ -331,10 +341,13 @@ def build_population(config: PopulationConfig | None = None) -> Population:
     card_net = np.empty(n_cards, np.int8)
     for c in range(n_countries):
         mask = card_country == c
-        shares = NETWORK_SHARE_BY_COUNTRY.get(c, NETWORK_SHARE_DEFAULT)
-        card_net[mask] = rng.choice(4, int(mask.sum()), p=shares)
-    bin_lookup = {(int(i), int(n)): np.flatnonzero((bin_issuer_a == i) & (bin_network_a == n))
-                  for i in range(len(ISSUERS)) for n in range(4)}
+        network_shares = NETWORK_SHARE_BY_COUNTRY.get(c, NETWORK_SHARE_DEFAULT)
+        card_net[mask] = rng.choice(4, int(mask.sum()), p=network_shares)
+    bin_lookup = {
+        (int(i), int(n)): np.flatnonzero((bin_issuer_a == i) & (bin_network_a == n))
+        for i in range(len(ISSUERS))
+        for n in range(4)
+    }
     card_bin = np.empty(n_cards, np.int32)
     for (i, net), bins in bin_lookup.items():
         mask = (card_issuer == i) & (card_net == net)
@@ -354,7 +367,9 @@ def build_population(config: PopulationConfig | None = None) -> Population:
     # --- fraud rings: few devices and IPs, many compromised cards, a handful of target merchants
     ring_country = rng.choice([0, 0, 0, 0, 2, 3], config.n_rings).astype(np.int8)
     ring_devices, ring_cards, ring_merchants, ring_ips = [], [], [], []
-    rdev_fp, rdev_type, rdev_trust = [], [], []
+    rdev_fp: list[int] = []
+    rdev_type: list[int] = []
+    rdev_trust: list[float] = []
     for r in range(config.n_rings):
         c = int(ring_country[r])
         k = int(rng.integers(4, 9))
@@ -368,8 +383,14 @@ def build_population(config: PopulationConfig | None = None) -> Population:
         targets = np.flatnonzero((m_country == c) & np.isin(m_segment, [0, 1, 2, 3]))
         ring_merchants.append(rng.choice(targets, min(int(rng.integers(6, 16)), targets.size), replace=False))
         first_octet = int(rng.choice(IP_FIRST_OCTETS[c]))
-        ring_ips.append(((first_octet << 24) | (rng.integers(100, 255, int(rng.integers(3, 7))) << 16)
-                         | (rng.integers(100, 255) << 8) | rng.integers(100, 255)).astype(np.uint32))
+        ring_ips.append(
+            (
+                (first_octet << 24)
+                | (rng.integers(100, 255, int(rng.integers(3, 7))) << 16)
+                | (rng.integers(100, 255) << 8)
+                | rng.integers(100, 255)
+            ).astype(np.uint32)
+        )
 
     # --- card testing crew: one BIN per issuer to enumerate, a few low-friction merchants
     attack_bins = np.array([np.flatnonzero(bin_issuer_a == i)[0] for i in range(len(ISSUERS))], np.int64)
@@ -379,8 +400,9 @@ def build_population(config: PopulationConfig | None = None) -> Population:
     attack_merchants = rng.choice(soft_targets, min(4, soft_targets.size), replace=False)
     attack_accounts = 9_000_000 + rng.choice(999_999, 5, replace=False)
     attack_device_fp = _unique_fp(rng, 3)
-    attack_ip = ((186 << 24) | (rng.integers(100, 255, 4) << 16) | (rng.integers(100, 255, 4) << 8)
-                 | rng.integers(100, 255, 4)).astype(np.uint32)
+    attack_ip = (
+        (186 << 24) | (rng.integers(100, 255, 4) << 16) | (rng.integers(100, 255, 4) << 8) | rng.integers(100, 255, 4)
+    ).astype(np.uint32)
 
     return Population(
         config=config,
@@ -389,24 +411,61 @@ def build_population(config: PopulationConfig | None = None) -> Population:
         issuer_tech_fail=np.array([s.tech_fail for s in ISSUERS]),
         issuer_fraud_threshold=np.array([s.fraud_threshold for s in ISSUERS]),
         issuer_latency_ms=np.array([s.latency_ms for s in ISSUERS]),
-        bin_issuer=bin_issuer_a, bin_value=bin_value_a, bin_network=bin_network_a,
-        merchant_number=m_number, merchant_country=m_country, merchant_segment=m_segment, merchant_tier=m_tier,
-        merchant_cum_weight=m_cum, merchant_country_cum=m_bounds, merchant_amount_median=m_amount,
-        merchant_entry_system=m_entry, merchant_entry_secondary=m_entry2, merchant_3ds_policy=m_3ds,
-        merchant_supports_nt=m_nt, merchant_supports_passkey=m_passkey, merchant_supports_wallet=m_wallet,
-        merchant_antifraud=m_af, merchant_retries=m_retries, merchant_max_attempts=m_max_attempts,
-        ch_number=c_number, ch_country=c_country, ch_cum_weight=c_cum, ch_country_cum=c_bounds,
-        ch_card_start=c_card_start, ch_card_count=c_cards, ch_device_start=c_dev_start, ch_device_count=c_devs,
-        ch_spend=c_spend, ch_balance_mult=c_balance, ch_passkey=c_passkey, ch_wallet=c_wallet, ch_ip24=c_ip24,
-        card_token=card_token, card_holder=card_holder, card_bin=card_bin, card_method=card_method,
-        card_nt=card_nt, card_expired=card_expired,
-        device_fp=device_fp, device_type=device_type, device_ios=device_ios, device_trust=device_trust,
-        ring_country=ring_country, ring_devices=ring_devices, ring_cards=ring_cards,
-        ring_merchants=ring_merchants, ring_ips=ring_ips,
-        ring_device_fp=np.array(rdev_fp, np.uint64), ring_device_type=np.array(rdev_type, np.int8),
+        bin_issuer=bin_issuer_a,
+        bin_value=bin_value_a,
+        bin_network=bin_network_a,
+        merchant_number=m_number,
+        merchant_country=m_country,
+        merchant_segment=m_segment,
+        merchant_tier=m_tier,
+        merchant_cum_weight=m_cum,
+        merchant_country_cum=m_bounds,
+        merchant_amount_median=m_amount,
+        merchant_entry_system=m_entry,
+        merchant_entry_secondary=m_entry2,
+        merchant_3ds_policy=m_3ds,
+        merchant_supports_nt=m_nt,
+        merchant_supports_passkey=m_passkey,
+        merchant_supports_wallet=m_wallet,
+        merchant_antifraud=m_af,
+        merchant_retries=m_retries,
+        merchant_max_attempts=m_max_attempts,
+        ch_number=c_number,
+        ch_country=c_country,
+        ch_cum_weight=c_cum,
+        ch_country_cum=c_bounds,
+        ch_card_start=c_card_start,
+        ch_card_count=c_cards,
+        ch_device_start=c_dev_start,
+        ch_device_count=c_devs,
+        ch_spend=c_spend,
+        ch_balance_mult=c_balance,
+        ch_passkey=c_passkey,
+        ch_wallet=c_wallet,
+        ch_ip24=c_ip24,
+        card_token=card_token,
+        card_holder=card_holder,
+        card_bin=card_bin,
+        card_method=card_method,
+        card_nt=card_nt,
+        card_expired=card_expired,
+        device_fp=device_fp,
+        device_type=device_type,
+        device_ios=device_ios,
+        device_trust=device_trust,
+        ring_country=ring_country,
+        ring_devices=ring_devices,
+        ring_cards=ring_cards,
+        ring_merchants=ring_merchants,
+        ring_ips=ring_ips,
+        ring_device_fp=np.array(rdev_fp, np.uint64),
+        ring_device_type=np.array(rdev_type, np.int8),
         ring_device_trust=np.array(rdev_trust),
-        attack_bins=attack_bins, attack_merchants=attack_merchants, attack_accounts=attack_accounts,
-        attack_device_fp=attack_device_fp, attack_ip=attack_ip,
+        attack_bins=attack_bins,
+        attack_merchants=attack_merchants,
+        attack_accounts=attack_accounts,
+        attack_device_fp=attack_device_fp,
+        attack_ip=attack_ip,
     )
 
 

@@ -1,5 +1,6 @@
 """The run loop (generate -> produce, rate control, scenario switches, progress, clean shutdown) and
 backfill (N days of history to Kafka, Parquet or JSON Lines)."""
+
 from __future__ import annotations
 
 import threading
@@ -8,10 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from services.simulator.control import ControlListener
+from services.simulator.encode import ARROW_SCHEMA, EventBatch
 from services.simulator.generator import GeneratorConfig, TransactionGenerator
 from services.simulator.producer import EventProducer
 
@@ -41,10 +46,12 @@ class RunReport:
         return self.failed + self.undelivered
 
     def summary(self) -> str:
-        return (f"events={self.events:,} delivered={self.delivered:,} failed={self.failed:,} "
-                f"undelivered={self.undelivered:,} in {self.seconds:.1f}s ({self.events_per_s:,.0f} ev/s, "
-                f"{self.bytes / self.seconds / 1e6 if self.seconds else 0:.1f} MB/s) "
-                f"approval={self.approval_rate:.1%}" + (f" errors={self.errors}" if self.errors else ""))
+        return (
+            f"events={self.events:,} delivered={self.delivered:,} failed={self.failed:,} "
+            f"undelivered={self.undelivered:,} in {self.seconds:.1f}s ({self.events_per_s:,.0f} ev/s, "
+            f"{self.bytes / self.seconds / 1e6 if self.seconds else 0:.1f} MB/s) "
+            f"approval={self.approval_rate:.1%}" + (f" errors={self.errors}" if self.errors else "")
+        )
 
 
 def default_batch_size(rate: float | None) -> int:
@@ -54,11 +61,20 @@ def default_batch_size(rate: float | None) -> int:
     return int(min(20_000, max(1, round(rate / 10))))
 
 
-def run(generator: TransactionGenerator, producer: EventProducer, *, rate: float | None = None,
-        count: int | None = None, duration: float | None = None, batch_size: int | None = None,
-        control: ControlListener | None = None, stop: threading.Event | None = None,
-        progress: Printer | None = print, progress_interval: float = 10.0,
-        flush_timeout: float = 60.0) -> RunReport:
+def run(
+    generator: TransactionGenerator,
+    producer: EventProducer,
+    *,
+    rate: float | None = None,
+    count: int | None = None,
+    duration: float | None = None,
+    batch_size: int | None = None,
+    control: ControlListener | None = None,
+    stop: threading.Event | None = None,
+    progress: Printer | None = print,
+    progress_interval: float = 10.0,
+    flush_timeout: float = 60.0,
+) -> RunReport:
     """Produce until ``count`` events, ``duration`` seconds or ``stop`` is set, then flush.
 
     ``rate`` is events per second (None or 0 = as fast as possible). The batch size is fixed for a
@@ -112,10 +128,12 @@ def run(generator: TransactionGenerator, producer: EventProducer, *, rate: float
                 fraud_share = (fraud - last_fraud) / done if done else 0.0
                 p95 = float(np.percentile(np.concatenate(latency_sample), 95)) if latency_sample else 0.0
                 st = producer.stats
-                progress(f"{report.events:>12,} events  {done / interval:>9,.0f} ev/s  "
-                         f"{st.bytes / (now - t0) / 1e6:6.1f} MB/s  approval {appr:6.1%}  fraud {fraud_share:5.2%}  "
-                         f"p95 {p95:6,.0f} ms  failed {st.failed:,}  in-flight {producer.in_flight:,}  "
-                         f"scenario {generator.scenario}  retries pending {generator.pending_retries:,}")
+                progress(
+                    f"{report.events:>12,} events  {done / interval:>9,.0f} ev/s  "
+                    f"{st.bytes / (now - t0) / 1e6:6.1f} MB/s  approval {appr:6.1%}  fraud {fraud_share:5.2%}  "
+                    f"p95 {p95:6,.0f} ms  failed {st.failed:,}  in-flight {producer.in_flight:,}  "
+                    f"scenario {generator.scenario}  retries pending {generator.pending_retries:,}"
+                )
                 last_print, last_events, last_approved, last_fraud = now, report.events, approved, fraud
                 latency_sample = []
             if rate:
@@ -173,10 +191,21 @@ class BackfillReport:
     delivery: RunReport | None = None
 
 
-def backfill(days: float, start: datetime | None = None, *, events_per_day: int = 100_000, seed: int = 42,
-             path: str | Path | None = None, producer: EventProducer | None = None, scenario: str = "normal",
-             incidents: bool = True, n_merchants: int = 3_000, n_cardholders: int = 200_000,
-             stop: threading.Event | None = None, progress: Printer | None = None) -> BackfillReport:
+def backfill(
+    days: float,
+    start: datetime | None = None,
+    *,
+    events_per_day: int = 100_000,
+    seed: int = 42,
+    path: str | Path | None = None,
+    producer: EventProducer | None = None,
+    scenario: str = "normal",
+    incidents: bool = True,
+    n_merchants: int = 3_000,
+    n_cardholders: int = 200_000,
+    stop: threading.Event | None = None,
+    progress: Printer | None = None,
+) -> BackfillReport:
     """Generate ``days`` of history from ``start`` (default: ``days`` before now) on the simulated
     clock, to a Parquet / JSON Lines file (``path``) or to Kafka (``producer``; the Kafka message
     timestamp is the produce time, so topic retention does not delete old history at once).
@@ -192,9 +221,16 @@ def backfill(days: float, start: datetime | None = None, *, events_per_day: int 
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware (UTC)")
     end = start + timedelta(days=days)
-    gen = TransactionGenerator(GeneratorConfig(
-        seed=seed, start=start, events_per_second=events_per_day / 86_400.0, scenario=scenario,
-        n_merchants=n_merchants, n_cardholders=n_cardholders))
+    gen = TransactionGenerator(
+        GeneratorConfig(
+            seed=seed,
+            start=start,
+            events_per_second=events_per_day / 86_400.0,
+            scenario=scenario,
+            n_merchants=n_merchants,
+            n_cardholders=n_cardholders,
+        )
+    )
     schedule = incident_schedule(seed, start, days) if incidents else []
     size = int(min(50_000, max(500, events_per_day / 288)))  # ~5 simulated minutes per batch
     writer = _Writer(Path(path)) if path is not None else None
@@ -203,7 +239,7 @@ def backfill(days: float, start: datetime | None = None, *, events_per_day: int 
     t0 = time.monotonic()
     end_us = int(end.timestamp() * 1e6)
     last_print = t0
-    current = (scenario, None)
+    current: tuple[str, str | None] = (scenario, None)
     try:
         while not stop.is_set() and gen.clock < end:
             now = gen.clock
@@ -215,15 +251,13 @@ def backfill(days: float, start: datetime | None = None, *, events_per_day: int 
             batch = gen.batch(size)
             keep = batch.columns["ts"] < end_us
             if not keep.all():
-                from services.simulator.encode import EventBatch
-
                 batch = EventBatch({k: v[keep] for k, v in batch.columns.items()}, gen.population)
             if len(batch) == 0:
                 break
             approved += int(np.count_nonzero(batch.columns["approved"]))
             if writer is not None:
                 writer.write(batch)
-            else:
+            elif producer is not None:
                 producer.send(batch.json_values(), batch.keys(), stop)
             if progress and time.monotonic() - last_print >= 5:
                 last_print = time.monotonic()
@@ -231,17 +265,31 @@ def backfill(days: float, start: datetime | None = None, *, events_per_day: int 
     finally:
         if writer is not None:
             writer.close()
-    events = writer.rows if writer is not None else producer.stats.enqueued
+    events = writer.rows if writer is not None else producer.stats.enqueued if producer is not None else 0
     delivery = None
     if producer is not None:
         undelivered = producer.flush(120)
         st = producer.stats
-        delivery = RunReport(events=st.enqueued, enqueued=st.enqueued, delivered=st.delivered(undelivered),
-                             failed=st.failed, undelivered=undelivered, bytes=st.bytes,
-                             seconds=time.monotonic() - t0, errors=dict(st.errors))
-    return BackfillReport(events=events, start=start, end=end, seconds=time.monotonic() - t0,
-                          target=str(path) if path is not None else producer.topic, incidents=schedule,
-                          approval_rate=approved / events if events else 0.0, delivery=delivery)
+        delivery = RunReport(
+            events=st.enqueued,
+            enqueued=st.enqueued,
+            delivered=st.delivered(undelivered),
+            failed=st.failed,
+            undelivered=undelivered,
+            bytes=st.bytes,
+            seconds=time.monotonic() - t0,
+            errors=dict(st.errors),
+        )
+    return BackfillReport(
+        events=events,
+        start=start,
+        end=end,
+        seconds=time.monotonic() - t0,
+        target=str(path) if path is not None else producer.topic if producer is not None else "",
+        incidents=schedule,
+        approval_rate=approved / events if events else 0.0,
+        delivery=delivery,
+    )
 
 
 class _Writer:
@@ -254,15 +302,11 @@ class _Writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.rows = 0
-        self._parquet = None
-        self._file = None
+        self._parquet: pq.ParquetWriter | None = None
+        self._file: BinaryIO | None = None
         self._pending: list = []
         self._pending_rows = 0
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            from services.simulator.encode import ARROW_SCHEMA
-
             self._parquet = pq.ParquetWriter(path, ARROW_SCHEMA, compression="zstd")
         else:
             self._file = path.open("wb")
@@ -275,14 +319,12 @@ class _Writer:
             self._pending_rows += len(batch)
             if self._pending_rows >= self.ROW_GROUP:
                 self._flush_row_group()
-        else:
+        elif self._file is not None:
             self._file.write(batch.json_lines())
         self.rows += len(batch)
 
     def _flush_row_group(self) -> None:
-        import pyarrow as pa
-
-        if self._pending:
+        if self._pending and self._parquet is not None:
             self._parquet.write_table(pa.concat_tables(self._pending), row_group_size=self.ROW_GROUP)
         self._pending, self._pending_rows = [], 0
 

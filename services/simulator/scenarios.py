@@ -5,12 +5,15 @@ outputs (an issuer outage makes that issuer's authorisations time out, and the a
 because of it). Switch at run time with ``python -m services.simulator scenario <name>``, which
 publishes a :class:`ScenarioSwitch` to the compacted ``payments.simulator.control`` topic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 # The switch record and the scenario names are part of the contract (the control plane publishes them).
-from payments_core.contract.control import DESCRIPTIONS, SCENARIOS, ScenarioName, ScenarioSwitch  # noqa: F401
+from payments_core.contract.control import DESCRIPTIONS, SCENARIOS, ScenarioName, ScenarioSwitch
+
+__all__ = ["DESCRIPTIONS", "SCENARIOS", "Effects", "ScenarioName", "ScenarioSwitch", "effects_for"]
 
 
 @dataclass(frozen=True)
@@ -43,5 +46,10 @@ def effects_for(name: str, issuer_index: int | None, default_outage_issuer: int)
     if name == "bin_attack":
         return Effects(name=name, attack_share=0.15, attack_issuer=-1 if issuer_index is None else issuer_index)
     # latency_spike
-    return Effects(name=name, latency_issuer=-1 if issuer_index is None else issuer_index,
-                   latency_multiplier=4.0, latency_tail_p=0.15, latency_timeout_p=0.01)
+    return Effects(
+        name=name,
+        latency_issuer=-1 if issuer_index is None else issuer_index,
+        latency_multiplier=4.0,
+        latency_tail_p=0.15,
+        latency_timeout_p=0.01,
+    )

@@ -1,5 +1,6 @@
 """Simulator settings from the environment (prefix ``PA_``; the launcher and compose set them) or
 ``.env``; CLI options override them."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -19,7 +20,8 @@ class SimulatorSettings(CommonSettings):
     simulator_issuer: str | None = Field(None, description="Scenario target issuer (id or BIN)")
     simulator_seed: int = Field(42, ge=0, description="Seed of the population and the event stream")
     simulator_start: datetime | None = Field(
-        None, description="Simulated clock start (reproducible timestamps); unset = real time")
+        None, description="Simulated clock start (reproducible timestamps); unset = real time"
+    )
     simulator_batch_size: int | None = Field(None, gt=0, description="Events per batch (default from rate)")
     simulator_progress_interval: float = Field(10.0, gt=0, description="Seconds between progress lines")
     simulator_compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "lz4"

@@ -3,8 +3,11 @@
 Stops cleanly on SIGINT/SIGTERM (queries stopped, checkpoints consistent); exits non-zero when a
 query fails so the supervisor restarts it, and the restart continues from the checkpoints.
 """
+
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -13,10 +16,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
+from services.stream_processor import pipeline
 from services.stream_processor.settings import StreamProcessorSettings, Trigger
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -30,28 +34,47 @@ def main() -> None:
 
 @app.command()
 def run(
-    trigger: Annotated[Optional[Trigger], typer.Option(help="microbatch | realtime")] = None,  # noqa: UP007
-    interval: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        help="microbatch: processingTime ('0 seconds' = as fast as possible); realtime: batch duration")] = None,
-    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint root (versioned)")] = None,  # noqa: UP007
-    max_offsets_per_trigger: Annotated[Optional[int], typer.Option(help="Records per micro-batch cap")] = None,  # noqa: UP007
-    available_now: Annotated[bool, typer.Option(
-        help="Process what is in the topic, then exit (scoring, then decision log)")] = False,
+    trigger: Annotated[Trigger | None, typer.Option(help="microbatch | realtime")] = None,
+    interval: Annotated[
+        str | None,
+        typer.Option(help="microbatch: processingTime ('0 seconds' = as fast as possible); realtime: batch duration"),
+    ] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint root (versioned)")] = None,
+    max_offsets_per_trigger: Annotated[int | None, typer.Option(help="Records per micro-batch cap")] = None,
+    available_now: Annotated[
+        bool, typer.Option(help="Process what is in the topic, then exit (scoring, then decision log)")
+    ] = False,
     scorer: Annotated[str, typer.Option(help="arrow_udf | map_in_arrow")] = "arrow_udf",
-    decision_log: Annotated[Optional[bool], typer.Option(  # noqa: UP007
-        "--decision-log/--no-decision-log", help="Run the Delta decision-log query")] = None,
-    only: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        help="decision_log: run only the decision-log query (the processor starts itself this way as a "
-             "child process, see PA_STREAM_LOG_PROCESS)")] = None,
+    decision_log: Annotated[
+        bool | None,
+        typer.Option("--decision-log/--no-decision-log", help="Run the Delta decision-log query"),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="decision_log: run only the decision-log query (the processor starts itself this way as a "
+            "child process, see PA_STREAM_LOG_PROCESS)"
+        ),
+    ] = None,
 ) -> None:
     """Run the processor until interrupted (or, with --available-now, until caught up)."""
-    overrides = {k: v for k, v in {
-        "stream_trigger": trigger, "stream_interval": interval, "stream_checkpoint_dir": checkpoint_dir,
-        "stream_max_offsets_per_trigger": max_offsets_per_trigger, "stream_decision_log": decision_log,
-    }.items() if v is not None}
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "stream_trigger": trigger,
+            "stream_interval": interval,
+            "stream_checkpoint_dir": checkpoint_dir,
+            "stream_max_offsets_per_trigger": max_offsets_per_trigger,
+            "stream_decision_log": decision_log,
+        }.items()
+        if v is not None
+    }
     settings = StreamProcessorSettings(**overrides)
-    logging.basicConfig(level=os.environ.get("PA_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=os.environ.get("PA_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
     if only not in (None, "decision_log"):
         raise typer.BadParameter(f"--only: expected decision_log, got {only!r}")
     if not available_now:
@@ -70,8 +93,9 @@ def run(
             _stop_child(log_child)
 
 
-def _run(settings: StreamProcessorSettings, *, available_now: bool, scorer: str,
-         log_child: subprocess.Popen | None) -> None:
+def _run(
+    settings: StreamProcessorSettings, *, available_now: bool, scorer: str, log_child: subprocess.Popen | None
+) -> None:
     if settings.stream_trigger == "realtime":
         # Real-time mode runs every source partition as a long-running task at the same time:
         # give local Spark enough task slots (threads, not cores).
@@ -84,7 +108,6 @@ def _run(settings: StreamProcessorSettings, *, available_now: bool, scorer: str,
         os.environ.setdefault("PA_SPARK_MASTER", f"local[{2 * cores}]")
         if settings.stream_python_workers is None:
             settings = settings.model_copy(update={"stream_python_workers": cores})
-    from services.stream_processor import pipeline
 
     spark = pipeline.get_session(settings)
     log.info("topics %s; checkpoints %s; warehouse %s", settings.topics, settings.checkpoint_root, settings.warehouse)
@@ -111,8 +134,7 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
 
-def _supervise(running, spark, settings: StreamProcessorSettings,
-               log_child: subprocess.Popen | None = None) -> None:
+def _supervise(running, spark, settings: StreamProcessorSettings, log_child: subprocess.Popen | None = None) -> None:
     """Until SIGINT/SIGTERM, a query stops or the decision-log child exits: log progress, then stop
     the queries and the session (exit status 1 on a failure)."""
     stop = _STOP
@@ -168,17 +190,13 @@ def spawn_low_priority(argv: list[str], nice: int, env: dict[str, str] | None = 
         except OSError:  # no autogroups (or not Linux): plain nice below
             pass
         os.nice(nice)
-        try:
-            import ctypes
-
-            # PR_SET_PDEATHSIG: in its own session the child no longer shares the fate of the
-            # processor's process group, so it dies with the processor (a PySpark JVM exits when its
-            # Python driver does); the decision log is idempotent, a hard stop loses nothing
+        # PR_SET_PDEATHSIG: in its own session the child no longer shares the fate of the
+        # processor's process group, so it dies with the processor (a PySpark JVM exits when its
+        # Python driver does); the decision log is idempotent, a hard stop loses nothing
+        with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-        except OSError:
-            pass
 
-    return subprocess.Popen(argv, env=env, preexec_fn=before_exec, start_new_session=True)  # noqa: PLW1509
+    return subprocess.Popen(argv, env=env, preexec_fn=before_exec, start_new_session=True)
 
 
 def _stop_child(child: subprocess.Popen) -> None:
@@ -192,8 +210,6 @@ def _stop_child(child: subprocess.Popen) -> None:
 
 
 def _run_decision_log_only(settings: StreamProcessorSettings) -> None:
-    from services.stream_processor import pipeline
-
     spark = pipeline.get_session(settings, app_name="stream-processor-decision-log")
     query = pipeline.start_decision_log(spark, settings)
     _supervise(pipeline.Running(None, query, spark), spark, settings)  # type: ignore[arg-type]
@@ -207,10 +223,17 @@ def _log_progress(query) -> None:
     rows = sum(p["numInputRows"] for p in recent)
     took = sorted(p["durationMs"].get("triggerExecution", 0) for p in recent)
     slowest = max(recent, key=lambda p: p["durationMs"].get("triggerExecution", 0))
-    log.info("%s: %d batches, %d rows, %.0f rows/s busy, batch ms p50 %d max %d; slowest %s (%d rows)",
-             query.name, len(recent), rows, rows / (sum(took) / 1000.0) if sum(took) else 0.0,
-             took[len(took) // 2], took[-1], {k: v for k, v in slowest["durationMs"].items() if v},
-             slowest["numInputRows"])
+    log.info(
+        "%s: %d batches, %d rows, %.0f rows/s busy, batch ms p50 %d max %d; slowest %s (%d rows)",
+        query.name,
+        len(recent),
+        rows,
+        rows / (sum(took) / 1000.0) if sum(took) else 0.0,
+        took[len(took) // 2],
+        took[-1],
+        {k: v for k, v in slowest["durationMs"].items() if v},
+        slowest["numInputRows"],
+    )
 
 
 if __name__ == "__main__":

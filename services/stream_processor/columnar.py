@@ -18,8 +18,10 @@ the caller, who validates it with the pydantic model: the contract decides it, w
 So a record is valid here only if the model accepts it, with the same values
 (``tests/services/stream_processor/test_columnar.py`` checks both on every kind of deviation).
 """
+
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +33,24 @@ import pyarrow.json as pj
 
 # JSON Schema keywords and what the fast path does with them; anything else stops the import
 _IGNORED = {"title", "description", "examples", "default", "type", "format"}
-_CHECKED = {"enum", "const", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
-            "exclusiveMaximum", "anyOf"}
+_CHECKED = {
+    "enum",
+    "const",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "anyOf",
+}
 # RFC 3339 with 'T', at most microseconds, 'Z' or a numeric offset, every part in range: the form
 # both pydantic and Arrow's cast read the same way (other forms pydantic accepts go to pydantic)
-_TIMESTAMP = (r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-              r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_TIMESTAMP = (
+    r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 # a record that starts an object reads as at least one row (or fails the read): if the rows of a
 # batch are as many as its records, each record is exactly one row, in order
 _RECORD = r"^[ \t]*\{"
@@ -44,6 +58,10 @@ _RECORD = r"^[ \t]*\{"
 Check = Callable[[pa.Array], pa.Array]
 # a read that fails is halved down to this many records (fewer: to pydantic)
 SMALLEST_READ = 32
+
+
+def _compare(op: Callable[[Any, Any], Any], bound: Any, col: pa.Array) -> pa.Array:
+    return op(col, bound)
 
 
 def _field_checks(name: str, prop: dict[str, Any]) -> tuple[list[Check], bool]:
@@ -57,8 +75,8 @@ def _field_checks(name: str, prop: dict[str, Any]) -> tuple[list[Check], bool]:
         if len(options) != 1 or len(options) == len(prop["anyOf"]):
             raise ValueError(f"columnar validation only knows 'X or null' for {name!r}")
         nullable = True
-        checks, _ = _field_checks(name, options[0])
-        return checks, nullable
+        option_checks, _ = _field_checks(name, options[0])
+        return option_checks, nullable
     checks: list[Check] = []
     if "enum" in prop:
         allowed = pa.array(prop["enum"])
@@ -75,11 +93,14 @@ def _field_checks(name: str, prop: dict[str, Any]) -> tuple[list[Check], bool]:
     if "maxLength" in prop:
         high = prop["maxLength"]
         checks.append(lambda col: pc.less_equal(pc.utf8_length(col), high))
-    for keyword, op in (("minimum", pc.greater_equal), ("maximum", pc.less_equal),
-                        ("exclusiveMinimum", pc.greater), ("exclusiveMaximum", pc.less)):
+    for keyword, op in (
+        ("minimum", pc.greater_equal),
+        ("maximum", pc.less_equal),
+        ("exclusiveMinimum", pc.greater),
+        ("exclusiveMaximum", pc.less),
+    ):
         if keyword in prop:
-            bound = prop[keyword]
-            checks.append(lambda col, op=op, bound=bound: op(col, bound))
+            checks.append(functools.partial(_compare, op, prop[keyword]))
     return checks, nullable
 
 
@@ -125,16 +146,21 @@ class ColumnarValidator:
         """One Arrow JSON read of ``values`` (one record per line); raises if any record is unreadable."""
         one_list = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values.cast(pa.binary()))
         joined = pc.binary_join(one_list, b"\n")[0].as_buffer()
-        options = pj.ParseOptions(explicit_schema=self.read_schema, unexpected_field_behavior="error",
-                                  newlines_in_values=False)
-        table = pj.read_json(pa.BufferReader(joined), parse_options=options,
-                             read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, joined.size + 1)))
+        options = pj.ParseOptions(
+            explicit_schema=self.read_schema, unexpected_field_behavior="error", newlines_in_values=False
+        )
+        table = pj.read_json(
+            pa.BufferReader(joined),
+            parse_options=options,
+            read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, joined.size + 1)),
+        )
         if table.num_rows != len(values):
             raise ValueError("records and rows do not line up")
         return table.combine_chunks()
 
-    def _read_rows(self, values: pa.Array,
-                   rows: np.ndarray) -> tuple[list[pa.Table], list[np.ndarray], list[np.ndarray]]:
+    def _read_rows(
+        self, values: pa.Array, rows: np.ndarray
+    ) -> tuple[list[pa.Table], list[np.ndarray], list[np.ndarray]]:
         """Read ``values[rows]``; on a failure, halves (k bad records cost ~k log n small reads) down to
         ``SMALLEST_READ`` rows, which go to pydantic whole (a stream of mostly bad records costs about
         what pydantic alone would, not n log n reads). Returns the tables read, the rows each holds,
@@ -171,8 +197,10 @@ class ColumnarValidator:
                     # contract). Arrow cannot tell; the raw record can (with an escape in it: pydantic)
                     nulls = np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))
                     raw = values.take(pa.array(table_rows[nulls]))
-                    explicit = pc.or_(pc.match_substring_regex(raw, f'"{name}"[ \\t\\n\\r]*:[ \\t\\n\\r]*null'),
-                                      pc.match_substring(raw, "\\"))
+                    explicit = pc.or_(
+                        pc.match_substring_regex(raw, f'"{name}"[ \\t\\n\\r]*:[ \\t\\n\\r]*null'),
+                        pc.match_substring(raw, "\\"),
+                    )
                     ok[nulls[explicit.to_numpy(zero_copy_only=False)]] = False
                     col = pc.fill_null(col, self.defaults[name])
                 columns.append(col)

@@ -20,6 +20,7 @@ micro-batch query (``foreachBatch``) turns the topic into the table idempotently
 
 Then the one-minute metrics of the minutes this batch touched are recomputed (``metrics.py``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from payments_core.contract.events import DecisionEvent, TransactionEvent
+from services.stream_processor.metrics import MetricsWriter
 from services.stream_processor.scoring import CONTEXT_FIELDS, CONTEXT_HEADER
 from services.stream_processor.tables import DeltaTarget
 from spark.common.schema import struct_type_for
@@ -42,8 +44,11 @@ DECISION_SCHEMA: T.StructType = struct_type_for(DecisionEvent)
 _TX_TYPES = {f.name: f.dataType for f in struct_type_for(TransactionEvent).fields}
 CONTEXT_SCHEMA = T.StructType(
     [T.StructField(name, _TX_TYPES[name]) for name in CONTEXT_FIELDS]
-    + [T.StructField("event_timestamp_ms", T.LongType()), T.StructField("source_partition", T.IntegerType()),
-       T.StructField("source_offset", T.LongType())]
+    + [
+        T.StructField("event_timestamp_ms", T.LongType()),
+        T.StructField("source_partition", T.IntegerType()),
+        T.StructField("source_offset", T.LongType()),
+    ]
 )
 # Leading columns first: Delta keeps file statistics on the first 32 columns, and the anti join and the
 # metrics prune by event_timestamp and decided_at.
@@ -83,13 +88,20 @@ def decision_rows(kafka_rows: DataFrame) -> DataFrame:
 
 def log_schema(spark: SparkSession) -> T.StructType:
     """The decision log's schema (from ``decision_rows`` over an empty Kafka-shaped frame)."""
-    kafka = T.StructType([
-        T.StructField("value", T.BinaryType()),
-        T.StructField("headers", T.ArrayType(T.StructType([T.StructField("key", T.StringType()),
-                                                           T.StructField("value", T.BinaryType())]))),
-        T.StructField("partition", T.IntegerType()), T.StructField("offset", T.LongType()),
-        T.StructField("timestamp", T.TimestampType()),
-    ])
+    kafka = T.StructType(
+        [
+            T.StructField("value", T.BinaryType()),
+            T.StructField(
+                "headers",
+                T.ArrayType(
+                    T.StructType([T.StructField("key", T.StringType()), T.StructField("value", T.BinaryType())])
+                ),
+            ),
+            T.StructField("partition", T.IntegerType()),
+            T.StructField("offset", T.LongType()),
+            T.StructField("timestamp", T.TimestampType()),
+        ]
+    )
     return decision_rows(spark.createDataFrame([], kafka)).schema
 
 
@@ -98,7 +110,7 @@ class DecisionLogWriter:
     """``foreachBatch`` body: idempotent append to the log, then the touched minutes' metrics."""
 
     target: DeltaTarget
-    metrics: object | None = None  # metrics.MetricsWriter
+    metrics: MetricsWriter | None = None
     # Refresh the minute metrics at most this often (0 = every batch); the decided_at range of the
     # batches in between accumulates, so no minute is skipped.
     metrics_interval_s: float = 0.0
@@ -113,8 +125,9 @@ class DecisionLogWriter:
         self._bound.set()
 
     def ensure(self, spark: SparkSession) -> None:
-        self.target.ensure(spark, log_schema(spark), partition_by=("event_date",),
-                           properties={"delta.appendOnly": "false"})
+        self.target.ensure(
+            spark, log_schema(spark), partition_by=("event_date",), properties={"delta.appendOnly": "false"}
+        )
         if self.metrics is not None:
             self.metrics.ensure(spark)
 
@@ -125,8 +138,7 @@ class DecisionLogWriter:
             raise RuntimeError("DecisionLogWriter.bind(query.id) was not called")
         started = time.perf_counter()
         first = Window.partitionBy("transaction_id").orderBy("published_at", "decision_partition", "decision_offset")
-        rows = (decision_rows(batch).withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
-                .persist())
+        rows = decision_rows(batch).withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n").persist()
         try:
             bounds = rows.agg(
                 F.count(F.lit(1)).alias("n"),
@@ -138,8 +150,9 @@ class DecisionLogWriter:
             if not bounds or not bounds["n"]:
                 return
             t0 = time.perf_counter()
-            append_new(spark, self.target, rows, bounds["ev_lo"], bounds["ev_hi"], app_id=self._app_id,
-                       batch_id=batch_id)
+            append_new(
+                spark, self.target, rows, bounds["ev_lo"], bounds["ev_hi"], app_id=self._app_id, batch_id=batch_id
+            )
             t1 = time.perf_counter()
             if self.metrics is not None:
                 lo, hi = bounds["dec_lo"], bounds["dec_hi"]
@@ -154,11 +167,16 @@ class DecisionLogWriter:
                 if self._refreshed_at is None or now - self._refreshed_at >= self.metrics_interval_s:
                     self.metrics.refresh(spark, self.target, lo, hi)
                     self._pending, self._refreshed_at = None, now
-            log.info("decision log batch %d: %d decisions (parse and dedupe %.1fs, append %.1fs, metrics %.1fs)",
-                     batch_id, bounds["n"], t0 - started, t1 - t0, time.perf_counter() - t1)
+            log.info(
+                "decision log batch %d: %d decisions (parse and dedupe %.1fs, append %.1fs, metrics %.1fs)",
+                batch_id,
+                bounds["n"],
+                t0 - started,
+                t1 - t0,
+                time.perf_counter() - t1,
+            )
         finally:
             rows.unpersist()
-
 
     def flush(self, spark: SparkSession) -> None:
         """Refresh the minutes still pending (on a clean stop)."""
@@ -171,13 +189,25 @@ def _ts(micros: int) -> Column:
     return F.timestamp_micros(F.lit(int(micros)))
 
 
-def append_new(spark: SparkSession, target: DeltaTarget, rows: DataFrame, ev_lo: int, ev_hi: int, *,
-               app_id: str | None, batch_id: int) -> None:
+def append_new(
+    spark: SparkSession,
+    target: DeltaTarget,
+    rows: DataFrame,
+    ev_lo: int,
+    ev_hi: int,
+    *,
+    app_id: str | None,
+    batch_id: int,
+) -> None:
     """Append the rows whose transaction_id is not in the log yet (looked up within the event-time
     range), as one commit that Delta skips if this (app_id, batch_id) is already committed."""
-    logged = target.read(spark).where(
-        F.col("event_date").between(F.to_date(_ts(ev_lo)), F.to_date(_ts(ev_hi)))
-        & F.col("event_timestamp").between(_ts(ev_lo), _ts(ev_hi))
-    ).select("transaction_id")
+    logged = (
+        target.read(spark)
+        .where(
+            F.col("event_date").between(F.to_date(_ts(ev_lo)), F.to_date(_ts(ev_hi)))
+            & F.col("event_timestamp").between(_ts(ev_lo), _ts(ev_hi))
+        )
+        .select("transaction_id")
+    )
     new_rows = rows.join(logged, "transaction_id", "left_anti").select(*rows.columns)
     target.append(new_rows, txn=(app_id, batch_id) if app_id else None)

@@ -16,6 +16,7 @@ only on minutes with at least ``alert_min_volume`` transactions:
   ``alert_fraud_spike_share``;
 * ``latency``: the p99 event-to-decision latency of the minute exceeds ``alert_latency_p99_ms``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,43 +29,47 @@ from services.stream_processor.tables import DeltaTarget
 
 MINUTE_US = 60_000_000
 
-METRICS_SCHEMA = T.StructType([
-    T.StructField("window_start", T.TimestampType(), False),
-    T.StructField("window_end", T.TimestampType(), False),
-    T.StructField("transactions", T.LongType()),
-    T.StructField("approve", T.LongType()),
-    T.StructField("challenge_3ds", T.LongType()),
-    T.StructField("review", T.LongType()),
-    T.StructField("decline", T.LongType()),
-    T.StructField("decision_approval_rate", T.DoubleType()),
-    T.StructField("processor_approvals", T.LongType()),
-    T.StructField("processor_approval_rate", T.DoubleType()),
-    T.StructField("avg_risk_score", T.DoubleType()),
-    T.StructField("high_risk", T.LongType()),
-    T.StructField("high_risk_share", T.DoubleType()),
-    T.StructField("avg_fraud_score", T.DoubleType()),
-    T.StructField("e2e_latency_p50_ms", T.DoubleType()),
-    T.StructField("e2e_latency_p99_ms", T.DoubleType()),
-    T.StructField("decision_latency_p99_ms", T.DoubleType()),
-    T.StructField("processing_time_p99_ms", T.DoubleType()),
-    T.StructField("rule_set_versions", T.ArrayType(T.StringType())),
-    T.StructField("model_versions", T.ArrayType(T.StringType())),
-    T.StructField("updated_at", T.TimestampType()),
-])
+METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("window_start", T.TimestampType(), False),
+        T.StructField("window_end", T.TimestampType(), False),
+        T.StructField("transactions", T.LongType()),
+        T.StructField("approve", T.LongType()),
+        T.StructField("challenge_3ds", T.LongType()),
+        T.StructField("review", T.LongType()),
+        T.StructField("decline", T.LongType()),
+        T.StructField("decision_approval_rate", T.DoubleType()),
+        T.StructField("processor_approvals", T.LongType()),
+        T.StructField("processor_approval_rate", T.DoubleType()),
+        T.StructField("avg_risk_score", T.DoubleType()),
+        T.StructField("high_risk", T.LongType()),
+        T.StructField("high_risk_share", T.DoubleType()),
+        T.StructField("avg_fraud_score", T.DoubleType()),
+        T.StructField("e2e_latency_p50_ms", T.DoubleType()),
+        T.StructField("e2e_latency_p99_ms", T.DoubleType()),
+        T.StructField("decision_latency_p99_ms", T.DoubleType()),
+        T.StructField("processing_time_p99_ms", T.DoubleType()),
+        T.StructField("rule_set_versions", T.ArrayType(T.StringType())),
+        T.StructField("model_versions", T.ArrayType(T.StringType())),
+        T.StructField("updated_at", T.TimestampType()),
+    ]
+)
 
-ALERTS_SCHEMA = T.StructType([
-    T.StructField("window_start", T.TimestampType(), False),
-    T.StructField("alert_type", T.StringType(), False),
-    T.StructField("active", T.BooleanType()),
-    T.StructField("severity", T.StringType()),
-    T.StructField("metric", T.StringType()),
-    T.StructField("value", T.DoubleType()),
-    T.StructField("threshold", T.DoubleType()),
-    T.StructField("baseline", T.DoubleType()),
-    T.StructField("transactions", T.LongType()),
-    T.StructField("message", T.StringType()),
-    T.StructField("updated_at", T.TimestampType()),
-])
+ALERTS_SCHEMA = T.StructType(
+    [
+        T.StructField("window_start", T.TimestampType(), False),
+        T.StructField("alert_type", T.StringType(), False),
+        T.StructField("active", T.BooleanType()),
+        T.StructField("severity", T.StringType()),
+        T.StructField("metric", T.StringType()),
+        T.StructField("value", T.DoubleType()),
+        T.StructField("threshold", T.DoubleType()),
+        T.StructField("baseline", T.DoubleType()),
+        T.StructField("transactions", T.LongType()),
+        T.StructField("message", T.StringType()),
+        T.StructField("updated_at", T.TimestampType()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,10 @@ def _ts(micros: int) -> Column:
 def minute_metrics(decisions: DataFrame, high_risk_threshold: float) -> DataFrame:
     """One row per minute of ``decided_at`` over decision-log rows."""
     outcome = F.col("outcome")
-    counted = lambda cond: F.sum(F.when(cond, 1).otherwise(0)).cast("long")  # noqa: E731
+
+    def counted(cond: Column) -> Column:
+        return F.sum(F.when(cond, 1).otherwise(0)).cast("long")
+
     n = F.count(F.lit(1))
     agg = decisions.groupBy(F.window("decided_at", "1 minute").alias("w")).agg(
         n.alias("transactions"),
@@ -106,37 +114,55 @@ def minute_metrics(decisions: DataFrame, high_risk_threshold: float) -> DataFram
     return agg.select(
         F.col("w.start").alias("window_start"),
         F.col("w.end").alias("window_end"),
-        "transactions", "approve", "challenge_3ds", "review", "decline",
+        "transactions",
+        "approve",
+        "challenge_3ds",
+        "review",
+        "decline",
         (F.col("approve") / F.col("transactions")).alias("decision_approval_rate"),
         "processor_approvals",
         (F.col("processor_approvals") / F.nullif(F.col("_with_outcome"), F.lit(0))).alias("processor_approval_rate"),
-        "avg_risk_score", "high_risk",
+        "avg_risk_score",
+        "high_risk",
         (F.col("high_risk") / F.col("transactions")).alias("high_risk_share"),
         "avg_fraud_score",
         F.col("_e2e")[0].cast("double").alias("e2e_latency_p50_ms"),
         F.col("_e2e")[1].cast("double").alias("e2e_latency_p99_ms"),
         F.col("decision_latency_p99_ms").cast("double").alias("decision_latency_p99_ms"),
         F.col("_proc_p99").cast("double").alias("processing_time_p99_ms"),
-        "rule_set_versions", "model_versions",
+        "rule_set_versions",
+        "model_versions",
         F.current_timestamp().alias("updated_at"),
     )
 
 
 def alerts_for(minutes: DataFrame, history: DataFrame, t: AlertThresholds) -> DataFrame:
     """Alert rows (3 per minute of ``minutes``) given the metrics ``history`` for the baseline."""
-    h = history.select(F.col("window_start").alias("h_start"), F.col("processor_approvals").alias("h_appr"),
-                       F.col("transactions").alias("h_n"), F.col("processor_approval_rate").alias("h_rate"))
+    h = history.select(
+        F.col("window_start").alias("h_start"),
+        F.col("processor_approvals").alias("h_appr"),
+        F.col("transactions").alias("h_n"),
+        F.col("processor_approval_rate").alias("h_rate"),
+    )
     lookback = F.expr(f"INTERVAL {int(t.baseline_minutes)} MINUTES")
-    base = (minutes.alias("m")
-            .join(h, (h.h_start < F.col("m.window_start")) & (h.h_start >= F.col("m.window_start") - lookback)
-                  & h.h_rate.isNotNull(), "left")
-            .groupBy("m.window_start")
-            .agg((F.sum("h_appr") / F.sum("h_n")).alias("baseline_approval_rate")))
+    base = (
+        minutes.alias("m")
+        .join(
+            h,
+            (h.h_start < F.col("m.window_start"))
+            & (h.h_start >= F.col("m.window_start") - lookback)
+            & h.h_rate.isNotNull(),
+            "left",
+        )
+        .groupBy("m.window_start")
+        .agg((F.sum("h_appr") / F.sum("h_n")).alias("baseline_approval_rate"))
+    )
     m = minutes.join(base, "window_start", "left")
     enough = F.col("transactions") >= F.lit(t.min_volume)
     drop = F.col("baseline_approval_rate") - F.col("processor_approval_rate")
     approval = m.select(
-        "window_start", F.lit("approval_drop").alias("alert_type"),
+        "window_start",
+        F.lit("approval_drop").alias("alert_type"),
         F.coalesce(enough & (drop * 100 >= F.lit(t.approval_drop_pp)), F.lit(False)).alias("active"),
         F.when(drop * 100 >= 2 * t.approval_drop_pp, "critical").otherwise("warning").alias("severity"),
         F.lit("processor_approval_rate").alias("metric"),
@@ -144,12 +170,16 @@ def alerts_for(minutes: DataFrame, history: DataFrame, t: AlertThresholds) -> Da
         (F.col("baseline_approval_rate") - F.lit(t.approval_drop_pp / 100)).alias("threshold"),
         F.col("baseline_approval_rate").alias("baseline"),
         "transactions",
-        F.format_string("approval %.1f%% vs baseline %.1f%% over %d transactions",
-                        F.col("processor_approval_rate") * 100, F.col("baseline_approval_rate") * 100,
-                        F.col("transactions")).alias("message"),
+        F.format_string(
+            "approval %.1f%% vs baseline %.1f%% over %d transactions",
+            F.col("processor_approval_rate") * 100,
+            F.col("baseline_approval_rate") * 100,
+            F.col("transactions"),
+        ).alias("message"),
     )
     fraud = m.select(
-        "window_start", F.lit("fraud_spike").alias("alert_type"),
+        "window_start",
+        F.lit("fraud_spike").alias("alert_type"),
         F.coalesce(enough & (F.col("high_risk_share") > F.lit(t.fraud_spike_share)), F.lit(False)).alias("active"),
         F.when(F.col("high_risk_share") > 2 * t.fraud_spike_share, "critical").otherwise("warning").alias("severity"),
         F.lit("high_risk_share").alias("metric"),
@@ -157,11 +187,16 @@ def alerts_for(minutes: DataFrame, history: DataFrame, t: AlertThresholds) -> Da
         F.lit(t.fraud_spike_share).alias("threshold"),
         F.lit(None).cast("double").alias("baseline"),
         "transactions",
-        F.format_string("%.1f%% of %d decisions with risk >= %.2f", F.col("high_risk_share") * 100,
-                        F.col("transactions"), F.lit(t.fraud_risk_threshold)).alias("message"),
+        F.format_string(
+            "%.1f%% of %d decisions with risk >= %.2f",
+            F.col("high_risk_share") * 100,
+            F.col("transactions"),
+            F.lit(t.fraud_risk_threshold),
+        ).alias("message"),
     )
     latency = m.select(
-        "window_start", F.lit("latency").alias("alert_type"),
+        "window_start",
+        F.lit("latency").alias("alert_type"),
         F.coalesce(enough & (F.col("e2e_latency_p99_ms") > F.lit(t.latency_p99_ms)), F.lit(False)).alias("active"),
         F.when(F.col("e2e_latency_p99_ms") > 5 * t.latency_p99_ms, "critical").otherwise("warning").alias("severity"),
         F.lit("e2e_latency_p99_ms").alias("metric"),
@@ -196,8 +231,7 @@ class MetricsWriter:
             touched = f"window_start >= timestamp_micros({lo}) AND window_start < timestamp_micros({hi})"
             self.metrics.replace_where(minutes, touched)
             lookback_us = self.thresholds.baseline_minutes * MINUTE_US
-            history = self.metrics.read(spark).where(
-                F.col("window_start").between(_ts(lo - lookback_us), _ts(hi)))
+            history = self.metrics.read(spark).where(F.col("window_start").between(_ts(lo - lookback_us), _ts(hi)))
             self.alerts.replace_where(alerts_for(minutes, history, self.thresholds), touched)
         finally:
             minutes.unpersist()

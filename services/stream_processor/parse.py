@@ -11,21 +11,22 @@ rows into columns. ``parse_array`` (large batches) first validates the whole bat
 (``columnar``: Arrow's JSON reader and compute, constraints derived from the contract's JSON
 Schema, ~4 µs per record) and runs pydantic only on the records that path does not accept.
 """
+
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from payments_core.contract.events import TransactionEvent
-
 from services.stream_processor.columnar import ColumnarValidator
+from spark.common.schema import struct_type_for
 
 TX_FIELDS: tuple[str, ...] = tuple(TransactionEvent.model_fields)
 _validate_json = TransactionEvent.model_validate_json
@@ -33,10 +34,6 @@ _validate_json = TransactionEvent.model_validate_json
 
 def _arrow_schema() -> pa.Schema:
     # The Arrow types of the contract, derived from the model through the project's Spark mapping.
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    from spark.common.schema import struct_type_for
-
     schema = to_arrow_schema(struct_type_for(TransactionEvent), timezone="UTC")
     return schema
 
@@ -128,8 +125,11 @@ def parse_array(values: pa.Array) -> Parsed:
     rows = np.concatenate([accepted, valid_slow])
     order = np.argsort(rows, kind="stable")
     merged = pa.concat_tables([table, slow.table]).take(pa.array(order))
-    return Parsed(valid_rows=rows[order].tolist(), table=merged,
-                  invalid={int(others[j]): reasons for j, reasons in slow.invalid.items()})
+    return Parsed(
+        valid_rows=rows[order].tolist(),
+        table=merged,
+        invalid={int(others[j]): reasons for j, reasons in slow.invalid.items()},
+    )
 
 
 def models_table(models: Sequence[TransactionEvent]) -> pa.Table:
@@ -138,8 +138,17 @@ def models_table(models: Sequence[TransactionEvent]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=TX_ARROW_SCHEMA)
 
 
-def dead_letter(reasons: list[Reason], *, raw: bytes | None, topic: str, partition: int, offset: int,
-                timestamp: datetime | None, key: bytes | None, now: datetime | None = None) -> DeadLetter:
+def dead_letter(
+    reasons: list[Reason],
+    *,
+    raw: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: datetime | None,
+    key: bytes | None,
+    now: datetime | None = None,
+) -> DeadLetter:
     text: str | None = None
     if raw is not None:
         try:
@@ -148,17 +157,18 @@ def dead_letter(reasons: list[Reason], *, raw: bytes | None, topic: str, partiti
             text = None
     first = reasons[0]
     return DeadLetter(
-        error=f"{first.field}: {first.message}", reasons=reasons, source_topic=topic, source_partition=partition,
-        source_offset=offset, source_timestamp=timestamp,
+        error=f"{first.field}: {first.message}",
+        reasons=reasons,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        source_timestamp=timestamp,
         source_key_base64=None if key is None else base64.b64encode(key).decode(),
-        raw_base64=None if raw is None else base64.b64encode(raw).decode(), raw_text=text,
+        raw_base64=None if raw is None else base64.b64encode(raw).decode(),
+        raw_text=text,
         dead_lettered_at=now or datetime.now(UTC),
     )
 
 
 def dead_letter_key(topic: str, partition: int, offset: int) -> bytes:
     return f"{topic}/{partition}/{offset}".encode()
-
-
-def as_dict(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")

@@ -15,8 +15,10 @@ Every builder takes the parts tests swap: the source DataFrame (``source=``), to
 (through ``StreamProcessorSettings``), the trigger and the checkpoint. ``start`` builds the real
 thing in one call.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from payments_core.rules.model import ruleset_path
 from services.stream_processor.decision_log import DecisionLogWriter
 from services.stream_processor.metrics import AlertThresholds, MetricsWriter
 from services.stream_processor.scoring import (
@@ -37,6 +40,7 @@ from services.stream_processor.scoring import (
 )
 from services.stream_processor.settings import StreamProcessorSettings
 from services.stream_processor.tables import ALERTS, DECISION_LOG, METRICS_1M, DeltaTarget
+from spark.common.session import get_spark
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,6 @@ def get_session(settings: StreamProcessorSettings, app_name: str = "stream-proce
     """The processor's session: the project's ``get_spark`` plus the processor's settings, and FAIR
     scheduling with a heavier pool for the scoring query, so the decision log's Delta writes do not
     hold the task slots the hot path needs."""
-    from spark.common.session import get_spark
-
     conf = spark_conf(settings)
     pools = settings.checkpoint_root / "fairscheduler.xml"
     pools.parent.mkdir(parents=True, exist_ok=True)
@@ -86,24 +88,21 @@ def get_session(settings: StreamProcessorSettings, app_name: str = "stream-proce
 def _in_pool(spark: SparkSession, pool: str) -> None:
     # queries started from this thread run their jobs in ``pool`` (ignored without FAIR scheduling;
     # no SparkContext under Spark Connect, e.g. Databricks serverless / standard access mode)
-    try:
+    with contextlib.suppress(Exception):
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _default_parallelism(spark: SparkSession) -> int | None:
     try:
         return spark.sparkContext.defaultParallelism
-    except Exception:  # noqa: BLE001  (Spark Connect)
+    except Exception:  # no SparkContext under Spark Connect
         return None
 
 
-def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None = None,
-                   publish: bool = False) -> ScoringConfig:
+def scoring_config(
+    settings: StreamProcessorSettings, *, velocity: bool | None = None, publish: bool = False
+) -> ScoringConfig:
     """``publish``: the Python workers publish the records themselves (``score_publish_udf``)."""
-    from payments_core.rules.model import ruleset_path
-
     rules = ruleset_path(settings.data_dir)
     use_velocity = settings.stream_velocity if velocity is None else velocity
     return ScoringConfig(
@@ -121,11 +120,21 @@ def scoring_config(settings: StreamProcessorSettings, *, velocity: bool | None =
 
 
 # ------------------------------------------------------------------------------------------ sources
-def kafka_source(spark: SparkSession, settings: StreamProcessorSettings, topic: str, *, realtime: bool = False,
-                 max_offsets_per_trigger: int | None = None, include_headers: bool = False) -> DataFrame:
-    reader = (spark.readStream.format("kafka").options(**settings.kafka_client_options())
-              .option("subscribe", topic)
-              .option("startingOffsets", settings.stream_starting_offsets))
+def kafka_source(
+    spark: SparkSession,
+    settings: StreamProcessorSettings,
+    topic: str,
+    *,
+    realtime: bool = False,
+    max_offsets_per_trigger: int | None = None,
+    include_headers: bool = False,
+) -> DataFrame:
+    reader = (
+        spark.readStream.format("kafka")
+        .options(**settings.kafka_client_options())
+        .option("subscribe", topic)
+        .option("startingOffsets", settings.stream_starting_offsets)
+    )
     if include_headers:
         reader = reader.option("includeHeaders", "true")
     if max_offsets_per_trigger and not realtime:
@@ -134,8 +143,9 @@ def kafka_source(spark: SparkSession, settings: StreamProcessorSettings, topic: 
 
 
 # ------------------------------------------------------------------------------------------ transforms
-def score_stream(raw: DataFrame, config: ScoringConfig, form: ScorerForm = "arrow_udf",
-                 tasks: int | None = None) -> DataFrame:
+def score_stream(
+    raw: DataFrame, config: ScoringConfig, form: ScorerForm = "arrow_udf", tasks: int | None = None
+) -> DataFrame:
     """Kafka records (``INPUT_COLUMNS``) -> Kafka sink records (``topic, key, value, headers``).
 
     ``tasks``: merge the Kafka partitions into this many tasks (``coalesce``, no shuffle), so each
@@ -167,13 +177,25 @@ def _trigger(writer, *, trigger: str, interval: str, available_now: bool):
     return writer.trigger(processingTime=interval)
 
 
-def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, source: DataFrame | None = None,
-                  config: ScoringConfig | None = None, form: ScorerForm = "arrow_udf",
-                  available_now: bool = False, query_name: str = SCORE_QUERY) -> StreamingQuery:
+def start_scoring(
+    spark: SparkSession,
+    settings: StreamProcessorSettings,
+    *,
+    source: DataFrame | None = None,
+    config: ScoringConfig | None = None,
+    form: ScorerForm = "arrow_udf",
+    available_now: bool = False,
+    query_name: str = SCORE_QUERY,
+) -> StreamingQuery:
     realtime = settings.stream_trigger == "realtime" and not available_now
     if source is None:
-        source = kafka_source(spark, settings, settings.topics.transactions, realtime=realtime,
-                              max_offsets_per_trigger=settings.stream_max_offsets_per_trigger)
+        source = kafka_source(
+            spark,
+            settings,
+            settings.topics.transactions,
+            realtime=realtime,
+            max_offsets_per_trigger=settings.stream_max_offsets_per_trigger,
+        )
     publish = realtime and settings.stream_realtime_publish == "worker" and form == "arrow_udf"
     if realtime:
         # OSS Spark refuses Python UDF operators in real-time mode by allow-list (they run when the
@@ -192,49 +214,81 @@ def start_scoring(spark: SparkSession, settings: StreamProcessorSettings, *, sou
         config = scoring_config(settings, publish=publish)
     records = score_stream(source, config, form, tasks)
     sink_options = {} if realtime else {f"kafka.{k}": v for k, v in settings.stream_sink_kafka_options.items()}
-    writer = (records.writeStream.format("kafka").options(**{**settings.kafka_client_options(), **sink_options})
-              .option("checkpointLocation", settings.checkpoint(query_name))
-              .queryName(query_name)
-              .outputMode("update"))
+    writer = (
+        records.writeStream.format("kafka")
+        .options(**{**settings.kafka_client_options(), **sink_options})
+        .option("checkpointLocation", settings.checkpoint(query_name))
+        .queryName(query_name)
+        .outputMode("update")
+    )
     if not realtime and not available_now and settings.stream_async_progress:
         # offsets/commits written off the critical path (Kafka sink only; not in real-time mode)
-        writer = (writer.option("asyncProgressTrackingEnabled", "true")
-                  .option("asyncProgressTrackingCheckpointIntervalMs", str(settings.stream_async_progress_interval_ms)))
-    writer = _trigger(writer, trigger=settings.stream_trigger, interval=settings.stream_interval,
-                      available_now=available_now)
+        writer = writer.option("asyncProgressTrackingEnabled", "true").option(
+            "asyncProgressTrackingCheckpointIntervalMs", str(settings.stream_async_progress_interval_ms)
+        )
+    writer = _trigger(
+        writer, trigger=settings.stream_trigger, interval=settings.stream_interval, available_now=available_now
+    )
     _in_pool(spark, "score")
     query = writer.start()
-    log.info("query %s started (%s, %s)", query_name, "availableNow" if available_now else settings.stream_trigger,
-             settings.stream_interval)
+    log.info(
+        "query %s started (%s, %s)",
+        query_name,
+        "availableNow" if available_now else settings.stream_trigger,
+        settings.stream_interval,
+    )
     return query
 
 
-def decision_log_writer(settings: StreamProcessorSettings, metrics_interval_s: float | None = None) -> DecisionLogWriter:
+def decision_log_writer(
+    settings: StreamProcessorSettings, metrics_interval_s: float | None = None
+) -> DecisionLogWriter:
     def target(name: str) -> DeltaTarget:
         return DeltaTarget.of(name, settings.warehouse, settings.catalog, settings.lakehouse_schema)
 
     thresholds = AlertThresholds(
-        min_volume=settings.alert_min_volume, approval_drop_pp=settings.alert_approval_drop_pp,
-        baseline_minutes=settings.alert_baseline_minutes, fraud_risk_threshold=settings.alert_fraud_risk_threshold,
-        fraud_spike_share=settings.alert_fraud_spike_share, latency_p99_ms=settings.alert_latency_p99_ms)
+        min_volume=settings.alert_min_volume,
+        approval_drop_pp=settings.alert_approval_drop_pp,
+        baseline_minutes=settings.alert_baseline_minutes,
+        fraud_risk_threshold=settings.alert_fraud_risk_threshold,
+        fraud_spike_share=settings.alert_fraud_spike_share,
+        latency_p99_ms=settings.alert_latency_p99_ms,
+    )
     interval = settings.stream_metrics_interval_seconds if metrics_interval_s is None else metrics_interval_s
-    return DecisionLogWriter(target(DECISION_LOG), MetricsWriter(target(METRICS_1M), target(ALERTS), thresholds),
-                             metrics_interval_s=interval)
+    return DecisionLogWriter(
+        target(DECISION_LOG), MetricsWriter(target(METRICS_1M), target(ALERTS), thresholds), metrics_interval_s=interval
+    )
 
 
-def start_decision_log(spark: SparkSession, settings: StreamProcessorSettings, *, source: DataFrame | None = None,
-                       available_now: bool = False, query_name: str = LOG_QUERY) -> StreamingQuery:
+def start_decision_log(
+    spark: SparkSession,
+    settings: StreamProcessorSettings,
+    *,
+    source: DataFrame | None = None,
+    available_now: bool = False,
+    query_name: str = LOG_QUERY,
+) -> StreamingQuery:
     # availableNow runs end after their last batch: refresh the metrics on every batch then
     writer_fn = decision_log_writer(settings, 0.0 if available_now else None)
     writer_fn.ensure(spark)
     if source is None:
-        source = kafka_source(spark, settings, settings.topics.decisions, include_headers=True,
-                              max_offsets_per_trigger=settings.stream_log_max_offsets_per_trigger)
-    writer = (source.writeStream.foreachBatch(writer_fn)
-              .option("checkpointLocation", settings.checkpoint(query_name))
-              .queryName(query_name))
-    writer = writer.trigger(availableNow=True) if available_now else \
-        writer.trigger(processingTime=settings.stream_log_interval)
+        source = kafka_source(
+            spark,
+            settings,
+            settings.topics.decisions,
+            include_headers=True,
+            max_offsets_per_trigger=settings.stream_log_max_offsets_per_trigger,
+        )
+    writer = (
+        source.writeStream.foreachBatch(writer_fn)
+        .option("checkpointLocation", settings.checkpoint(query_name))
+        .queryName(query_name)
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=settings.stream_log_interval)
+    )
     _in_pool(spark, "decision_log")
     query = writer.start()
     writer_fn.bind(query.id)
@@ -266,7 +320,7 @@ class Running:
         if writer is not None and self.spark is not None:
             try:
                 writer.flush(self.spark)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("final metrics refresh: %s", exc)
 
 
@@ -277,16 +331,21 @@ def start(spark: SparkSession, settings: StreamProcessorSettings, *, form: Score
     return Running(score, dlog, spark)
 
 
-def run_available_now(spark: SparkSession, settings: StreamProcessorSettings, *,
-                      form: ScorerForm = "arrow_udf", timeout_s: float | None = None) -> None:
+def run_available_now(
+    spark: SparkSession,
+    settings: StreamProcessorSettings,
+    *,
+    form: ScorerForm = "arrow_udf",
+    timeout_s: int | None = None,
+) -> None:
     """Process everything available, then stop: scoring first, then the decision log (so the log
     sees every decision the scoring query published)."""
     q = start_scoring(spark, settings, form=form, available_now=True)
     q.awaitTermination(timeout_s)
-    if q.exception():
-        raise q.exception()
+    if (failure := q.exception()) is not None:
+        raise failure
     if settings.stream_decision_log:
         q = start_decision_log(spark, settings, available_now=True)
         q.awaitTermination(timeout_s)
-        if q.exception():
-            raise q.exception()
+        if (failure := q.exception()) is not None:
+            raise failure

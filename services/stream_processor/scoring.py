@@ -31,12 +31,16 @@ The engine, the velocity client and the rule/model sources live once per Python 
 ``refresh_seconds``: a new champion alias or rule-set file is picked up without restart, and every
 decision records the ``rule_set_version`` and ``model_versions`` that made it.
 """
+
 from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,11 +49,16 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+from confluent_kafka import Producer
+from pyspark.sql import types as T
+from pyspark.sql.functions import arrow_udf
 
+from payments_core.engine import DecisionEngine
 from payments_core.features import VELOCITY_FEATURES
+from payments_core.models import ModelSource
+from payments_core.rules.model import RuleSource
 from payments_core.velocity import event_millis
-from payments_core.velocity_batch import ENTITY_COLUMNS
-
+from payments_core.velocity_batch import ENTITY_COLUMNS, BatchRedisVelocity
 from services.stream_processor.parse import Parsed, dead_letter, dead_letter_key, parse_array, parse_values
 
 log = logging.getLogger(__name__)
@@ -58,16 +67,28 @@ CONTEXT_HEADER = "pa.context"
 # Transaction facts carried next to each decision (header ``pa.context``) for the decision log, the
 # one-minute metrics and the latency figures. Never the hidden ``is_fraud`` label.
 CONTEXT_FIELDS: tuple[str, ...] = (
-    "merchant_id", "merchant_segment", "amount_minor", "currency", "card_network", "payment_solution",
-    "geo_country", "is_approved", "fraud_score", "processing_time_ms",
+    "merchant_id",
+    "merchant_segment",
+    "amount_minor",
+    "currency",
+    "card_network",
+    "payment_solution",
+    "geo_country",
+    "is_approved",
+    "fraud_score",
+    "processing_time_ms",
 )
 
 OUTPUT_DDL = "topic string, key binary, value binary, headers array<struct<key:string,value:binary>>"
 _HEADER_TYPE = pa.struct([pa.field("key", pa.string()), pa.field("value", pa.binary())])
-OUTPUT_ARROW = pa.struct([
-    pa.field("topic", pa.string()), pa.field("key", pa.binary()), pa.field("value", pa.binary()),
-    pa.field("headers", pa.list_(_HEADER_TYPE)),
-])
+OUTPUT_ARROW = pa.struct(
+    [
+        pa.field("topic", pa.string()),
+        pa.field("key", pa.binary()),
+        pa.field("value", pa.binary()),
+        pa.field("headers", pa.list_(_HEADER_TYPE)),
+    ]
+)
 # Batches up to this many rows take the engine's one-row path (``decide`` per row, the same
 # decisions by definition): the vectorised path has a fixed set-up cost of a few milliseconds per
 # batch (pandas frames, rule masks), which real-time mode's small batches would pay per record.
@@ -103,11 +124,10 @@ class Publisher:
     failed delivery, so the task fails and the batch is replayed: at least once, as with the sink."""
 
     def __init__(self, conf: dict[str, str]):
-        from confluent_kafka import Producer
-
         self._failed: list[str] = []
-        self._producer = Producer({"enable.idempotence": True, "acks": "all", "linger.ms": 1,
-                                   "partitioner": "murmur2_random", **conf})
+        self._producer = Producer(
+            {"enable.idempotence": True, "acks": "all", "linger.ms": 1, "partitioner": "murmur2_random", **conf}
+        )
 
     def _delivered(self, err, _msg) -> None:
         if err is not None:
@@ -120,8 +140,13 @@ class Publisher:
         for topic, key, value, hdrs in zip(topics, keys, values, headers, strict=True):
             while True:
                 try:
-                    produce(topic, value, key, headers=[(h["key"], h["value"]) for h in hdrs] if hdrs else None,
-                            on_delivery=self._delivered)
+                    produce(
+                        topic,
+                        value,
+                        key,
+                        headers=[(h["key"], h["value"]) for h in hdrs] if hdrs else None,
+                        on_delivery=self._delivered,
+                    )
                     break
                 except BufferError:  # local queue full: serve deliveries, then retry
                     self._producer.poll(0.05)
@@ -144,26 +169,23 @@ class Runtime:
     """Per-process decision engine + velocity store, refreshed on a timer."""
 
     def __init__(self, config: ScoringConfig):
-        from payments_core.engine import DecisionEngine
-        from payments_core.models import ModelSource
-        from payments_core.rules.model import RuleSource
-
         self.config = config
         if config.mlflow_tracking_uri:
             # This worker process talks to one registry. ``ModelSource.load`` resolves ``models:/``
             # artifact URIs through MLflow's process-wide registry URI (its ``registry_uri`` argument
             # is not used for them in MLflow 3.17), so point the process at the registry too.
-            import mlflow
+            import mlflow  # noqa: PLC0415 - seconds to import; only workers that use a registry pay for it
 
             mlflow.set_tracking_uri(config.mlflow_tracking_uri)
             mlflow.set_registry_uri(config.mlflow_tracking_uri)
-        models = ModelSource(config.mlflow_tracking_uri, config.uc_catalog, config.uc_schema) \
-            if config.mlflow_tracking_uri else None
+        models = (
+            ModelSource(config.mlflow_tracking_uri, config.uc_catalog, config.uc_schema)
+            if config.mlflow_tracking_uri
+            else None
+        )
         self.engine = DecisionEngine.from_sources(RuleSource(config.rules_path), models)
         self.velocity = None
         if config.redis_url:
-            from payments_core.velocity_batch import BatchRedisVelocity
-
             self.velocity = BatchRedisVelocity.from_url(config.redis_url, prefix=config.velocity_prefix)
         self.publisher = Publisher(dict(config.publish)) if config.publish else None
         self._refreshed = time.monotonic()
@@ -179,7 +201,7 @@ class Runtime:
             self.engine.refresh()
 
 
-_PROFILE = bool(__import__("os").environ.get("PA_STREAM_PROFILE"))
+_PROFILE = bool(os.environ.get("PA_STREAM_PROFILE"))
 _RUNTIMES: dict[ScoringConfig, Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
@@ -195,8 +217,17 @@ def runtime(config: ScoringConfig) -> Runtime:
 
 
 # ------------------------------------------------------------------------------------------ the job
-def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic: pa.Array, partition: pa.Array,
-                   offset: pa.Array, timestamp: pa.Array, *, now: Callable[[], datetime] | None = None) -> pa.StructArray:
+def process_arrays(
+    config: ScoringConfig,
+    key: pa.Array,
+    value: pa.Array,
+    topic: pa.Array,
+    partition: pa.Array,
+    offset: pa.Array,
+    timestamp: pa.Array,
+    *,
+    now: Callable[[], datetime] | None = None,
+) -> pa.StructArray:
     """Decide one Arrow batch of raw Kafka records; one output struct per input row, same order."""
     rt = runtime(config)
     rt.maybe_refresh()
@@ -225,6 +256,7 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
             ctx_cols = [[d[name] for d in dicts] for name in CONTEXT_FIELDS]
         else:
             table = parsed.table
+            assert table is not None  # parse_array builds the table of the valid rows
             ts_ms = (table.column("event_timestamp").cast(pa.int64()).to_numpy() // 1000).tolist()
             tids = table.column("transaction_id").to_pylist()
             amounts = table.column("amount_minor").to_pylist()
@@ -235,21 +267,29 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
         t2 = time.perf_counter()
         if small:
             zero = dict.fromkeys(VELOCITY_FEATURES, 0)
-            vels = [dict(zip(VELOCITY_FEATURES, row)) for row in feats.tolist()] if feats is not None else \
-                [zero] * len(dicts)
-            decisions = [rt.engine.decide(m, v, source="stream").model_dump(mode="json")
-                         for m, v in zip(parsed.models, vels, strict=True)]
+            vels = (
+                [dict(zip(VELOCITY_FEATURES, row, strict=True)) for row in feats.tolist()]
+                if feats is not None
+                else [zero] * len(dicts)
+            )
+            decisions = [
+                rt.engine.decide(m, v, source="stream").model_dump(mode="json")
+                for m, v in zip(parsed.models, vels, strict=True)
+            ]
         else:
             velocity = pd.DataFrame(feats, columns=list(VELOCITY_FEATURES)) if feats is not None else None
+            assert table is not None  # (as above)
             decisions = rt.engine.decide_batch(table.to_pandas(), velocity, source="stream")
         t3 = time.perf_counter()
         dumps = orjson.dumps
-        for j, (i, decision, ctx) in enumerate(zip(parsed.valid_rows, decisions, zip(*ctx_cols), strict=True)):
+        for j, (i, decision, ctx) in enumerate(
+            zip(parsed.valid_rows, decisions, zip(*ctx_cols, strict=True), strict=True)
+        ):
             out_topic[i] = config.decisions_topic
             out_key[i] = tids[j].encode()
             out_value[i] = dumps(decision)
             has_header[i] = True
-            context = dict(zip(CONTEXT_FIELDS, ctx))
+            context = dict(zip(CONTEXT_FIELDS, ctx, strict=True))
             context["event_timestamp_ms"] = ts_ms[j]
             context["source_partition"] = partitions[i]
             context["source_offset"] = offsets[i]
@@ -260,29 +300,40 @@ def process_arrays(config: ScoringConfig, key: pa.Array, value: pa.Array, topic:
         stamps = timestamp.to_pylist()
         at = (now or (lambda: datetime.now(UTC)))()
         for i, reasons in parsed.invalid.items():
-            letter = dead_letter(reasons, raw=value[i].as_py(), topic=topics[i], partition=partitions[i],
-                                 offset=offsets[i], timestamp=stamps[i], key=keys[i], now=at)
+            letter = dead_letter(
+                reasons,
+                raw=value[i].as_py(),
+                topic=topics[i],
+                partition=partitions[i],
+                offset=offsets[i],
+                timestamp=stamps[i],
+                key=keys[i],
+                now=at,
+            )
             out_topic[i] = config.dlq_topic
             out_key[i] = dead_letter_key(topics[i], partitions[i], offsets[i])
             out_value[i] = letter.model_dump_json().encode()
     headers = _headers(has_header, header_values)
     if _PROFILE:
-        import os
-        import sys
-
         t4 = time.perf_counter()
-        print(f"[score pid={os.getpid()}] rows={n} parse={1e3 * (t1 - t0):.1f}ms velocity={1e3 * (t2 - t1):.1f}ms "
-              f"decide={1e3 * (t3 - t2):.1f}ms output={1e3 * (t4 - t3):.1f}ms", file=sys.stderr, flush=True)
+        print(  # noqa: T201 - a Python worker has no logging set up; its stderr is the executor's log
+            f"[score pid={os.getpid()}] rows={n} parse={1e3 * (t1 - t0):.1f}ms velocity={1e3 * (t2 - t1):.1f}ms "
+            f"decide={1e3 * (t3 - t2):.1f}ms output={1e3 * (t4 - t3):.1f}ms",
+            file=sys.stderr,
+            flush=True,
+        )
     return pa.StructArray.from_arrays(
         [pa.array(out_topic, pa.string()), pa.array(out_key, pa.binary()), pa.array(out_value, pa.binary()), headers],
-        fields=list(OUTPUT_ARROW))
+        fields=list(OUTPUT_ARROW),
+    )
 
 
 def _headers(has_header: np.ndarray, header_values: list[bytes]) -> pa.ListArray:
     """``[{key: pa.context, value: ...}]`` on decision rows, ``[]`` on dead letters (vectorised)."""
     m = len(header_values)
     structs = pa.StructArray.from_arrays(
-        [pa.array([CONTEXT_HEADER] * m, pa.string()), pa.array(header_values, pa.binary())], fields=list(_HEADER_TYPE))
+        [pa.array([CONTEXT_HEADER] * m, pa.string()), pa.array(header_values, pa.binary())], fields=list(_HEADER_TYPE)
+    )
     offsets = np.concatenate([[0], np.cumsum(has_header.astype(np.int32))]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs, type=pa.list_(_HEADER_TYPE))
 
@@ -290,13 +341,14 @@ def _headers(has_header: np.ndarray, header_values: list[bytes]) -> pa.ListArray
 # ------------------------------------------------------------------------------------------ Spark forms
 def score_udf(config: ScoringConfig):
     """A scalar Arrow UDF over the Kafka source columns (``INPUT_COLUMNS``) returning the output struct."""
-    from pyspark.sql.functions import arrow_udf
 
-    def score(key: pa.Array, value: pa.Array, topic: pa.Array, partition: pa.Array, offset: pa.Array,
-              timestamp: pa.Array) -> pa.Array:
+    def score(
+        key: pa.Array, value: pa.Array, topic: pa.Array, partition: pa.Array, offset: pa.Array, timestamp: pa.Array
+    ) -> pa.Array:
         return process_arrays(config, key, value, topic, partition, offset, timestamp)
 
-    return arrow_udf(score, returnType=_struct_type()).asNondeterministic()
+    # pyspark's overloads of arrow_udf do not cover a returnType given without functionType
+    return arrow_udf(score, returnType=_struct_type()).asNondeterministic()  # type: ignore[call-overload]
 
 
 def score_publish_udf(config: ScoringConfig):
@@ -306,15 +358,13 @@ def score_publish_udf(config: ScoringConfig):
     task's input ends, the UDF flushes the producer (the task, hence the real-time batch, completes
     only after every record of it is acknowledged by the broker) and returns a null struct per row,
     which the query drops: Spark's sink writes nothing."""
-    import typing
-
-    from pyspark.sql.functions import arrow_udf
 
     if not config.publish:
         raise ValueError("score_publish_udf needs ScoringConfig.publish (Kafka producer settings)")
 
     def score(batches):
         publisher = runtime(config).publisher
+        assert publisher is not None  # config.publish is set (checked above)
         rows = 0
         for cols in batches:
             out = process_arrays(config, *cols)
@@ -327,9 +377,11 @@ def score_publish_udf(config: ScoringConfig):
         yield pa.nulls(rows, OUTPUT_ARROW)
 
     # pyspark infers the UDF kind (scalar iterator) from these hints; typing's names, as objects
-    score.__annotations__ = {"batches": typing.Iterator[typing.Tuple[pa.Array, ...]],  # noqa: UP006
-                             "return": typing.Iterator[pa.Array]}
-    return arrow_udf(score, returnType=_struct_type()).asNondeterministic()
+    score.__annotations__ = {
+        "batches": typing.Iterator[typing.Tuple[pa.Array, ...]],  # noqa: UP006
+        "return": typing.Iterator[pa.Array],
+    }
+    return arrow_udf(score, returnType=_struct_type()).asNondeterministic()  # type: ignore[call-overload]
 
 
 def score_map_in_arrow(config: ScoringConfig) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -344,10 +396,12 @@ def score_map_in_arrow(config: ScoringConfig) -> Callable[[Iterator[pa.RecordBat
 
 
 def _struct_type():
-    from pyspark.sql import types as T
-
     header = T.StructType([T.StructField("key", T.StringType()), T.StructField("value", T.BinaryType())])
-    return T.StructType([
-        T.StructField("topic", T.StringType()), T.StructField("key", T.BinaryType()),
-        T.StructField("value", T.BinaryType()), T.StructField("headers", T.ArrayType(header)),
-    ])
+    return T.StructType(
+        [
+            T.StructField("topic", T.StringType()),
+            T.StructField("key", T.BinaryType()),
+            T.StructField("value", T.BinaryType()),
+            T.StructField("headers", T.ArrayType(header)),
+        ]
+    )

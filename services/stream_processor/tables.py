@@ -3,6 +3,7 @@
 Locally a table is a Delta folder ``<warehouse>/<catalog>/<schema>/<name>`` (the lakehouse layout of
 ``spark.common.tables``); on Databricks it is the Unity Catalog table ``catalog.schema.name``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -41,8 +43,6 @@ class DeltaTarget:
         return self.qualified_name or f"delta.`{self.path}`"
 
     def delta_table(self, spark: SparkSession):
-        from delta.tables import DeltaTable
-
         if self.qualified_name:
             return DeltaTable.forName(spark, self.qualified_name)
         return DeltaTable.forPath(spark, str(self.path))
@@ -69,11 +69,14 @@ class DeltaTarget:
         else:
             writer.save(str(self.path))
 
-    def ensure(self, spark: SparkSession, schema: T.StructType, partition_by: Sequence[str] = (),
-               properties: dict[str, str] | None = None) -> None:
+    def ensure(
+        self,
+        spark: SparkSession,
+        schema: T.StructType,
+        partition_by: Sequence[str] = (),
+        properties: dict[str, str] | None = None,
+    ) -> None:
         """Create the table when missing (idempotent)."""
-        from delta.tables import DeltaTable
-
         if self.path is not None:
             _drop_uncommitted_log(self.path)
 

@@ -13,6 +13,7 @@ Check codes: ``malformed_json``, ``unknown_field:<f>``, ``missing:<f>``, ``inval
 ``above_max:<f>``, ``unsupported_schema_version`` and the semantic checks ``approved_with_decline``,
 ``declined_without_reason`` and ``event_in_future``.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,13 @@ CORRUPT = "_corrupt_record"
 Check = tuple[Column, Column]  # (fails, error code)
 
 
-def field_checks(model: type[BaseModel] = TransactionEvent, *, parsed: str = "tx", raw: str = "record_value",
-                 keys: str = "_json_keys") -> list[Check]:
+def field_checks(
+    model: type[BaseModel] = TransactionEvent,
+    *,
+    parsed: str = "tx",
+    raw: str = "record_value",
+    keys: str = "_json_keys",
+) -> list[Check]:
     """One ``(fails, code)`` pair per check: a boolean Column (NULL counts as passing) and the error
     code (string Column).
 
@@ -109,10 +115,14 @@ def semantic_checks(parsed: str = "tx") -> list[Check]:
     tx = F.col(parsed)
     return [
         (tx["is_approved"] & tx["decline_reason"].isNotNull(), F.lit("approved_with_decline")),
-        (~tx["is_approved"] & tx["decline_reason"].isNull() & tx["decline_code_raw"].isNull(),
-         F.lit("declined_without_reason")),
-        (tx["event_timestamp"] > F.current_timestamp() + F.expr(f"INTERVAL {FUTURE_TOLERANCE}"),
-         F.lit("event_in_future")),
+        (
+            ~tx["is_approved"] & tx["decline_reason"].isNull() & tx["decline_code_raw"].isNull(),
+            F.lit("declined_without_reason"),
+        ),
+        (
+            tx["event_timestamp"] > F.current_timestamp() + F.expr(f"INTERVAL {FUTURE_TOLERANCE}"),
+            F.lit("event_in_future"),
+        ),
     ]
 
 
@@ -123,13 +133,22 @@ def _java_regex(pattern: str) -> str:
     return pattern
 
 
-def parse_and_check(df, raw: str = "record_value", model: type[BaseModel] = TransactionEvent,
-                    parsed: str = "tx", errors: str = "validation_errors"):
+def parse_and_check(
+    df,
+    raw: str = "record_value",
+    model: type[BaseModel] = TransactionEvent,
+    parsed: str = "tx",
+    errors: str = "validation_errors",
+):
     """``df`` plus the parsed struct ``parsed`` and the array of error codes ``errors`` (empty = valid)."""
-    with_tx = df.withColumns({
-        parsed: F.from_json(F.col(raw), parse_schema(model), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}),
-        "_json_keys": F.json_object_keys(F.col(raw)),
-    })
+    with_tx = df.withColumns(
+        {
+            parsed: F.from_json(
+                F.col(raw), parse_schema(model), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+            ),
+            "_json_keys": F.json_object_keys(F.col(raw)),
+        }
+    )
     checks = [*field_checks(model, parsed=parsed, raw=raw), *semantic_checks(parsed)]
     # valid rows (nearly all) only evaluate one boolean expression; the list of error codes (an
     # interpreted higher-order function) is built for failing rows only
@@ -142,15 +161,16 @@ def parse_and_check(df, raw: str = "record_value", model: type[BaseModel] = Tran
 def _any(conditions: list[Column]) -> Column:
     """OR of the conditions as a balanced tree (Spark Connect refuses very deep expression trees)."""
     while len(conditions) > 1:
-        conditions = [conditions[i] | conditions[i + 1] if i + 1 < len(conditions) else conditions[i]
-                      for i in range(0, len(conditions), 2)]
+        conditions = [
+            conditions[i] | conditions[i + 1] if i + 1 < len(conditions) else conditions[i]
+            for i in range(0, len(conditions), 2)
+        ]
     return conditions[0]
 
 
 def contract_defaults(model: type[BaseModel] = TransactionEvent) -> dict[str, Any]:
     """Defaults of the optional-with-default contract fields (absent in JSON -> default in silver)."""
-    return {n: f.default for n, f in model.model_fields.items()
-            if not f.is_required() and f.default is not None}
+    return {n: f.default for n, f in model.model_fields.items() if not f.is_required() and f.default is not None}
 
 
 assert contract_defaults().get("schema_version") == SCHEMA_VERSION

@@ -8,6 +8,7 @@ that Spark's output equals ``derive_frame`` on the same rows.
 
 Time fields are computed in UTC whatever the session time zone is (the core works in UTC).
 """
+
 from __future__ import annotations
 
 from itertools import chain
@@ -45,14 +46,18 @@ def amount_major(amount_minor: Column | None = None, currency: Column | None = N
     return amount_minor.cast("double") / F.pow(F.lit(10.0), exponent.cast("double"))
 
 
-def composite_risk(fraud: Column | None = None, aml: Column | None = None,
-                   device_trust: Column | None = None) -> Column:
+def composite_risk(
+    fraud: Column | None = None, aml: Column | None = None, device_trust: Column | None = None
+) -> Column:
     fraud = F.col("fraud_score") if fraud is None else fraud
     aml = F.col("aml_risk_score") if aml is None else aml
     device_trust = F.col("device_trust_score") if device_trust is None else device_trust
     w = COMPOSITE_RISK_WEIGHTS
-    raw = (F.lit(w["fraud_score"]) * fraud + F.lit(w["aml_risk_score"]) * aml
-           + F.lit(w["device_distrust"]) * (F.lit(1.0) - device_trust))
+    raw = (
+        F.lit(w["fraud_score"]) * fraud
+        + F.lit(w["aml_risk_score"]) * aml
+        + F.lit(w["device_distrust"]) * (F.lit(1.0) - device_trust)
+    )
     # round half-even at 6 decimals like the core (scale, rint, unscale)
     return F.rint(raw * F.lit(1e6)) / F.lit(1e6)
 
@@ -88,8 +93,13 @@ def with_derived_features(df, ts_col: str = "event_timestamp"):
 
 # ------------------------------------------------------------------------------------------ taxonomy
 TAXONOMY_COLUMNS: tuple[str, ...] = (
-    "decline_reason_std", "decline_code_std", "decline_group", "is_soft_decline", "recommended_action",
-    "retry_after_seconds", "max_retry_attempts",
+    "decline_reason_std",
+    "decline_code_std",
+    "decline_group",
+    "is_soft_decline",
+    "recommended_action",
+    "retry_after_seconds",
+    "max_retry_attempts",
 )
 
 

@@ -5,6 +5,7 @@ Two classpaths: the Kafka broker's (the launcher's), and the extra jars every lo
 does nothing. It lives with the Spark code because Spark needs it at every session start and must not
 depend on the launcher; the launcher uses it from here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,15 @@ def resolve(name: str, cache_dir: Path | None = None) -> Path:
     if target.exists():
         shutil.rmtree(target)
     cmd = [
-        "mvn", "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom),
-        "dependency:copy-dependencies", f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+        "mvn",
+        "-q",
+        "-B",
+        f"-Dmaven.repo.local={cache / 'm2'}",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={target}",
+        "-DincludeScope=runtime",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -1,4 +1,5 @@
 """Spark StructType derived from the contract's pydantic models (the one definition)."""
+
 from __future__ import annotations
 
 import types

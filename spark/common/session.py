@@ -4,6 +4,7 @@ Locally: Delta extensions and the Kafka/Delta jars (resolved by Maven into .cach
 ``spark.jars``; never ``spark.jars.packages``, which would download through Ivy at run time).
 On Databricks the runtime already has a session with both, so it is returned as is.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,15 +36,21 @@ def local_conf(warehouse_dir: Path, *, shuffle_partitions: int = 4, driver_memor
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.properties.defaults.autoOptimize.optimizeWrite": "false",
-        "spark.sql.streaming.stateStore.providerClass":
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
         # Kafka/Delta sources are small locally; skip the Derby-backed Hive metastore entirely.
         "spark.sql.catalogImplementation": "in-memory",
     }
 
 
-def get_spark(app_name: str = "payment-analysis", *, warehouse_dir: Path | str | None = None,
-              extra_conf: dict[str, str] | None = None, java_options: str = "") -> SparkSession:
+def get_spark(
+    app_name: str = "payment-analysis",
+    *,
+    warehouse_dir: Path | str | None = None,
+    extra_conf: dict[str, str] | None = None,
+    java_options: str = "",
+) -> SparkSession:
     """A SparkSession ready for Kafka and Delta (local) or the Databricks runtime's session.
 
     ``java_options``: added to the driver JVM's options (local only; the JVM starts with the session)."""
@@ -52,13 +59,15 @@ def get_spark(app_name: str = "payment-analysis", *, warehouse_dir: Path | str |
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if warehouse_dir is None:
-        warehouse_dir = Path(os.environ.get("PA_WAREHOUSE_DIR") or Path(__file__).resolve().parents[2] / ".data" / "warehouse")
+        warehouse_dir = Path(
+            os.environ.get("PA_WAREHOUSE_DIR") or Path(__file__).resolve().parents[2] / ".data" / "warehouse"
+        )
     warehouse = Path(warehouse_dir).resolve()
     warehouse.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.appName(app_name).master(os.environ.get("PA_SPARK_MASTER", "local[2]"))
     conf = {**local_conf(warehouse), **(extra_conf or {})}
     if java_options:
-        conf["spark.driver.extraJavaOptions"] = f'{conf["spark.driver.extraJavaOptions"]} {java_options}'
+        conf["spark.driver.extraJavaOptions"] = f"{conf['spark.driver.extraJavaOptions']} {java_options}"
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -16,6 +16,7 @@ a :class:`Lakehouse` for them.
   catalog state (checkpoints, a Derby metastore) lives in ``_pipelines/`` beside them (folders starting
   with ``_`` are never tables).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from spark.common.session import on_databricks
+from spark.etl.gold import register_views
 
 DEFAULT_CATALOG = "main"
 DEFAULT_SCHEMA = "payment_analysis"
@@ -48,8 +51,14 @@ MODEL_METRICS = "model_training_metrics"
 BACKTEST_RESULTS = "gold_backtest_results"
 
 PIPELINE_TABLES = (BRONZE_TRANSACTIONS, BRONZE_DEAD_LETTERS, SILVER_TRANSACTIONS, SILVER_QUARANTINE, DIM_MERCHANTS)
-BOOTSTRAP_TABLES = (APP_CONFIG, APPROVAL_RULES, APPROVAL_RECOMMENDATIONS, COUNTRIES, ONLINE_FEATURES,
-                    TRANSACTION_SUMMARIES)
+BOOTSTRAP_TABLES = (
+    APP_CONFIG,
+    APPROVAL_RULES,
+    APPROVAL_RECOMMENDATIONS,
+    COUNTRIES,
+    ONLINE_FEATURES,
+    TRANSACTION_SUMMARIES,
+)
 
 
 def _ident(name: str) -> str:
@@ -68,15 +77,20 @@ class Lakehouse:
             object.__setattr__(self, "warehouse_dir", Path(self.warehouse_dir))
 
     @classmethod
-    def from_env(cls, catalog: str | None = None, schema: str | None = None,
-                 warehouse_dir: Path | str | None = None) -> Lakehouse:
+    def from_env(
+        cls, catalog: str | None = None, schema: str | None = None, warehouse_dir: Path | str | None = None
+    ) -> Lakehouse:
         """Catalog/schema from arguments, else ``PA_CATALOG``/``PA_SCHEMA``, else the defaults; the
         local warehouse from the argument, else ``PA_WAREHOUSE_DIR``, else ``.data/warehouse``."""
         catalog = catalog or os.environ.get("PA_CATALOG") or DEFAULT_CATALOG
         schema = schema or os.environ.get("PA_SCHEMA") or DEFAULT_SCHEMA
         if on_databricks():
             return cls(catalog, schema, None, True)
-        wh = warehouse_dir or os.environ.get("PA_WAREHOUSE_DIR") or Path(__file__).resolve().parents[2] / ".data" / "warehouse"
+        wh = (
+            warehouse_dir
+            or os.environ.get("PA_WAREHOUSE_DIR")
+            or Path(__file__).resolve().parents[2] / ".data" / "warehouse"
+        )
         return cls(catalog, schema, Path(wh).resolve(), False)
 
     # ------------------------------------------------------------------------------ naming
@@ -121,8 +135,6 @@ class Lakehouse:
             writer.save(str(self.path(name)))
 
     def delta_table(self, spark: SparkSession, name: str):
-        from delta.tables import DeltaTable
-
         if self.databricks:
             return DeltaTable.forName(spark, f"{self.catalog}.{self.schema}.{name}")
         return DeltaTable.forPath(spark, str(self.path(name)))
@@ -143,8 +155,11 @@ class Lakehouse:
         """Delta tables present in the local schema folder."""
         if self.databricks or not self.schema_dir.is_dir():
             return []
-        return sorted(p.name for p in self.schema_dir.iterdir()
-                      if not p.name.startswith(("_", ".")) and (p / "_delta_log").is_dir())
+        return sorted(
+            p.name
+            for p in self.schema_dir.iterdir()
+            if not p.name.startswith(("_", ".")) and (p / "_delta_log").is_dir()
+        )
 
     def register(self, spark: SparkSession, *, views: bool = True, names: Iterable[str] | None = None) -> list[str]:
         """Make plain table names resolve in ``spark``: on Databricks ``USE catalog.schema``; locally
@@ -161,7 +176,5 @@ class Lakehouse:
                 self.read(spark, name).createOrReplaceTempView(name)
                 done.append(name)
         if views:
-            from spark.etl.gold import register_views
-
             done += register_views(spark, available=set(done))
         return done

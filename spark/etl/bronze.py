@@ -5,6 +5,7 @@ as a UTF-8 string, key, topic/partition/offset, the producer timestamp) plus ``i
 ``bronze_dead_letters`` does the same for ``payments.transactions.dlq`` (records the stream processor
 or producers refused, with the reason in the record headers or body).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,16 @@ from pyspark.sql import functions as F
 
 from payments_core.contract.topics import TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
 
-BRONZE_COLUMNS = ("record_key", "record_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
-                  "kafka_headers", "ingested_at")
+BRONZE_COLUMNS = (
+    "record_key",
+    "record_value",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "kafka_headers",
+    "ingested_at",
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,9 @@ class KafkaSource:
         return opts
 
 
-def read_kafka_stream(spark: SparkSession, source: KafkaSource, topic: str, consumer_group: str | None = None) -> DataFrame:
+def read_kafka_stream(
+    spark: SparkSession, source: KafkaSource, topic: str, consumer_group: str | None = None
+) -> DataFrame:
     """The Kafka source of ``topic``. ``consumer_group``: a stable ``group.id`` for the executors' consumers
     (Spark assigns partitions itself and commits nothing, so the group only names the consumers): Spark
     pools consumers per group and partition, so a query restarted with the same group (every triggered
@@ -65,8 +76,11 @@ def bronze_from_kafka(raw: DataFrame, *, with_headers: bool = True) -> DataFrame
     """Kafka source rows -> bronze rows (streaming or batch). No analysis of ``raw`` (pipeline query
     functions may not trigger any): ``with_headers`` says whether the source has a ``headers`` column
     (``includeHeaders``)."""
-    headers = (F.map_from_entries(F.transform("headers", lambda h: F.struct(h["key"], h["value"].cast("string"))))
-               if with_headers else F.lit(None).cast("map<string,string>"))
+    headers = (
+        F.map_from_entries(F.transform("headers", lambda h: F.struct(h["key"], h["value"].cast("string"))))
+        if with_headers
+        else F.lit(None).cast("map<string,string>")
+    )
     return raw.select(
         F.col("key").cast("string").alias("record_key"),
         F.col("value").cast("string").alias("record_value"),

@@ -18,6 +18,7 @@ pandas per partition (``mapInPandas``: stateless, no shuffle, no state store), s
 aggregation could only be appended after a watermark. Rows are never rewritten: a full refresh of
 ``silver_transactions`` must full-refresh ``gold_partials`` too (``--full-refresh`` does both).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -74,8 +75,10 @@ MEASURES: dict[str, tuple[str, T.DataType]] = {
     "device_trust_sum": ("device_trust_score", T.DoubleType()),
     "fraud_declined": ("CAST(is_fraud AND NOT is_approved AS BIGINT)", T.LongType()),
     "fraud_approved": ("CAST(is_fraud AND is_approved AS BIGINT)", T.LongType()),
-    "fraud_approved_cents": ("CASE WHEN is_fraud AND is_approved THEN CAST(amount_usd * 100 AS BIGINT) ELSE 0 END",
-                             T.LongType()),
+    "fraud_approved_cents": (
+        "CASE WHEN is_fraud AND is_approved THEN CAST(amount_usd * 100 AS BIGINT) ELSE 0 END",
+        T.LongType(),
+    ),
     "cross_border": ("CAST(is_cross_border AS BIGINT)", T.LongType()),
     "night": ("CAST(is_night AS BIGINT)", T.LongType()),
     "three_ds_requested": ("CAST(COALESCE(uses_3ds, false) AS BIGINT)", T.LongType()),
@@ -98,28 +101,77 @@ GRAINS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     # daily and hourly KPIs with latency percentiles (one row per hour and distinct latency)
     "hour_latency": (("event_date", "event_hour", "processing_time_ms"), _KPI, None),
     # routing performance, latency histogram
-    "route_latency": (("payment_solution", "card_network", "processing_time_ms"),
-                      ("n", "approved", "approved_cents", "fraud", "latency_sum"), None),
+    "route_latency": (
+        ("payment_solution", "card_network", "processing_time_ms"),
+        ("n", "approved", "approved_cents", "fraud", "latency_sum"),
+        None,
+    ),
     # merchant segments (KPIs with p95 latency)
-    "segment_latency": (("merchant_segment", "merchant_mcc", "merchant_segment_risk", "processing_time_ms"), _KPI, None),
+    "segment_latency": (
+        ("merchant_segment", "merchant_mcc", "merchant_segment_risk", "processing_time_ms"),
+        _KPI,
+        None,
+    ),
     # routing recommendations
     "route_segment": (("merchant_segment", "card_network", "payment_solution"), ("n", "approved", "value_cents"), None),
     # decline patterns, reason codes, top decline reason per segment
-    "declines": (("decline_reason_std", "decline_code_std", "decline_group", "is_soft_decline", "recommended_action",
-                  "retry_after_seconds", "merchant_segment", "payment_solution"), ("n", "value_cents"),
-                 "NOT is_approved"),
+    "declines": (
+        (
+            "decline_reason_std",
+            "decline_code_std",
+            "decline_group",
+            "is_soft_decline",
+            "recommended_action",
+            "retry_after_seconds",
+            "merchant_segment",
+            "payment_solution",
+        ),
+        ("n", "value_cents"),
+        "NOT is_approved",
+    ),
     # retry performance and recovery rates (first attempts: is_retry false)
-    "retry": (("is_retry", "previous_decline_code", "retry_waited_as_advised"),
-              ("n", "approved", "approved_cents", "seconds_since_previous_sum", "seconds_since_previous_n"), None),
-    "risk": (("risk_tier", "merchant_segment"),
-             ("n", "approved", "fraud", "fraud_score_sum", "composite_risk_sum", "aml_risk_sum", "device_trust_sum",
-              "fraud_declined", "fraud_approved", "fraud_approved_cents", "cross_border", "night"), None),
-    "three_ds": (("card_network",), ("n", "three_ds_requested", "three_ds_routed", "three_ds_challenged",
-                                     "three_ds_authenticated", "authenticated_approved"), None),
+    "retry": (
+        ("is_retry", "previous_decline_code", "retry_waited_as_advised"),
+        ("n", "approved", "approved_cents", "seconds_since_previous_sum", "seconds_since_previous_n"),
+        None,
+    ),
+    "risk": (
+        ("risk_tier", "merchant_segment"),
+        (
+            "n",
+            "approved",
+            "fraud",
+            "fraud_score_sum",
+            "composite_risk_sum",
+            "aml_risk_sum",
+            "device_trust_sum",
+            "fraud_declined",
+            "fraud_approved",
+            "fraud_approved_cents",
+            "cross_border",
+            "night",
+        ),
+        None,
+    ),
+    "three_ds": (
+        ("card_network",),
+        (
+            "n",
+            "three_ds_requested",
+            "three_ds_routed",
+            "three_ds_challenged",
+            "three_ds_authenticated",
+            "authenticated_approved",
+        ),
+        None,
+    ),
     "entry": (("entry_system", "flow_type"), ("n", "approved", "value_cents", "latency_sum"), None),
     "geo": (("geo_country",), ("n", "approved", "value_cents", "fraud", "cross_border"), None),
-    "merchant": (("merchant_id", "merchant_segment", "merchant_mcc", "merchant_segment_risk", "geo_country"),
-                 ("n", "approved", "value_cents", "event_ts_min", "event_ts_max"), None),
+    "merchant": (
+        ("merchant_id", "merchant_segment", "merchant_mcc", "merchant_segment_risk", "geo_country"),
+        ("n", "approved", "value_cents", "event_ts_min", "event_ts_max"),
+        None,
+    ),
     "ingestion": (("ingestion_hour", "ingestion_lag_s"), ("n", "ingestion_lag_sum", "ingested_at_max"), None),
 }
 
@@ -132,10 +184,14 @@ _FILTERS = {f"_f_{g}": f for g, (_, _, f) in GRAINS.items() if f}
 
 
 def partials_schema() -> T.StructType:
-    return T.StructType([T.StructField("grain", T.StringType(), False),
-                         *(T.StructField(d, t) for d, t in DIMENSIONS.items()),
-                         *(T.StructField(m, t) for m, (_, t) in MEASURES.items()),
-                         T.StructField("aggregated_at", T.TimestampType())])
+    return T.StructType(
+        [
+            T.StructField("grain", T.StringType(), False),
+            *(T.StructField(d, t) for d, t in DIMENSIONS.items()),
+            *(T.StructField(m, t) for m, (_, t) in MEASURES.items()),
+            T.StructField("aggregated_at", T.TimestampType()),
+        ]
+    )
 
 
 def _three_significant_digits(x: np.ndarray) -> np.ndarray:
@@ -181,7 +237,9 @@ def _typed(part: pd.DataFrame) -> pd.DataFrame:
     for field in partials_schema().fields:
         col, t = part[field.name], field.dataType
         if isinstance(t, T.LongType):
-            part[field.name] = col.astype("Float64").round().astype("Int64") if col.dtype == object else col.astype("Int64")
+            part[field.name] = (
+                col.astype("Float64").round().astype("Int64") if col.dtype == object else col.astype("Int64")
+            )
         elif isinstance(t, T.BooleanType):
             part[field.name] = col.astype("boolean")
         elif isinstance(t, T.TimestampType):
@@ -193,9 +251,11 @@ def _typed(part: pd.DataFrame) -> pd.DataFrame:
 
 def _inputs() -> list[tuple[str, str, T.DataType]]:
     """(name, expression over silver, type) of every column ``_aggregate`` reads."""
-    return [*((d, _DERIVED_DIMENSIONS.get(d, d), t) for d, t in DIMENSIONS.items()),
-            *((m, expr, t) for m, (expr, t) in MEASURES.items()),
-            *((name, f"COALESCE({f}, false)", T.BooleanType()) for name, f in _FILTERS.items())]
+    return [
+        *((d, _DERIVED_DIMENSIONS.get(d, d), t) for d, t in DIMENSIONS.items()),
+        *((m, expr, t) for m, (expr, t) in MEASURES.items()),
+        *((name, f"COALESCE({f}, false)", T.BooleanType()) for name, f in _FILTERS.items()),
+    ]
 
 
 def partial_aggregates(silver: DataFrame) -> DataFrame:
@@ -205,5 +265,6 @@ def partial_aggregates(silver: DataFrame) -> DataFrame:
     if hasattr(rows, "_cached_schema"):
         # Spark Connect's mapInPandas asks for the input's columns, i.e. an analysis, which pipeline query
         # functions forbid (ATTEMPT_ANALYSIS_IN_PIPELINE_QUERY_FUNCTION); the schema is known statically
-        rows._cached_schema = T.StructType([T.StructField(name, t) for name, _, t in inputs])
+        # (pyspark.sql.connect's DataFrame has no public setter for it)
+        rows._cached_schema = T.StructType([T.StructField(name, t) for name, _, t in inputs])  # noqa: SLF001
     return rows.mapInPandas(_aggregate, partials_schema())

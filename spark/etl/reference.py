@@ -8,6 +8,7 @@
   values across currencies. Gold values are DECIMAL(18,2) USD computed from integer minor units; they
   are analytics figures, never settlement amounts.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -62,5 +63,14 @@ assert set(USD_PER_UNIT) == set(enum_values(Currency)), "FX table out of date wi
 
 
 def country_rows() -> list[dict]:
-    return [{"country_code": c, "country_name": n, "region": r, "latitude": lat, "longitude": lon,
-             "is_market": c in MARKETS} for c, (n, r, lat, lon) in COUNTRIES.items()]
+    return [
+        {
+            "country_code": c,
+            "country_name": n,
+            "region": r,
+            "latitude": lat,
+            "longitude": lon,
+            "is_market": c in MARKETS,
+        }
+        for c, (n, r, lat, lon) in COUNTRIES.items()
+    ]

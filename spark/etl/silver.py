@@ -21,6 +21,7 @@ batch frames. The steps, in order:
    taxonomy of ``payments_core.taxonomy``, merchant-segment dimension (MCC, risk class), time fields,
    USD value (DECIMAL from integer minor units), ``retry_waited_as_advised``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -42,8 +43,12 @@ from spark.etl.reference import SEGMENTS, USD_PER_UNIT
 DEDUP_WATERMARK = "24 hours"
 LINEAGE_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp", "ingested_at")
 CONTRACT_COLUMNS = tuple(TransactionEvent.model_fields)
-RETRY_FEATURES = ("attempt_sequence", "seconds_since_previous_attempt", "previous_attempt_approved",
-                  "prior_approvals_card_merchant")
+RETRY_FEATURES = (
+    "attempt_sequence",
+    "seconds_since_previous_attempt",
+    "previous_attempt_approved",
+    "prior_approvals_card_merchant",
+)
 PAIR = ("card_token_id", "merchant_id")
 DEFAULT_RETRY_STATE_BUCKETS = 32
 
@@ -56,7 +61,10 @@ def parse(bronze: DataFrame) -> DataFrame:
 def quarantine(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.size("validation_errors") > 0).select(
         F.col("tx")["transaction_id"].alias("transaction_id"),
-        "record_key", "record_value", "topic", *LINEAGE_COLUMNS,
+        "record_key",
+        "record_value",
+        "topic",
+        *LINEAGE_COLUMNS,
         F.col("validation_errors")[0].alias("quarantine_reason"),
         F.split(F.col("validation_errors")[0], ":")[0].alias("quarantine_check"),
         "validation_errors",
@@ -66,8 +74,10 @@ def quarantine(parsed: DataFrame) -> DataFrame:
 
 def valid(parsed: DataFrame) -> DataFrame:
     defaults = contract_defaults()
-    cols = [F.coalesce(F.col("tx")[n], F.lit(defaults[n])).alias(n) if n in defaults else F.col("tx")[n].alias(n)
-            for n in CONTRACT_COLUMNS]
+    cols = [
+        F.coalesce(F.col("tx")[n], F.lit(defaults[n])).alias(n) if n in defaults else F.col("tx")[n].alias(n)
+        for n in CONTRACT_COLUMNS
+    ]
     return parsed.where(F.size("validation_errors") == 0).select(*cols, *LINEAGE_COLUMNS)
 
 
@@ -83,13 +93,17 @@ def with_retry_features(df: DataFrame) -> DataFrame:
     w = Window.partitionBy(*PAIR).orderBy("event_timestamp", "transaction_id")
     prior = w.rowsBetween(Window.unboundedPreceding, -1)
     prev_ts = F.lag("event_timestamp").over(w)
-    return df.withColumns({
-        "attempt_sequence": F.row_number().over(w).cast("long"),
-        "seconds_since_previous_attempt": F.unix_micros(F.col("event_timestamp")).cast("double") / 1e6
-        - F.unix_micros(prev_ts).cast("double") / 1e6,
-        "previous_attempt_approved": F.lag("is_approved").over(w),
-        "prior_approvals_card_merchant": F.coalesce(F.sum(F.col("is_approved").cast("long")).over(prior), F.lit(0)).cast("long"),
-    })
+    return df.withColumns(
+        {
+            "attempt_sequence": F.row_number().over(w).cast("long"),
+            "seconds_since_previous_attempt": F.unix_micros(F.col("event_timestamp")).cast("double") / 1e6
+            - F.unix_micros(prev_ts).cast("double") / 1e6,
+            "previous_attempt_approved": F.lag("is_approved").over(w),
+            "prior_approvals_card_merchant": F.coalesce(
+                F.sum(F.col("is_approved").cast("long")).over(prior), F.lit(0)
+            ).cast("long"),
+        }
+    )
 
 
 # state per pair: [pair hash, attempts, approvals, last event time (us), last approved (0/1)] as int64
@@ -118,8 +132,11 @@ def advance_retry_state(rows: pd.DataFrame, state: np.ndarray) -> tuple[pd.DataF
     codes, uniques = pd.factorize(rows["_pair"].to_numpy(dtype=np.int64))
     uniques = np.asarray(uniques, dtype=np.int64)
     pos = np.searchsorted(state[:, 0], uniques)
-    found = (pos < len(state)) & (state[np.minimum(pos, max(len(state) - 1, 0)), 0] == uniques) if len(state) \
+    found = (
+        (pos < len(state)) & (state[np.minimum(pos, max(len(state) - 1, 0)), 0] == uniques)
+        if len(state)
         else np.zeros(len(uniques), bool)
+    )
     prev = np.zeros((len(uniques), _STATE_WIDTH), dtype=np.int64)
     prev[found] = state[pos[found]]
     base_attempts, base_approvals = prev[codes, 1], prev[codes, 2]
@@ -157,8 +174,12 @@ def advance_retry_state(rows: pd.DataFrame, state: np.ndarray) -> tuple[pd.DataF
 def valid_schema() -> T.StructType:
     """Schema of ``valid(...)`` frames, known without analysis (pipeline functions may not analyse)."""
     contract = struct_type_for(TransactionEvent)
-    lineage = [T.StructField("kafka_partition", T.IntegerType()), T.StructField("kafka_offset", T.LongType()),
-               T.StructField("kafka_timestamp", T.TimestampType()), T.StructField("ingested_at", T.TimestampType())]
+    lineage = [
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("ingested_at", T.TimestampType()),
+    ]
     return T.StructType([T.StructField(f.name, f.dataType, True) for f in contract.fields] + lineage)
 
 
@@ -182,12 +203,17 @@ def drop_seen(rows: pd.DataFrame, seen: np.ndarray, horizon_us: int) -> tuple[pd
     rows, kafka_us = rows.iloc[order].reset_index(drop=True), kafka_us[order]
     key = rows["_txn"].to_numpy(dtype=np.int64)
     first = ~pd.Series(key).duplicated().to_numpy()
-    latest = max(int(kafka_us.max()) if len(kafka_us) else np.iinfo(np.int64).min,
-                 int(seen[:, 1].max()) - horizon_us if len(seen) else np.iinfo(np.int64).min)
+    latest = max(
+        int(kafka_us.max()) if len(kafka_us) else np.iinfo(np.int64).min,
+        int(seen[:, 1].max()) - horizon_us if len(seen) else np.iinfo(np.int64).min,
+    )
     live = seen[seen[:, 1] >= latest - horizon_us] if len(seen) else seen
     pos = np.searchsorted(live[:, 0], key)
-    in_state = (pos < len(live)) & (live[np.minimum(pos, max(len(live) - 1, 0)), 0] == key) if len(live) \
+    in_state = (
+        (pos < len(live)) & (live[np.minimum(pos, max(len(live) - 1, 0)), 0] == key)
+        if len(live)
         else np.zeros(len(key), bool)
+    )
     keep = first & ~in_state
     new = np.column_stack([key[keep], kafka_us[keep] + horizon_us]).astype(np.int64)
     state = np.concatenate([live, new])
@@ -203,13 +229,16 @@ def _blob_array(blob: bytes, width: int) -> np.ndarray:
 
 def transaction_key(transaction_id: Column) -> Column:
     """``txn_`` + 16 hex digits (the contract's pattern) -> the 64-bit integer they spell (exact)."""
+
     def half(start: int) -> Column:
         return F.conv(F.substring(transaction_id, start, 8), 16, 10).cast("long")
+
     return F.shiftleft(half(5), 32).bitwiseOR(half(13))
 
 
-def dedup_and_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_STATE_BUCKETS,
-                                    watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
+def dedup_and_retry_features_stream(
+    df: DataFrame, buckets: int = DEFAULT_RETRY_STATE_BUCKETS, watermark: str | None = DEDUP_WATERMARK
+) -> DataFrame:
     """Dedup and retry features over a streaming frame of ``valid_schema()`` in ONE stateful step per
     bucket of card-merchant pairs (each pair identified by the 64-bit ``xxhash64`` of card token and
     merchant id): rows whose transaction id was seen within ``watermark`` (Kafka time) are dropped
@@ -221,11 +250,15 @@ def dedup_and_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_
     iterates the whole state store; here expiry is a vectorised filter of an int64 array)."""
     # no watermark: duplicates dropped whenever they come (the state keeps every transaction)
     horizon_us = int(pd.Timedelta(watermark).value // 1000) if watermark else np.iinfo(np.int64).max // 4
-    out_schema = T.StructType([*valid_schema().fields,
-                               T.StructField("attempt_sequence", T.LongType()),
-                               T.StructField("seconds_since_previous_attempt", T.DoubleType()),
-                               T.StructField("previous_attempt_approved", T.BooleanType()),
-                               T.StructField("prior_approvals_card_merchant", T.LongType())])
+    out_schema = T.StructType(
+        [
+            *valid_schema().fields,
+            T.StructField("attempt_sequence", T.LongType()),
+            T.StructField("seconds_since_previous_attempt", T.DoubleType()),
+            T.StructField("previous_attempt_approved", T.BooleanType()),
+            T.StructField("prior_approvals_card_merchant", T.LongType()),
+        ]
+    )
     columns = [f.name for f in out_schema.fields]
 
     def step(key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
@@ -243,17 +276,26 @@ def dedup_and_retry_features_stream(df: DataFrame, buckets: int = DEFAULT_RETRY_
         yield out[columns]
 
     pair = F.xxhash64(*PAIR)
-    keyed = df.withColumns({"_pair": pair, "_retry_bucket": F.pmod(pair, F.lit(buckets)),
-                            "_txn": transaction_key(F.col("transaction_id"))})
+    keyed = df.withColumns(
+        {"_pair": pair, "_retry_bucket": F.pmod(pair, F.lit(buckets)), "_txn": transaction_key(F.col("transaction_id"))}
+    )
     if hasattr(keyed, "_cached_schema"):
         # Spark Connect's applyInPandasWithState asks for the input's columns, i.e. an analysis, which
         # pipeline query functions forbid (ATTEMPT_ANALYSIS_IN_PIPELINE_QUERY_FUNCTION). The schema is
         # known statically, so it is handed over instead of being analysed.
-        keyed._cached_schema = T.StructType([*valid_schema().fields, T.StructField("_pair", T.LongType()),
-                                             T.StructField("_retry_bucket", T.LongType()),
-                                             T.StructField("_txn", T.LongType())])
+        keyed._cached_schema = T.StructType(  # noqa: SLF001 - pyspark.sql.connect has no public setter
+            [
+                *valid_schema().fields,
+                T.StructField("_pair", T.LongType()),
+                T.StructField("_retry_bucket", T.LongType()),
+                T.StructField("_txn", T.LongType()),
+            ]
+        )
     return keyed.groupBy("_retry_bucket").applyInPandasWithState(
-        step, outputStructType=out_schema, stateStructType="pairs binary, seen binary", outputMode="append",
+        step,
+        outputStructType=out_schema,
+        stateStructType="pairs binary, seen binary",
+        outputMode="append",
         timeoutConf="NoTimeout",
     )
 
@@ -270,30 +312,41 @@ def enrichment_columns() -> dict[str, Column]:
     cols: dict[str, Column] = {}
     cols.update(derived_columns())
     cols.update(taxonomy_columns())
-    cols.update({
-        "merchant_mcc": literal_map({s: v[0] for s, v in SEGMENTS.items()})[seg],
-        "merchant_mcc_description": literal_map({s: v[1] for s, v in SEGMENTS.items()})[seg],
-        "merchant_segment_risk": literal_map({s: v[2] for s, v in SEGMENTS.items()})[seg],
-        "event_date": F.to_date(F.to_utc_timestamp("event_timestamp", F.current_timezone())),
-        "event_hour": F.date_trunc("hour", F.col("event_timestamp")),
-        "amount_usd": _usd(F.col("amount_minor"), F.col("currency")),
-    })
+    cols.update(
+        {
+            "merchant_mcc": literal_map({s: v[0] for s, v in SEGMENTS.items()})[seg],
+            "merchant_mcc_description": literal_map({s: v[1] for s, v in SEGMENTS.items()})[seg],
+            "merchant_segment_risk": literal_map({s: v[2] for s, v in SEGMENTS.items()})[seg],
+            "event_date": F.to_date(F.to_utc_timestamp("event_timestamp", F.current_timezone())),
+            "event_hour": F.date_trunc("hour", F.col("event_timestamp")),
+            "amount_usd": _usd(F.col("amount_minor"), F.col("currency")),
+        }
+    )
     return cols
 
 
 def enrich(df: DataFrame) -> DataFrame:
     """Stateless enrichment of rows that carry the retry features."""
-    prev_retry_after = literal_map({r: d.retry_after_seconds for r, d in DECLINES.items()
-                             if d.retry_after_seconds})[F.col("previous_decline_code")]
-    waited = F.when(F.col("is_retry") & prev_retry_after.isNotNull() & F.col("seconds_since_previous_attempt").isNotNull(),
-                    F.col("seconds_since_previous_attempt") >= prev_retry_after)
-    return df.withColumns({**enrichment_columns(), "retry_waited_as_advised": waited,
-                           "silver_processed_at": F.current_timestamp()})
+    prev_retry_after = literal_map({r: d.retry_after_seconds for r, d in DECLINES.items() if d.retry_after_seconds})[
+        F.col("previous_decline_code")
+    ]
+    waited = F.when(
+        F.col("is_retry") & prev_retry_after.isNotNull() & F.col("seconds_since_previous_attempt").isNotNull(),
+        F.col("seconds_since_previous_attempt") >= prev_retry_after,
+    )
+    return df.withColumns(
+        {**enrichment_columns(), "retry_waited_as_advised": waited, "silver_processed_at": F.current_timestamp()}
+    )
 
 
 # ------------------------------------------------------------------------------------------ compose
-def silver_transactions(bronze: DataFrame, *, streaming: bool = False, buckets: int = DEFAULT_RETRY_STATE_BUCKETS,
-                        watermark: str | None = DEDUP_WATERMARK) -> DataFrame:
+def silver_transactions(
+    bronze: DataFrame,
+    *,
+    streaming: bool = False,
+    buckets: int = DEFAULT_RETRY_STATE_BUCKETS,
+    watermark: str | None = DEDUP_WATERMARK,
+) -> DataFrame:
     """bronze -> silver. ``streaming`` picks the stateful path (no analysis of ``bronze`` is done)."""
     rows = valid(parse(bronze))
     if streaming:

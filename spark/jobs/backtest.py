@@ -17,6 +17,7 @@ rate and USD, fraud approved (missed) USD, false declines (legitimate transactio
 rate and USD, approved value USD. Written to ``gold_backtest_results`` (one row per metric, appended,
 keyed by ``backtest_id``) for the control plane.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from payments_core.engine import DecisionEngine
 from payments_core.features import VELOCITY_FEATURES
 from payments_core.models import CHALLENGER, ModelBundle, ModelSource
 from payments_core.rules.model import Rule, RuleSet, RuleSource
 from spark.common.cli import add_lakehouse_args, lakehouse_from_args, setup_logging
-from spark.common.tables import APPROVAL_RULES, BACKTEST_RESULTS, Lakehouse
+from spark.common.session import get_spark
+from spark.common.tables import APPROVAL_RULES, BACKTEST_RESULTS, SILVER_TRANSACTIONS, Lakehouse
+from spark.jobs.train import default_tracking_uri
+from spark.ml.dataset import load_history, utc_timestamp
 
 log = logging.getLogger("spark.jobs.backtest")
 DEFAULT_DAYS = 7
@@ -100,8 +107,6 @@ def outcome_metrics(history: pd.DataFrame, outcomes: np.ndarray) -> dict[str, fl
 
 def decide(history: pd.DataFrame, decision_set: DecisionSet) -> np.ndarray:
     """Outcomes of ``decision_set`` for every row, by the shared decision core."""
-    from payments_core.engine import DecisionEngine
-
     engine = DecisionEngine(decision_set.rules, decision_set.models)
     velocity = history[list(VELOCITY_FEATURES)]
     decisions = engine.decide_batch(history, velocity, source="backtest")
@@ -112,8 +117,14 @@ def compare(history: pd.DataFrame, live: DecisionSet, candidate: DecisionSet) ->
     """One row per metric: live, candidate, delta (candidate - live)."""
     a = outcome_metrics(history, decide(history, live))
     b = outcome_metrics(history, decide(history, candidate))
-    return pd.DataFrame({"metric": list(a), "live_value": list(a.values()), "candidate_value": [b[k] for k in a],
-                         "delta": [b[k] - a[k] for k in a]})
+    return pd.DataFrame(
+        {
+            "metric": list(a),
+            "live_value": list(a.values()),
+            "candidate_value": [b[k] for k in a],
+            "delta": [b[k] - a[k] for k in a],
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------ sets
@@ -140,13 +151,9 @@ def candidate_bundle(source: ModelSource, live: ModelBundle, specs: tuple[str, .
     return ModelBundle(champions)
 
 
-def run(spark, settings: BacktestSettings, *, live_rules: RuleSet | None = None,
-        candidate_rules: RuleSet | None = None) -> tuple[str, pd.DataFrame]:
-    from pyspark.sql import functions as F
-
-    from spark.common.tables import SILVER_TRANSACTIONS
-    from spark.jobs.train import default_tracking_uri
-    from spark.ml.dataset import load_history, utc_timestamp
+def run(
+    spark, settings: BacktestSettings, *, live_rules: RuleSet | None = None, candidate_rules: RuleSet | None = None
+) -> tuple[str, pd.DataFrame]:
 
     lh = settings.lakehouse
     end = settings.end
@@ -173,18 +180,22 @@ def run(spark, settings: BacktestSettings, *, live_rules: RuleSet | None = None,
     uri = settings.tracking_uri or default_tracking_uri()
     source = ModelSource(uri)
     live_models = source.load_bundle()
-    cand_models = candidate_bundle(source, live_models, settings.candidate_models) if settings.candidate_models \
-        else live_models
+    cand_models = (
+        candidate_bundle(source, live_models, settings.candidate_models) if settings.candidate_models else live_models
+    )
     live = DecisionSet("live", live_rules, live_models)
     candidate = DecisionSet("candidate", candidate_rules, cand_models)
     table = compare(history, live, candidate)
 
     backtest_id = uuid.uuid4().hex[:16]
     meta = {
-        "backtest_id": backtest_id, "run_at": datetime.now(UTC),
+        "backtest_id": backtest_id,
+        "run_at": datetime.now(UTC),
         "range_start": history["event_timestamp"].min().to_pydatetime(),
-        "range_end": history["event_timestamp"].max().to_pydatetime(), "rows": len(history),
-        "live_rule_set_version": live.rules.full_version, "candidate_rule_set_version": candidate.rules.full_version,
+        "range_end": history["event_timestamp"].max().to_pydatetime(),
+        "rows": len(history),
+        "live_rule_set_version": live.rules.full_version,
+        "candidate_rule_set_version": candidate.rules.full_version,
         "live_model_versions": json.dumps(live.models.versions(), sort_keys=True),
         "candidate_model_versions": json.dumps(candidate.models.versions(), sort_keys=True),
     }
@@ -194,14 +205,27 @@ def run(spark, settings: BacktestSettings, *, live_rules: RuleSet | None = None,
 
 
 def write_results(spark, lakehouse: Lakehouse, out: pd.DataFrame) -> None:
-    from pyspark.sql import types as T
+    schema = T.StructType(
+        [
+            T.StructField(n, t)
+            for n, t in (
+                ("backtest_id", T.StringType()),
+                ("run_at", T.TimestampType()),
+                ("range_start", T.TimestampType()),
+                ("range_end", T.TimestampType()),
+                ("rows", T.LongType()),
+                ("live_rule_set_version", T.StringType()),
+                ("candidate_rule_set_version", T.StringType()),
+                ("live_model_versions", T.StringType()),
+                ("candidate_model_versions", T.StringType()),
+                ("metric", T.StringType()),
+                ("live_value", T.DoubleType()),
+                ("candidate_value", T.DoubleType()),
+                ("delta", T.DoubleType()),
+            )
+        ]
+    )
 
-    schema = T.StructType([T.StructField(n, t) for n, t in (
-        ("backtest_id", T.StringType()), ("run_at", T.TimestampType()), ("range_start", T.TimestampType()),
-        ("range_end", T.TimestampType()), ("rows", T.LongType()), ("live_rule_set_version", T.StringType()),
-        ("candidate_rule_set_version", T.StringType()), ("live_model_versions", T.StringType()),
-        ("candidate_model_versions", T.StringType()), ("metric", T.StringType()), ("live_value", T.DoubleType()),
-        ("candidate_value", T.DoubleType()), ("delta", T.DoubleType()))])
     def plain(v):
         if isinstance(v, pd.Timestamp):
             return v.to_pydatetime()
@@ -213,8 +237,9 @@ def write_results(spark, lakehouse: Lakehouse, out: pd.DataFrame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    p = argparse.ArgumentParser(prog="python -m spark.jobs.backtest", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m spark.jobs.backtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_lakehouse_args(p)
     p.add_argument("--start", type=datetime.fromisoformat, default=None, help="ISO date/time (UTC)")
     p.add_argument("--end", type=datetime.fromisoformat, default=None, help="ISO date/time (UTC), exclusive")
@@ -223,21 +248,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidate-rules", default=None, help="rule-set JSON file, or 'table' for approval_rules")
     p.add_argument("--candidate-model", action="append", default=[], help="kind=version or kind@alias (repeat)")
     p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--result-json", type=Path, default=None,
-                   help="also write the comparison as JSON here (the control plane reads it)")
+    p.add_argument(
+        "--result-json",
+        type=Path,
+        default=None,
+        help="also write the comparison as JSON here (the control plane reads it)",
+    )
     args = p.parse_args(argv)
 
     def utc(d: datetime | None) -> datetime | None:
         return d.replace(tzinfo=UTC) if d is not None and d.tzinfo is None else d
 
-    settings = BacktestSettings(lakehouse_from_args(args), utc(args.start), utc(args.end), args.days, args.max_rows,
-                                args.candidate_rules, tuple(args.candidate_model), args.tracking_uri)
-    from spark.common.session import get_spark
+    settings = BacktestSettings(
+        lakehouse_from_args(args),
+        utc(args.start),
+        utc(args.end),
+        args.days,
+        args.max_rows,
+        args.candidate_rules,
+        tuple(args.candidate_model),
+        args.tracking_uri,
+    )
 
     spark = get_spark("backtest", warehouse_dir=settings.lakehouse.warehouse_dir)
     backtest_id, out = run(spark, settings)
-    print(f"backtest {backtest_id}: {int(out['rows'].iloc[0])} transactions "
-          f"{out['range_start'].iloc[0]} .. {out['range_end'].iloc[0]}")
+    print(
+        f"backtest {backtest_id}: {int(out['rows'].iloc[0])} transactions "
+        f"{out['range_start'].iloc[0]} .. {out['range_end'].iloc[0]}"
+    )
     print(out[["metric", "live_value", "candidate_value", "delta"]].to_string(index=False))
     if args.result_json is not None:
         write_result_json(args.result_json, backtest_id, out)
@@ -246,19 +284,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_result_json(path: Path, backtest_id: str, out: pd.DataFrame) -> None:
     """The comparison as JSON: the run's metadata and one entry per metric (live, candidate, delta)."""
+
     def number(v) -> float | None:
         return None if v is None or pd.isna(v) else float(v)
 
     first = out.iloc[0]
     body = {
-        "backtest_id": backtest_id, "rows": int(first["rows"]),
-        "range_start": str(first["range_start"]), "range_end": str(first["range_end"]),
+        "backtest_id": backtest_id,
+        "rows": int(first["rows"]),
+        "range_start": str(first["range_start"]),
+        "range_end": str(first["range_end"]),
         "live_rule_set_version": first["live_rule_set_version"],
         "candidate_rule_set_version": first["candidate_rule_set_version"],
         "live_model_versions": json.loads(first["live_model_versions"]),
         "candidate_model_versions": json.loads(first["candidate_model_versions"]),
-        "metrics": [{"metric": r["metric"], "live": number(r["live_value"]), "candidate": number(r["candidate_value"]),
-                     "delta": number(r["delta"])} for r in out.to_dict("records")],
+        "metrics": [
+            {
+                "metric": r["metric"],
+                "live": number(r["live_value"]),
+                "candidate": number(r["candidate_value"]),
+                "delta": number(r["delta"]),
+            }
+            for r in out.to_dict("records")
+        ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body, indent=2))

@@ -15,14 +15,17 @@ and active alerts, and cheap derivations such as day-over-day trends and recomme
   schema folder (for readers without Spark); a snapshot is only rewritten when its content changed.
   Views whose inputs do not exist yet are skipped and reported.
 """
+
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import dataclass
 
 from spark.common.cli import add_lakehouse_args, lakehouse_from_args, setup_logging
+from spark.common.session import get_spark
 from spark.common.tables import Lakehouse
 from spark.etl.gold import GOLD_BY_NAME, MATERIALIZED, VIEWS, in_dependency_order
 
@@ -35,11 +38,14 @@ def _sql_string(text: str) -> str:
 
 def view_statements(lakehouse: Lakehouse) -> list[str]:
     """One ``CREATE OR REPLACE VIEW`` per view, table references qualified, in dependency order."""
+
     def qualify(name: str) -> str:
         return f"`{lakehouse.catalog}`.`{lakehouse.schema}`.`{name}`"
 
-    return [f"CREATE OR REPLACE VIEW {qualify(d.name)}\nCOMMENT {_sql_string(d.description)}\nAS{d.render(qualify)}"
-            for d in in_dependency_order(VIEWS)]
+    return [
+        f"CREATE OR REPLACE VIEW {qualify(d.name)}\nCOMMENT {_sql_string(d.description)}\nAS{d.render(qualify)}"
+        for d in in_dependency_order(VIEWS)
+    ]
 
 
 def render_view_sql(lakehouse: Lakehouse) -> str:
@@ -96,35 +102,54 @@ def run(spark, lakehouse: Lakehouse) -> GoldViewsReport:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    p = argparse.ArgumentParser(prog="python -m spark.jobs.gold_views", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m spark.jobs.gold_views",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_lakehouse_args(p)
     p.add_argument("--print-sql", action="store_true", help="print the Databricks SQL and exit (no Spark)")
     p.add_argument("--list", action="store_true", help="list every gold dataset and exit")
-    p.add_argument("--json", action="store_true", help="with --list: the registry as JSON (name, kind, description, "
-                                                          "dashboards, sources)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="with --list: the registry as JSON (name, kind, description, dashboards, sources)",
+    )
     args = p.parse_args(argv)
     lakehouse = lakehouse_from_args(args)
     if args.print_sql:
         sys.stdout.write(render_view_sql(lakehouse))
         return 0
     if args.list and args.json:
-        import json
-
-        print(json.dumps([{"name": d.name, "kind": d.kind, "description": d.description,
-                           "dashboards": list(d.dashboards), "sources": list(d.sources)}
-                          for d in GOLD_BY_NAME.values()], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": d.name,
+                        "kind": d.kind,
+                        "description": d.description,
+                        "dashboards": list(d.dashboards),
+                        "sources": list(d.sources),
+                    }
+                    for d in GOLD_BY_NAME.values()
+                ],
+                indent=2,
+            )
+        )
         return 0
     if args.list:
         for d in GOLD_BY_NAME.values():
             print(f"{d.name:34} {d.kind:12} dashboards={','.join(map(str, d.dashboards)) or '-':8} {d.description}")
         return 0
-    from spark.common.session import get_spark
 
     spark = get_spark("gold-views", warehouse_dir=lakehouse.warehouse_dir)
     report = run(spark, lakehouse)
-    log.info("gold views: %d written, %d unchanged, %d skipped", len(report.created), len(report.unchanged),
-             len(report.skipped))
+    log.info(
+        "gold views: %d written, %d unchanged, %d skipped",
+        len(report.created),
+        len(report.unchanged),
+        len(report.skipped),
+    )
     return 0
 
 

@@ -5,10 +5,11 @@ contract request fields, the core's derived features and the velocity features c
 whole history with the online semantics (``spark.ml.velocity``), so a model sees at training time
 exactly the numbers the scoring API and the stream processor give it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -22,19 +23,29 @@ from spark.common.tables import SILVER_TRANSACTIONS, Lakehouse
 from spark.ml.velocity import velocity_frame
 
 REQUEST_COLUMNS: tuple[str, ...] = tuple(TransactionRequest.model_fields)
-OUTCOME_COLUMNS: tuple[str, ...] = ("is_approved", "decline_reason", "decline_code_raw", "processing_time_ms", "is_fraud")
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    "is_approved",
+    "decline_reason",
+    "decline_code_raw",
+    "processing_time_ms",
+    "is_fraud",
+)
 EXTRA_COLUMNS: tuple[str, ...] = ("decline_reason_std", "is_soft_decline", "amount_usd")
 
 
-def load_history(spark: SparkSession, lakehouse: Lakehouse, *, start: datetime | None = None,
-                 end: datetime | None = None, history_start: datetime | None = None) -> pd.DataFrame:
+def load_history(
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    history_start: datetime | None = None,
+) -> pd.DataFrame:
     """Silver rows in ``[start, end)`` as pandas, sorted by event time, with velocity columns.
 
     Velocity needs the history before ``start`` (up to the largest window): rows from
     ``history_start`` (default ``start`` minus one day) are loaded to compute it, then dropped.
     """
-    from datetime import timedelta
-
     silver = lakehouse.read(spark, SILVER_TRANSACTIONS)
     start = utc_timestamp(start).to_pydatetime() if start is not None else None
     end = utc_timestamp(end).to_pydatetime() if end is not None else None

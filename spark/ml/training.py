@@ -23,6 +23,7 @@ For each kind (``payments_core.models.MODEL_KINDS``):
   holdout AUC beats the current champion's on the same holdout (``min_auc_gain``); otherwise the new
   version becomes ``challenger``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from payments_core.model_features import MODEL_FEATURES
 from payments_core.models import CHALLENGER, CHAMPION, MODEL_KINDS, ModelSource, log_and_register, registered_name
@@ -86,29 +100,35 @@ def rows_for(kind: str, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _estimators(cfg: TrainingConfig) -> dict[str, Any]:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return {
         # regularised and without early stopping: on the re-weighted risk sample, early stopping on the
         # weighted loss stopped after ~10 trees (validation AUC 0.85 vs 0.997 with these settings)
         "hist_gradient_boosting": HistGradientBoostingClassifier(
-            max_iter=cfg.hgb_max_iter, learning_rate=cfg.hgb_learning_rate, max_leaf_nodes=cfg.hgb_max_leaf_nodes,
-            min_samples_leaf=cfg.hgb_min_samples_leaf, l2_regularization=cfg.hgb_l2_regularization,
-            early_stopping=False, random_state=cfg.seed),
-        "logistic_regression": Pipeline([("scale", StandardScaler()),
-                                         ("model", LogisticRegression(max_iter=500, C=1.0))]),
+            max_iter=cfg.hgb_max_iter,
+            learning_rate=cfg.hgb_learning_rate,
+            max_leaf_nodes=cfg.hgb_max_leaf_nodes,
+            min_samples_leaf=cfg.hgb_min_samples_leaf,
+            l2_regularization=cfg.hgb_l2_regularization,
+            early_stopping=False,
+            random_state=cfg.seed,
+        ),
+        "logistic_regression": Pipeline(
+            [("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500, C=1.0))]
+        ),
     }
 
 
-def _sample(idx: np.ndarray, y: np.ndarray, kind: str, cfg: TrainingConfig, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _sample(
+    idx: np.ndarray, y: np.ndarray, kind: str, cfg: TrainingConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Training row indices and sample weights."""
     if kind == "risk":
         pos, neg = idx[y[idx]], idx[~y[idx]]
-        keep_neg = neg if len(neg) <= cfg.risk_negative_rows else np.sort(rng.choice(neg, cfg.risk_negative_rows, replace=False))
+        keep_neg = (
+            neg
+            if len(neg) <= cfg.risk_negative_rows
+            else np.sort(rng.choice(neg, cfg.risk_negative_rows, replace=False))
+        )
         chosen = np.sort(np.concatenate([pos, keep_neg]))
         weight = np.where(y[chosen], 1.0, len(neg) / max(len(keep_neg), 1))
         return chosen, weight
@@ -118,8 +138,6 @@ def _sample(idx: np.ndarray, y: np.ndarray, kind: str, cfg: TrainingConfig, rng:
 
 
 def threshold_for(kind: str, y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     if len(np.unique(y)) < 2:
         return 0.5
     if kind == "risk":
@@ -133,8 +151,6 @@ def threshold_for(kind: str, y: np.ndarray, p: np.ndarray) -> float:
 
 
 def metrics_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
-
     out: dict[str, float] = {"rows": float(len(y)), "positive_rate": float(y.mean()) if len(y) else 0.0}
     if len(np.unique(y)) == 2:
         out["auc"] = float(roc_auc_score(y, p))
@@ -183,8 +199,6 @@ def _proba(est: Any, X: np.ndarray) -> np.ndarray:
 
 def champion_auc(source: ModelSource | None, kind: str, X: np.ndarray, y: np.ndarray) -> float | None:
     """AUC of the current ``champion`` of ``kind`` on the holdout (None: no comparable champion)."""
-    from sklearn.metrics import roc_auc_score
-
     if source is None or len(np.unique(y)) < 2:
         return None
     version = source.alias_versions().get((kind, CHAMPION))
@@ -199,11 +213,18 @@ def champion_auc(source: ModelSource | None, kind: str, X: np.ndarray, y: np.nda
     return float(roc_auc_score(y, p))
 
 
-def train_kind(kind: str, df: pd.DataFrame, X: np.ndarray, split: TimeSplit, cfg: TrainingConfig,
-               source: ModelSource | None, *, register: bool = True, catalog: str | None = None,
-               schema: str | None = None) -> KindResult:
-    import mlflow
-
+def train_kind(
+    kind: str,
+    df: pd.DataFrame,
+    X: np.ndarray,
+    split: TimeSplit,
+    cfg: TrainingConfig,
+    source: ModelSource | None,
+    *,
+    register: bool = True,
+    catalog: str | None = None,
+    schema: str | None = None,
+) -> KindResult:
     started = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     mask, y = rows_for(kind, df)
@@ -236,9 +257,21 @@ def train_kind(kind: str, df: pd.DataFrame, X: np.ndarray, split: TimeSplit, cfg
     auc = metrics.get("auc")
     promote = champ is None or (auc is not None and auc > champ + cfg.min_auc_gain)
     result = KindResult(
-        kind, {"train": int(len(tr_idx)), "train_available": int(len(tr)), "validation": int(len(va)),
-               "holdout": int(len(ho))}, best, threshold, metrics, baseline_metrics, champ, promote,
-        calibration=calibration_curve(y[ho], p_ho))
+        kind,
+        {
+            "train": len(tr_idx),
+            "train_available": len(tr),
+            "validation": len(va),
+            "holdout": len(ho),
+        },
+        best,
+        threshold,
+        metrics,
+        baseline_metrics,
+        champ,
+        promote,
+        calibration=calibration_curve(y[ho], p_ho),
+    )
     if register:
         aliases = (CHAMPION,) if promote else (CHALLENGER,)
         with mlflow.start_run(run_name=f"train_{kind}", nested=mlflow.active_run() is not None):
@@ -247,23 +280,50 @@ def train_kind(kind: str, df: pd.DataFrame, X: np.ndarray, split: TimeSplit, cfg
             if champ is not None:
                 mlflow.log_metric(f"{kind}.champion_auc_before", champ)
             mlflow.log_dict(result.calibration, f"{kind}_calibration.json")
-            params = {"estimator": best, "rows_train": len(tr_idx), "rows_holdout": len(ho),
-                      "holdout_start": str(split.holdout_start), "validation_start": str(split.validation_start),
-                      "promoted": promote, **{f"hgb_{k}": v for k, v in (("max_iter", cfg.hgb_max_iter),
-                                                                       ("learning_rate", cfg.hgb_learning_rate),
-                                                                       ("max_leaf_nodes", cfg.hgb_max_leaf_nodes),
-                                                                       ("min_samples_leaf", cfg.hgb_min_samples_leaf),
-                                                                       ("l2_regularization", cfg.hgb_l2_regularization))}}
+            params = {
+                "estimator": best,
+                "rows_train": len(tr_idx),
+                "rows_holdout": len(ho),
+                "holdout_start": str(split.holdout_start),
+                "validation_start": str(split.validation_start),
+                "promoted": promote,
+                **{
+                    f"hgb_{k}": v
+                    for k, v in (
+                        ("max_iter", cfg.hgb_max_iter),
+                        ("learning_rate", cfg.hgb_learning_rate),
+                        ("max_leaf_nodes", cfg.hgb_max_leaf_nodes),
+                        ("min_samples_leaf", cfg.hgb_min_samples_leaf),
+                        ("l2_regularization", cfg.hgb_l2_regularization),
+                    )
+                },
+            }
             result.version = log_and_register(
-                kind, candidate, threshold=threshold, metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
-                params=params, X_sample=X[tr_idx[:5]], catalog=catalog, schema=schema, aliases=aliases,
+                kind,
+                candidate,
+                threshold=threshold,
+                metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
+                params=params,
+                X_sample=X[tr_idx[:5]],
+                catalog=catalog,
+                schema=schema,
+                aliases=aliases,
                 description=f"{best}; holdout AUC {auc if auc is None else round(auc, 4)} "
-                            f"(baseline {baseline_metrics.get('auc')}, champion before {champ})")
+                f"(baseline {baseline_metrics.get('auc')}, champion before {champ})",
+            )
             result.alias = aliases[0]
     result.seconds = time.perf_counter() - started
-    log.info("%s: %s AUC %.4f (baseline %.4f, champion before %s) -> %s v%s in %.1fs", kind, best,
-             metrics.get("auc", float("nan")), baseline_metrics.get("auc", float("nan")), champ,
-             result.alias, result.version, result.seconds)
+    log.info(
+        "%s: %s AUC %.4f (baseline %.4f, champion before %s) -> %s v%s in %.1fs",
+        kind,
+        best,
+        metrics.get("auc", float("nan")),
+        baseline_metrics.get("auc", float("nan")),
+        champ,
+        result.alias,
+        result.version,
+        result.seconds,
+    )
     return result
 
 
@@ -271,4 +331,4 @@ def model_name(kind: str, catalog: str | None, schema: str | None) -> str:
     return registered_name(kind, catalog, schema)
 
 
-__all__ = ["KindResult", "TrainingConfig", "train_kind", "rows_for", "metrics_at", "threshold_for", "MODEL_FEATURES"]
+__all__ = ["MODEL_FEATURES", "KindResult", "TrainingConfig", "metrics_at", "rows_for", "threshold_for", "train_kind"]

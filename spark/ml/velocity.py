@@ -7,6 +7,7 @@ Equivalent to ``InMemoryVelocityStore(grace_seconds=None).features_frame(df)`` (
 recorded first), which ``tests/spark/ml/test_velocity.py`` checks; O(n log n) instead of one Python
 call per row, so 1M rows take seconds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ from payments_core.velocity import ENTITY_FIELDS
 
 def _millis(ts: pd.Series) -> np.ndarray:
     t = pd.to_datetime(ts, utc=True)
-    return (t.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]").astype("int64").to_numpy() // 1000)
+    return t.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]").astype("int64").to_numpy() // 1000
 
 
 def velocity_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -27,6 +27,7 @@ How the CLI is made to work locally (what did not work out of the box, and why):
   streaming tables thanks to the checkpoints in ``storage``, and gold (the partial aggregates) can be
   refreshed on every N-th update only (``gold_every``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,9 +36,11 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,8 @@ from spark.common.tables import Lakehouse
 from spark.pipelines.payment_etl import PIPELINE_NAME, TRANSFORMATIONS_DIR, PipelineSettings
 
 log = logging.getLogger(__name__)
+# run as a script by spark-class (not imported here: it loads the Spark Connect client)
+WARM_RUNNER = Path(__file__).with_name("warm_runner.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -95,8 +100,9 @@ class LocalPipeline:
                 "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
                 # checkpoint files renamed with FileSystem.rename: the FileContext path forks `readlink`
                 # for every rename on the local file system
-                "spark.sql.streaming.checkpointFileManagerClass":
-                    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
+                "spark.sql.streaming.checkpointFileManagerClass": (
+                    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+                ),
                 **self.settings.configuration(),
             },
             "libraries": [{"glob": {"include": "transformations/**"}}],
@@ -124,8 +130,9 @@ class LocalPipeline:
             "spark.default.parallelism": "2",
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.session.timeZone": "UTC",
-            "spark.sql.streaming.stateStore.providerClass":
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+            "spark.sql.streaming.stateStore.providerClass": (
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+            ),
             "spark.sql.execution.arrow.pyspark.enabled": "true",
             # compiled code kept across updates: one update generates more classes than the default 100
             # entries (every flow, every stage), so each update recompiled what the previous one had
@@ -135,9 +142,14 @@ class LocalPipeline:
             "spark.delta.logStore.file.impl": "io.delta.storage.LocalLogStore",
             **self.extra_conf,
         }
-        args = ["--driver-class-path", ":".join(str(p) for p in spark_jars()),
-                "--driver-memory", self.driver_memory,
-                "--driver-java-options", f"-Dderby.system.home={self.state_dir}"]
+        args = [
+            "--driver-class-path",
+            ":".join(str(p) for p in spark_jars()),
+            "--driver-memory",
+            self.driver_memory,
+            "--driver-java-options",
+            f"-Dderby.system.home={self.state_dir}",
+        ]
         for k, v in conf.items():
             args += ["--conf", f"{k}={v}"]
         return args
@@ -152,7 +164,14 @@ class LocalPipeline:
 
     def command(self, *, full_refresh: bool = False, refresh: list[str] | None = None, dry: bool = False) -> list[str]:
         cli = Path(sys.executable).parent / "spark-pipelines"
-        cmd = [str(cli), *self.remote_args(), *self.submit_args(), "dry-run" if dry else "run", "--spec", str(self.spec_path)]
+        cmd = [
+            str(cli),
+            *self.remote_args(),
+            *self.submit_args(),
+            "dry-run" if dry else "run",
+            "--spec",
+            str(self.spec_path),
+        ]
         if full_refresh and not dry:
             cmd.append("--full-refresh-all")
         if refresh and not dry:
@@ -168,11 +187,19 @@ class LocalPipeline:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"another update of {PIPELINE_NAME} is running for {self.lakehouse.schema_dir}") from None
+                raise RuntimeError(
+                    f"another update of {PIPELINE_NAME} is running for {self.lakehouse.schema_dir}"
+                ) from None
             yield
 
-    def run_once(self, *, full_refresh: bool = False, refresh: list[str] | None = None, dry: bool = False,
-                 timeout: float | None = None) -> int:
+    def run_once(
+        self,
+        *,
+        full_refresh: bool = False,
+        refresh: list[str] | None = None,
+        dry: bool = False,
+        timeout: float | None = None,
+    ) -> int:
         """One pipeline update through the CLI; returns its exit code (0 = the run COMPLETED)."""
         with self._exclusive_update():
             cmd = self.command(full_refresh=full_refresh, refresh=refresh, dry=dry)
@@ -184,16 +211,26 @@ class LocalPipeline:
                 _terminate(proc)
                 raise
 
-    def warm_command(self, *, every_s: float = 30.0, gold_every: int = 1, control_dir: Path | None = None,
-                     max_updates: int = 0) -> list[str]:
+    def warm_command(
+        self, *, every_s: float = 30.0, gold_every: int = 1, control_dir: Path | None = None, max_updates: int = 0
+    ) -> list[str]:
         """The warm runner (``spark.pipelines.warm_runner``) started like the CLI."""
-        from spark.pipelines import warm_runner
-
         spark_class = Path(sys.executable).parent / "spark-class"
-        cmd = [str(spark_class), "org.apache.spark.deploy.SparkPipelines", warm_runner.__file__, *self.remote_args(),
-               *self.submit_args(),
-               "--pipeline-spec", str(self.spec_path), "--every", str(every_s), "--gold-every", str(gold_every),
-               "--owner-pid", str(os.getpid())]
+        cmd = [
+            str(spark_class),
+            "org.apache.spark.deploy.SparkPipelines",
+            str(WARM_RUNNER),
+            *self.remote_args(),
+            *self.submit_args(),
+            "--pipeline-spec",
+            str(self.spec_path),
+            "--every",
+            str(every_s),
+            "--gold-every",
+            str(gold_every),
+            "--owner-pid",
+            str(os.getpid()),
+        ]
         if control_dir:
             cmd += ["--control-dir", str(control_dir)]
         if max_updates:
@@ -204,8 +241,12 @@ class LocalPipeline:
         """Updates every ``interval_s`` seconds in one long-lived Spark Connect session until
         SIGINT/SIGTERM (or ``max_updates``); gold on every ``gold_every``-th update."""
         with self._exclusive_update():
-            proc = subprocess.Popen(self.warm_command(every_s=interval_s, gold_every=gold_every, max_updates=max_updates),
-                                    env=self.environment(), cwd=self.state_dir, start_new_session=True)
+            proc = subprocess.Popen(
+                self.warm_command(every_s=interval_s, gold_every=gold_every, max_updates=max_updates),
+                env=self.environment(),
+                cwd=self.state_dir,
+                start_new_session=True,
+            )
             previous = {s: signal.signal(s, lambda *_: _terminate(proc)) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 return proc.wait()
@@ -217,6 +258,18 @@ class LocalPipeline:
     def warm(self, log_path: Path | None = None) -> WarmSession:
         """A long-lived pipeline session driven update by update (benchmarks, tests)."""
         return WarmSession(self, log_path)
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """Stop a pipeline process group: SIGTERM, then SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 class WarmSession:
@@ -232,8 +285,6 @@ class WarmSession:
         self.last_phases: dict[str, float] = {}
 
     def __enter__(self) -> WarmSession:
-        import shutil
-
         p = self.pipeline
         p.lakehouse.schema_dir.mkdir(parents=True, exist_ok=True)
         p.write_spec()
@@ -242,15 +293,19 @@ class WarmSession:
         shutil.rmtree(self.control, ignore_errors=True)
         self.control.mkdir(parents=True)
         self._out = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(p.warm_command(control_dir=self.control), env=p.environment(), cwd=p.state_dir,
-                                     stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            p.warm_command(control_dir=self.control),
+            env=p.environment(),
+            cwd=p.state_dir,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def update(self, mode: str = "", timeout: float = 1800) -> float:
         """Run one update (``""``, ``"streaming"`` or ``"full"``); returns its seconds; raises on failure.
         ``last_phases`` then holds when each phase of it ended (see ``spark.pipelines.warm_runner``)."""
-        import time
-
         assert self.proc is not None
         self.n += 1
         (self.control / f"cmd-{self.n}").write_text(f"update {mode}")

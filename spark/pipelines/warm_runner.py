@@ -18,27 +18,35 @@ the graph was resolved and its tables materialized (``queued``), and each flow c
 (``gold_partials``, over which every gold dataset is a view) on every N-th timed update only
 (bronze, silver and quarantine on every one).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import socket
 import sys
+import threading
 import time
 import traceback
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
+
+from pyspark.pipelines.cli import load_pipeline_spec, register_definitions
+from pyspark.pipelines.logging_utils import log_with_provided_timestamp
+from pyspark.pipelines.spark_connect_graph_element_registry import SparkConnectGraphElementRegistry
+from pyspark.pipelines.spark_connect_pipeline import create_dataflow_graph, start_run
+from pyspark.sql import SparkSession
+from pyspark.sql.connect.client import core
 
 STREAMING_TABLES = ["bronze_transactions", "bronze_dead_letters", "silver_transactions", "silver_quarantine"]
 
 
 def _register(spark, spec_path: Path, spec) -> str:
-    from pyspark.pipelines.cli import register_definitions
-    from pyspark.pipelines.spark_connect_graph_element_registry import SparkConnectGraphElementRegistry
-    from pyspark.pipelines.spark_connect_pipeline import create_dataflow_graph
-
-    graph_id = create_dataflow_graph(spark, default_catalog=spec.catalog, default_database=spec.database,
-                                     sql_conf=spec.configuration)
+    graph_id = create_dataflow_graph(
+        spark, default_catalog=spec.catalog, default_database=spec.database, sql_conf=spec.configuration
+    )
     register_definitions(spec_path, SparkConnectGraphElementRegistry(spark, graph_id), spec, spark, graph_id)
     return graph_id
 
@@ -46,18 +54,22 @@ def _register(spark, spec_path: Path, spec) -> str:
 def _run(spark, graph_id: str, spec, *, full_refresh_all: bool = False, refresh: list[str] | None = None) -> dict:
     """One run of a registered graph; prints its events; returns phase times (seconds since the start of
     the run): ``queued`` (graph resolved and tables materialized), ``<table>`` (flow completed)."""
-    from pyspark.pipelines.logging_utils import log_with_provided_timestamp
-    from pyspark.pipelines.spark_connect_pipeline import start_run
-
     started = time.monotonic()
     phases: dict[str, float] = {}
-    for result in start_run(spark, graph_id, full_refresh=[], full_refresh_all=full_refresh_all,
-                            refresh=refresh or [], dry=False, storage=spec.storage):
+    for result in start_run(
+        spark,
+        graph_id,
+        full_refresh=[],
+        full_refresh_all=full_refresh_all,
+        refresh=refresh or [],
+        dry=False,
+        storage=spec.storage,
+    ):
         if "pipeline_event_result" not in result:
             continue
         event = result["pipeline_event_result"].event
         message = event.message
-        log_with_provided_timestamp(message, event.timestamp.ToDatetime().replace(tzinfo=timezone.utc))
+        log_with_provided_timestamp(message, event.timestamp.ToDatetime().replace(tzinfo=UTC))
         now = round(time.monotonic() - started, 2)
         if " is QUEUED" in message:
             phases.setdefault("queued", now)
@@ -80,9 +92,6 @@ def _update(spark, spec_path: Path, spec, *, full_refresh_all: bool = False, ref
 def _use_free_connect_port() -> int:
     """Serve Spark Connect on a free port instead of the fixed 15002 (a one-shot ``spark-pipelines``
     run or anything else may hold it) and point the local client at it."""
-    import socket
-
-    from pyspark.sql.connect.client import core
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,8 +102,6 @@ def _use_free_connect_port() -> int:
 
 def _watch_owner(pid: int) -> None:
     """Exit (and so stop the local Connect server) when the process that started us is gone."""
-    import os
-    import threading
 
     def watch() -> None:
         while True:
@@ -111,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--pipeline-spec", required=True)
     p.add_argument("--every", type=float, default=30.0, help="seconds between update starts")
-    p.add_argument("--gold-every", type=int, default=1, help="refresh gold (partials, materialized views) every N updates")
+    p.add_argument(
+        "--gold-every", type=int, default=1, help="refresh gold (partials, materialized views) every N updates"
+    )
     p.add_argument("--control-dir", default=None, help="run one update per command file cmd-<n> in this folder")
     p.add_argument("--max-updates", type=int, default=0)
     p.add_argument("--owner-pid", type=int, default=0, help="exit when this process is gone")
@@ -120,19 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         _watch_owner(args.owner_pid)
     port = _use_free_connect_port()
 
-    from pyspark.pipelines.cli import load_pipeline_spec
-    from pyspark.sql import SparkSession
-
     spec_path = Path(args.pipeline_spec).resolve()
     spec = load_pipeline_spec(spec_path)
-    builder = SparkSession.builder.config("spark.sql.connect.serverStacktrace.enabled", "false") \
-        .config("spark.connect.grpc.binding.port", str(port))
+    builder = SparkSession.builder.config("spark.sql.connect.serverStacktrace.enabled", "false").config(
+        "spark.connect.grpc.binding.port", str(port)
+    )
     for key, value in spec.configuration.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     stop = {"now": False}
 
-    def handle(signum, frame):  # noqa: ARG001
+    def handle(signum, frame):
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, handle)

@@ -5,8 +5,10 @@ Every server gets the same temporary data folder, topic prefix and Redis namespa
 ``make up`` wires them (launcher/services.py ``service_env``). Each test gets a fresh browser context
 and page; its screenshot goes to ``tests/browser/screenshots/<test name>.png``, also when it fails.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -35,8 +37,15 @@ from tests.services.stream_processor.conftest import make_events, produce
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ADMIN_PASSWORD = "browser-tests-admin-pw"
 API_KEY = "browser-tests-key"
 BT_MERCHANT = "m_987654"  # the merchant the rules test's BT_BIG rule matches (not in the samples' range)
@@ -66,22 +75,19 @@ class Service:
         """``sig`` to the process, then SIGKILL to its whole group (a Spark JVM it started included)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # the group is ours: start_new_session below
-        except ProcessLookupError:
-            pass
         self.proc.wait()
 
 
 def clean_env(**pa: str) -> dict[str, str]:
     """The test process's environment without any ``PA_*`` of the caller's shell, plus ``pa``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
-    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable,
-               PYSPARK_DRIVER_PYTHON=sys.executable)
+    env.update(
+        PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable
+    )
     env.update(pa)
     return env
 
@@ -90,13 +96,21 @@ def start_service(name: str, argv: list[str], env: dict[str, str], log_dir: Path
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return Service(name, proc, log_path, url)
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, service: Service | None = None,
-             interval: float = 0.3) -> None:
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float, service: Service | None = None, interval: float = 0.3
+) -> None:
     """Poll ``check`` until true; fail with the service's log when it dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,10 +144,16 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         """What every service of this stack gets (as ``service_env`` in launcher/services.py)."""
-        return clean_env(PA_KAFKA_BOOTSTRAP=self.kafka_bootstrap, PA_TOPIC_PREFIX=self.topic_prefix,
-                         PA_REDIS_URL=self.redis_url, PA_REDIS_PREFIX=self.redis_prefix,
-                         PA_DATA_DIR=str(self.data_dir), PA_WAREHOUSE_DIR=str(self.warehouse_dir),
-                         PA_MLFLOW_TRACKING_URI=self.registry_uri, **extra)
+        return clean_env(
+            PA_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
+            PA_TOPIC_PREFIX=self.topic_prefix,
+            PA_REDIS_URL=self.redis_url,
+            PA_REDIS_PREFIX=self.redis_prefix,
+            PA_DATA_DIR=str(self.data_dir),
+            PA_WAREHOUSE_DIR=str(self.warehouse_dir),
+            PA_MLFLOW_TRACKING_URI=self.registry_uri,
+            **extra,
+        )
 
     @property
     def transactions_topic(self) -> str:
@@ -155,13 +175,20 @@ def browser_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, browser_registry: str, kafka_bootstrap: str, kafka_topics: str,
-          redis_url: str) -> Stack:
+def stack(tmp_path_factory, browser_registry: str, kafka_bootstrap: str, kafka_topics: str, redis_url: str) -> Stack:
     root = tmp_path_factory.mktemp("browser_stack")
     for sub in ("data", "warehouse", "logs"):
         (root / sub).mkdir()
-    return Stack(root / "data", root / "warehouse", root / "logs", browser_registry, kafka_bootstrap,
-                 kafka_topics, redis_url, f"bt{uuid.uuid4().hex[:8]}")
+    return Stack(
+        root / "data",
+        root / "warehouse",
+        root / "logs",
+        browser_registry,
+        kafka_bootstrap,
+        kafka_topics,
+        redis_url,
+        f"bt{uuid.uuid4().hex[:8]}",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -169,12 +196,25 @@ def servers(stack: Stack) -> Iterator[tuple[Service, Service]]:
     """The scoring API and the control plane, started together (neither needs the other to start)."""
     api_port, cp_port = free_port(), free_port()
     api_url, cp_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{cp_port}"
-    api = start_service("scoring_api",
-                        ["-m", "services.scoring_api", "serve", "--port", str(api_port), "--no-consumer"],
-                        stack.env(PA_ENV="prod", PA_API_KEYS=API_KEY, PA_REFRESH_SECONDS="1"), stack.log_dir, api_url)
-    cp = start_service("control_plane", ["-m", "services.control_plane", "serve", "--port", str(cp_port)],
-                       stack.env(PA_ADMIN_PASSWORD=ADMIN_PASSWORD, PA_SCORING_API_URL=api_url,
-                                 PA_SCORING_API_KEY=API_KEY, PA_FIRST_RUN="false"), stack.log_dir, cp_url)
+    api = start_service(
+        "scoring_api",
+        ["-m", "services.scoring_api", "serve", "--port", str(api_port), "--no-consumer"],
+        stack.env(PA_ENV="prod", PA_API_KEYS=API_KEY, PA_REFRESH_SECONDS="1"),
+        stack.log_dir,
+        api_url,
+    )
+    cp = start_service(
+        "control_plane",
+        ["-m", "services.control_plane", "serve", "--port", str(cp_port)],
+        stack.env(
+            PA_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            PA_SCORING_API_URL=api_url,
+            PA_SCORING_API_KEY=API_KEY,
+            PA_FIRST_RUN="false",
+        ),
+        stack.log_dir,
+        cp_url,
+    )
     try:
         wait_for("scoring API /ready (rules and models loaded)", http_ok(f"{api_url}/ready"), 120, api)
         wait_for("control plane /health", http_ok(f"{cp_url}/health"), 90, cp)
@@ -203,14 +243,19 @@ def new_transaction(**overrides: Any) -> dict[str, Any]:
 
 
 def produce_transaction(stack: Stack, event: dict[str, Any]) -> None:
-    produce(stack.kafka_bootstrap, stack.transactions_topic, [orjson.dumps(event)],
-            [event["transaction_id"].encode()])
+    produce(stack.kafka_bootstrap, stack.transactions_topic, [orjson.dumps(event)], [event["transaction_id"].encode()])
 
 
 def find_decision(stack: Stack, transaction_id: str, timeout: float, service: Service | None = None) -> dict:
     """The decision of ``transaction_id`` read from the decisions topic (from its beginning)."""
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"bt-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.kafka_bootstrap,
+            "group.id": f"bt-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         topic = stack.decisions_topic
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -234,10 +279,13 @@ def find_decision(stack: Stack, transaction_id: str, timeout: float, service: Se
 
 def score(scoring_api: Service, **overrides: Any) -> dict[str, Any]:
     """``POST /score`` a fresh copy of the example request (idempotency is by id: a new id each call)."""
-    body = {**EXAMPLE_REQUEST, "transaction_id": f"txn_{uuid.uuid4().hex[:16]}",
-            "event_timestamp": datetime.now(UTC).isoformat(), **overrides}
-    resp = httpx.post(f"{scoring_api.url}/score", json=body, headers={"Authorization": f"Bearer {API_KEY}"},
-                      timeout=10)
+    body = {
+        **EXAMPLE_REQUEST,
+        "transaction_id": f"txn_{uuid.uuid4().hex[:16]}",
+        "event_timestamp": datetime.now(UTC).isoformat(),
+        **overrides,
+    }
+    resp = httpx.post(f"{scoring_api.url}/score", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
     assert resp.status_code == 200, resp.text
     return resp.json()
 

@@ -1,4 +1,5 @@
 """Sign-in, CSRF and Setup & Run in a real browser against a real control plane (and a real step)."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,12 @@ def test_sign_in_and_csrf(browser: Browser, control_plane: Service, context: Bro
     nav = page.evaluate("""() => { const n = performance.getEntriesByType("navigation")[0];
         return {ttfb_ms: n.responseStart - n.startTime, dom_content_loaded_ms: n.domContentLoadedEventEnd - n.startTime,
                 load_ms: n.loadEventEnd - n.startTime}; }""")
-    timing = {"page": "/setup", "wall_load_s": round(load_s, 3), "wall_steps_table_s": round(steps_s, 3),
-              **{k: round(v, 1) for k, v in nav.items()}}
+    timing = {
+        "page": "/setup",
+        "wall_load_s": round(load_s, 3),
+        "wall_steps_table_s": round(steps_s, 3),
+        **{k: round(v, 1) for k, v in nav.items()},
+    }
     print(f"first page load: {json.dumps(timing)}")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     (SCREENSHOTS / "page_load_timing.json").write_text(json.dumps(timing, indent=2) + "\n")

@@ -1,5 +1,6 @@
 """/decisions in a real browser: a transaction produced to Kafka is decided by the real stream processor
 and appears live (no reload); "Try a transaction" scores through the real scoring API."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def test_try_a_transaction_shows_the_decision_and_why(signed_in: Page, scoring_a
 def poll_stored_decision(scoring_api: Service, txn: str, timeout: float = 10) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        resp = httpx.get(f"{scoring_api.url}/decisions/{txn}", headers={"Authorization": f"Bearer {API_KEY}"},
-                         timeout=5)
+        resp = httpx.get(
+            f"{scoring_api.url}/decisions/{txn}", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5
+        )
         if resp.status_code == 200 or time.monotonic() > deadline:
             assert resp.status_code == 200, resp.text
             return resp.json()

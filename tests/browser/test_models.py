@@ -1,5 +1,6 @@
 """/models in a real browser: promoting a registered version moves the live ``champion`` alias in the
 real MLflow registry, and the real scoring API reports the new version in ``model_versions``."""
+
 from __future__ import annotations
 
 from playwright.sync_api import Page, expect

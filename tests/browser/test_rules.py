@@ -1,5 +1,6 @@
 """/rules in a real browser: inline validation at the parser's position, a shadow rule backtested by the
 real Spark backtest job over silver history, activation, and the scoring API applying the new rule."""
+
 from __future__ import annotations
 
 import re
@@ -21,11 +22,26 @@ CONDITION = f"amount_major > 1000000 OR merchant_id = '{BT_MERCHANT}'"
 def silver_history(spark, stack: Stack) -> int:
     """A small silver_transactions table in the control plane's warehouse (main.payment_analysis), some
     of it from the merchant the new rule sends to review. Returns its row count."""
-    events = [event(i, merchant_id=f"m_{i % 4:06d}", amount_minor=1000 + 137 * i,
-                    event_timestamp=T0 + timedelta(minutes=7 * i), fraud_score=0.05 + 0.01 * (i % 5))
-              for i in range(1, 25)]
-    events += [event(100 + i, merchant_id=BT_MERCHANT, amount_minor=4200, is_approved=i % 2 == 0,
-                     event_timestamp=T0 + timedelta(minutes=3 * i + 1)) for i in range(6)]
+    events = [
+        event(
+            i,
+            merchant_id=f"m_{i % 4:06d}",
+            amount_minor=1000 + 137 * i,
+            event_timestamp=T0 + timedelta(minutes=7 * i),
+            fraud_score=0.05 + 0.01 * (i % 5),
+        )
+        for i in range(1, 25)
+    ]
+    events += [
+        event(
+            100 + i,
+            merchant_id=BT_MERCHANT,
+            amount_minor=4200,
+            is_approved=i % 2 == 0,
+            event_timestamp=T0 + timedelta(minutes=3 * i + 1),
+        )
+        for i in range(6)
+    ]
     lakehouse = Lakehouse(warehouse_dir=stack.warehouse_dir)  # default catalog/schema, as the control plane
     lakehouse.write(silver.silver_transactions(bronze_frame(spark, events)), SILVER_TRANSACTIONS)
     return len(events)
@@ -44,16 +60,22 @@ def fill(form: Locator, **values) -> None:
             field.fill(str(value))
 
 
-def test_rule_validate_shadow_backtest_activate_and_score(signed_in: Page, scoring_api: Service,
-                                                         silver_history: int):
+def test_rule_validate_shadow_backtest_activate_and_score(signed_in: Page, scoring_api: Service, silver_history: int):
     page = signed_in
     page.goto("/rules")
     form = page.locator("#rule-form")
     expect(form).to_be_visible()
 
     # invalid condition: the parser's message with its position, inline
-    fill(form, id=RULE_ID, name="Big or watched merchant", type="risk", condition="amount_major >>= 10",
-         action="review", priority=5)
+    fill(
+        form,
+        id=RULE_ID,
+        name="Big or watched merchant",
+        type="risk",
+        condition="amount_major >>= 10",
+        action="review",
+        priority=5,
+    )
     form.locator('[name="condition"]').blur()
     error = page.locator("#condition-error")
     expect(error).to_contain_text(re.compile(r"line 1.*column 15", re.I), timeout=10_000)

@@ -1,4 +1,5 @@
 """The launcher: supervisord configuration, `up`/`status`/`down` with real servers, clear errors."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,13 @@ from launcher.settings import REPO_ROOT, PlatformSettings
 
 
 def _env(tmp_path: Path, **extra: int | str) -> dict[str, str]:
-    ports = {"PA_KAFKA_PORT": infra.free_port(), "PA_KAFKA_CONTROLLER_PORT": infra.free_port(),
-             "PA_REDIS_PORT": infra.free_port(), "PA_SCORING_API_PORT": infra.free_port(),
-             "PA_CONTROL_PLANE_PORT": infra.free_port()}
+    ports = {
+        "PA_KAFKA_PORT": infra.free_port(),
+        "PA_KAFKA_CONTROLLER_PORT": infra.free_port(),
+        "PA_REDIS_PORT": infra.free_port(),
+        "PA_SCORING_API_PORT": infra.free_port(),
+        "PA_CONTROL_PLANE_PORT": infra.free_port(),
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
     env.update({k: str(v) for k, v in {**ports, **extra}.items()})
     env["PA_DATA_DIR"] = str(tmp_path / "data")
@@ -23,8 +28,9 @@ def _env(tmp_path: Path, **extra: int | str) -> dict[str, str]:
 
 
 def _launcher(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "launcher", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_up_status_down_infrastructure(tmp_path):
@@ -63,9 +69,10 @@ def test_taken_port_is_named_with_the_fix(tmp_path):
 def test_supervisord_conf_runs_every_program_with_its_environment(tmp_path):
     settings = PlatformSettings(data_dir=tmp_path, with_postgres=False)
     env = services.service_env(settings)
-    programs = [services.Program("kafka", ["java", "-cp", "x/*", "kafka.Kafka"], 1),
-                services.Program("simulator", [sys.executable, "-m", "services.simulator", "run"], None, env,
-                                 group="services")]
+    programs = [
+        services.Program("kafka", ["java", "-cp", "x/*", "kafka.Kafka"], 1),
+        services.Program("simulator", [sys.executable, "-m", "services.simulator", "run"], None, env, group="services"),
+    ]
     conf = services.supervisord_conf(settings, programs, foreground=True)
     assert "[program:kafka]" in conf and "[group:services]" in conf
     assert "stdout_logfile=/dev/fd/1" in conf  # foreground: all logs stream to the terminal

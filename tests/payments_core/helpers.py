@@ -1,4 +1,5 @@
 """Test helpers: tiny models trained on synthetic data, registered in a real (sqlite) MLflow."""
+
 from __future__ import annotations
 
 import random
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from payments_core.model_features import feature_matrix
+from payments_core.models import log_and_register
 from payments_core.samples import sample_request, synthetic_labels
 
 
@@ -25,10 +27,11 @@ def synthetic_frame(n: int, seed: int = 7) -> tuple[pd.DataFrame, np.ndarray, np
 
 def train_models(n: int = 1500, seed: int = 7, kind: str = "linear") -> dict:
     """Four fitted classifiers over MODEL_FEATURES (kind: linear | trees)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    # scikit-learn and MLflow take seconds to import: only the tests that train load them
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
     df, approved, fraud = synthetic_frame(n, seed)
     X = feature_matrix(df)
@@ -52,11 +55,10 @@ def mlflow_uri(tmp: Path) -> str:
     return f"sqlite:///{tmp / 'mlflow.db'}"
 
 
-def register_all(tracking_uri: str, artifacts: Path, trained: dict, aliases=("champion",),
-                 thresholds: dict | None = None) -> dict[str, str]:
-    import mlflow
-
-    from payments_core.models import log_and_register
+def register_all(
+    tracking_uri: str, artifacts: Path, trained: dict, aliases=("champion",), thresholds: dict | None = None
+) -> dict[str, str]:
+    import mlflow  # noqa: PLC0415 - seconds to import (see train_models)
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -67,6 +69,12 @@ def register_all(tracking_uri: str, artifacts: Path, trained: dict, aliases=("ch
     versions = {}
     with mlflow.start_run(run_name="train"):
         for kind, est in trained["models"].items():
-            versions[kind] = log_and_register(kind, est, threshold=(thresholds or {}).get(kind, 0.8),
-                                              metrics={"auc": 0.5}, X_sample=trained["X"][:3], aliases=aliases)
+            versions[kind] = log_and_register(
+                kind,
+                est,
+                threshold=(thresholds or {}).get(kind, 0.8),
+                metrics={"auc": 0.5},
+                X_sample=trained["X"][:3],
+                aliases=aliases,
+            )
     return versions

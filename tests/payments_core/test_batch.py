@@ -1,4 +1,5 @@
 """Pieces of the vectorised batch path against the definitions they replace."""
+
 from __future__ import annotations
 
 import random
@@ -20,11 +21,16 @@ def test_feature_matrix_rows_are_the_one_row_vectors_including_missing_and_unkno
     df.loc[::13, "entry_mode"] = "not_in_the_vocabulary"
     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
     derived = derive_frame(df)
-    vel = pd.DataFrame(np.arange(len(df) * len(VELOCITY_FEATURES)).reshape(len(df), -1) % 97,
-                       columns=list(VELOCITY_FEATURES))
+    vel = pd.DataFrame(
+        np.arange(len(df) * len(VELOCITY_FEATURES)).reshape(len(df), -1) % 97, columns=list(VELOCITY_FEATURES)
+    )
     got = feature_matrix(df, derived, vel)
-    want = np.stack([feature_vector(row, derived.iloc[k].to_dict(), vel.iloc[k].to_dict())
-                     for k, row in enumerate(df.to_dict("records"))])
+    want = np.stack(
+        [
+            feature_vector(row, derived.iloc[k].to_dict(), vel.iloc[k].to_dict())
+            for k, row in enumerate(df.to_dict("records"))
+        ]
+    )
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got, want)
     assert (got[::13] != 0).any()

@@ -1,4 +1,5 @@
 """The contract is defined once; pydantic, JSON Schema and Spark StructType agree."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -21,12 +22,28 @@ from spark.common.schema import struct_type_for
 
 def sample_request(**overrides) -> dict:
     base = dict(
-        transaction_id="txn_0123456789abcdef", event_timestamp="2026-11-27T10:00:00Z", merchant_id="m_1",
-        merchant_segment="Retail", cardholder_id="ch_1", card_token_id="tok_1", card_bin="411111",
-        card_network="visa", payment_method_type="credit", issuer_country="BR", geo_country="BR",
-        amount_minor=5400, currency="BRL", entry_system="CHECKOUT", flow_type="standard_ecom",
-        entry_mode="ecommerce", payment_solution="standard", device_type="mobile_web",
-        device_fingerprint="dev_1", ip_address="10.0.0.1", fraud_score=0.1, aml_risk_score=0.05,
+        transaction_id="txn_0123456789abcdef",
+        event_timestamp="2026-11-27T10:00:00Z",
+        merchant_id="m_1",
+        merchant_segment="Retail",
+        cardholder_id="ch_1",
+        card_token_id="tok_1",
+        card_bin="411111",
+        card_network="visa",
+        payment_method_type="credit",
+        issuer_country="BR",
+        geo_country="BR",
+        amount_minor=5400,
+        currency="BRL",
+        entry_system="CHECKOUT",
+        flow_type="standard_ecom",
+        entry_mode="ecommerce",
+        payment_solution="standard",
+        device_type="mobile_web",
+        device_fingerprint="dev_1",
+        ip_address="10.0.0.1",
+        fraud_score=0.1,
+        aml_risk_score=0.05,
         device_trust_score=0.9,
     )
     base.update(overrides)

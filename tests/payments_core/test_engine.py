@@ -1,4 +1,5 @@
 """Decision policy on hand-built cases, determinism, and one-row == batch."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from payments_core.contract.events import DecisionEvent, TransactionRequest
-from payments_core.engine import DecisionEngine, PolicyConfig, eligible_routes
+from payments_core.engine import DecisionEngine, eligible_routes
 from payments_core.fastpath import LinearModel
 from payments_core.model_features import FEATURE_INDEX, N_FEATURES
 from payments_core.models import MODEL_KINDS, ModelBundle, ScoringModel, heuristic_model
@@ -26,9 +27,12 @@ def constant(kind: str, p: float, version: str = "7", **feature_weights: float) 
 
 
 def bundle(approval=0.9, risk=0.05, retry=0.6, routing=None, challengers=None) -> ModelBundle:
-    champions = {"approval": constant("approval", approval), "risk": constant("risk", risk),
-                 "retry": constant("retry", retry),
-                 "routing": routing or constant("routing", 0.5)}
+    champions = {
+        "approval": constant("approval", approval),
+        "risk": constant("risk", risk),
+        "retry": constant("retry", retry),
+        "routing": routing or constant("routing", 0.5),
+    }
     return ModelBundle(champions, challengers or {})
 
 
@@ -58,16 +62,23 @@ def test_clean_transaction_is_approved_with_factors_and_versions():
 
 
 def test_risk_threshold_declines_and_never_retries():
-    d = DecisionEngine(rules(), bundle(risk=0.85)).decide(req(previous_decline_code="ISSUER_UNAVAILABLE",
-                                                              is_retry=True, retry_count=1, attempt_number=2))
+    d = DecisionEngine(rules(), bundle(risk=0.85)).decide(
+        req(previous_decline_code="ISSUER_UNAVAILABLE", is_retry=True, retry_count=1, attempt_number=2)
+    )
     assert d.outcome == "decline"
     assert d.retry is not None and d.retry.should_retry is False and d.retry.max_attempts == 0
     assert codes(d, "policy") == ["risk_score>=0.8"]
 
 
-@pytest.mark.parametrize("risk, authenticated, outcome", [
-    (0.65, False, "review"), (0.45, False, "challenge_3ds"), (0.45, True, "approve"), (0.2, False, "approve"),
-])
+@pytest.mark.parametrize(
+    "risk, authenticated, outcome",
+    [
+        (0.65, False, "review"),
+        (0.45, False, "challenge_3ds"),
+        (0.45, True, "approve"),
+        (0.2, False, "approve"),
+    ],
+)
 def test_risk_bands(risk, authenticated, outcome):
     d = DecisionEngine(rules(), bundle(risk=risk)).decide(req(three_ds_authenticated=authenticated))
     assert d.outcome == outcome
@@ -90,8 +101,10 @@ def test_low_approval_declines_with_taxonomy_retry_advice():
 
 
 def test_retry_rules_apply_to_soft_declines_only():
-    rs = rules(R("RT1", "retry", "previous_decline_code = 'ISSUER_UNAVAILABLE'", "retry:30"),
-               R("RT2", "retry", "attempt_number >= 3", "no_retry", priority=50))
+    rs = rules(
+        R("RT1", "retry", "previous_decline_code = 'ISSUER_UNAVAILABLE'", "retry:30"),
+        R("RT2", "retry", "attempt_number >= 3", "no_retry", priority=50),
+    )
     soft = DecisionEngine(rs, bundle(approval=0.05))
     d = soft.decide(req(is_retry=True, retry_count=1, attempt_number=2, previous_decline_code="ISSUER_UNAVAILABLE"))
     assert (d.retry.should_retry, d.retry.retry_after_seconds) == (True, 30)
@@ -99,14 +112,17 @@ def test_retry_rules_apply_to_soft_declines_only():
     assert d.retry.should_retry is False  # RT2 has the higher priority
     assert codes(d) == ["RT2", "RT1"]
     d = DecisionEngine(rs, bundle(risk=0.95)).decide(
-        req(is_retry=True, retry_count=1, attempt_number=2, previous_decline_code="ISSUER_UNAVAILABLE"))
+        req(is_retry=True, retry_count=1, attempt_number=2, previous_decline_code="ISSUER_UNAVAILABLE")
+    )
     assert d.retry.should_retry is False  # a risk decline is never retried
 
 
 def test_most_severe_rule_wins_and_allow_list_overrides_models():
-    rs = rules(R("A", "authentication", "amount_minor > 1000", "challenge_3ds", 20),
-               R("B", "risk", "fraud_score > 0.1", "review", 30),
-               R("C", "risk", "merchant_id = 'm_vip'", "approve", 10))
+    rs = rules(
+        R("A", "authentication", "amount_minor > 1000", "challenge_3ds", 20),
+        R("B", "risk", "fraud_score > 0.1", "review", 30),
+        R("C", "risk", "merchant_id = 'm_vip'", "approve", 10),
+    )
     eng = DecisionEngine(rs, bundle(risk=0.9))
     d = eng.decide(req())
     assert d.outcome == "decline"  # the model's decline is more severe than both rules
@@ -148,13 +164,20 @@ def test_route_from_rule_or_best_eligible_route():
     assert eng.decide(req(has_passkey=False, is_network_token=False)).recommended_route == "standard"
     eng = DecisionEngine(rules(R("RR", "routing", "card_network = 'visa'", "route:3ds")), bundle(routing=routing))
     assert eng.decide(req(has_passkey=True)).recommended_route == "3ds"
-    assert eligible_routes({"payment_solution": "apple_pay", "device_type": "desktop"}) == ["standard", "3ds", "apple_pay"]
+    assert eligible_routes({"payment_solution": "apple_pay", "device_type": "desktop"}) == [
+        "standard",
+        "3ds",
+        "apple_pay",
+    ]
 
 
 def test_deterministic_and_versioned_ids():
     eng = DecisionEngine(starter_rule_set())
     a, b = eng.decide(req()), eng.decide(req())
-    strip = lambda d: d.model_dump(exclude={"latency_ms", "decided_at"})  # noqa: E731
+
+    def strip(d):
+        return d.model_dump(exclude={"latency_ms", "decided_at"})
+
     assert strip(a) == strip(b)
     other = DecisionEngine(rules(R("Z", "risk", "fraud_score > 0.99", "decline"))).decide(req())
     assert other.decision_id != a.decision_id
@@ -178,8 +201,9 @@ def _compare_paths(engine: DecisionEngine, n: int = 600, seed: int = 9):
     txs[0].update(fraud_score=0.95)
     txs[1].update(amount_minor=100000, currency="BRL")
     vel = InMemoryVelocityStore().features_batch(txs)
-    one = [engine.decide(TransactionRequest(**t), v, source="backtest").model_dump(mode="json")
-           for t, v in zip(txs, vel)]
+    one = [
+        engine.decide(TransactionRequest(**t), v, source="backtest").model_dump(mode="json") for t, v in zip(txs, vel)
+    ]
     many = engine.decide_batch(pd.DataFrame(txs), pd.DataFrame(vel), source="backtest")
     assert len(many) == n
     for a, b in zip(one, many):
@@ -197,15 +221,21 @@ def test_one_row_and_batch_decide_identically_heuristic():
 def test_one_row_and_batch_decide_identically_with_every_rule_kind_and_challengers():
     # the vectorised batch path (payments_core.batch) against decide(): allow-list, rule severities of
     # both causes, routing / retry rules, shadow rules, challengers of both scores, model retry advice
-    extra = [R("AL", "risk", "merchant_segment = 'Fuel' AND fraud_score < 0.5", "approve", 5),
-             R("AU", "authentication", "amount_major > 300 AND NOT three_ds_authenticated", "review", 65),
-             R("RT", "routing", "device_type = 'mobile_app' AND amount_major < 20", "route:google_pay", 90),
-             R("RY", "retry", "retry_count = 1", "retry:600", 105),
-             R("SH", "routing", "fraud_score > 0.3", "route:3ds", 95, shadow=True)]
+    extra = [
+        R("AL", "risk", "merchant_segment = 'Fuel' AND fraud_score < 0.5", "approve", 5),
+        R("AU", "authentication", "amount_major > 300 AND NOT three_ds_authenticated", "review", 65),
+        R("RT", "routing", "device_type = 'mobile_app' AND amount_major < 20", "route:google_pay", 90),
+        R("RY", "retry", "retry_count = 1", "retry:600", 105),
+        R("SH", "routing", "fraud_score > 0.3", "route:3ds", 95, shadow=True),
+    ]
     rs = RuleSet(version="t", rules=[*starter_rule_set().rules, *(Rule(**r) for r in extra)])
-    models = ModelBundle({k: heuristic_model(k) for k in MODEL_KINDS},
-                         {"approval": constant("approval", 0.5, version="9", fraud_score=-4.0),
-                          "risk": constant("risk", 0.3, version="9", composite_risk_score=3.0)})
+    models = ModelBundle(
+        {k: heuristic_model(k) for k in MODEL_KINDS},
+        {
+            "approval": constant("approval", 0.5, version="9", fraud_score=-4.0),
+            "risk": constant("risk", 0.3, version="9", composite_risk_score=3.0),
+        },
+    )
     out = _compare_paths(DecisionEngine(rs, models), n=900, seed=21)
     policy = [c["code"] for d in out for c in d["reason_codes"] if c["kind"] == "policy"]
     assert any(c.startswith("allow_list:") for c in policy) and "rule:AU" in policy

@@ -1,4 +1,5 @@
 """Derived features: scalar and vectorised implementations agree, with known answers."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -11,10 +12,19 @@ from payments_core.taxonomy import DECLINES, RAW_CODE_TO_REASON, SOFT_DECLINES
 
 
 def _tx(**kw):
-    base = dict(event_timestamp=datetime(2026, 11, 28, 3, 15, tzinfo=UTC), amount_minor=5400, currency="BRL",
-                issuer_country="BR", geo_country="US", fraud_score=0.2, aml_risk_score=0.1,
-                device_trust_score=0.5, entry_system="CHECKOUT", flow_type="standard_ecom",
-                payment_solution="3ds")
+    base = dict(
+        event_timestamp=datetime(2026, 11, 28, 3, 15, tzinfo=UTC),
+        amount_minor=5400,
+        currency="BRL",
+        issuer_country="BR",
+        geo_country="US",
+        fraud_score=0.2,
+        aml_risk_score=0.1,
+        device_trust_score=0.5,
+        entry_system="CHECKOUT",
+        flow_type="standard_ecom",
+        payment_solution="3ds",
+    )
     base.update(kw)
     return base
 
@@ -33,15 +43,21 @@ def test_known_answers():
 
 
 def test_scalar_and_vectorised_agree():
-    rows = [_tx(amount_minor=a, fraud_score=f, event_timestamp=datetime(2026, 11, d, h, tzinfo=UTC))
-            for a, f, d, h in [(1, 0.0, 23, 0), (999, 0.9, 24, 7), (5000, 0.5, 25, 12), (10**8, 1.0, 29, 23)]]
+    rows = [
+        _tx(amount_minor=a, fraud_score=f, event_timestamp=datetime(2026, 11, d, h, tzinfo=UTC))
+        for a, f, d, h in [(1, 0.0, 23, 0), (999, 0.9, 24, 7), (5000, 0.5, 25, 12), (10**8, 1.0, 29, 23)]
+    ]
     frame = derive_frame(pd.DataFrame(rows))
     assert list(frame.columns) == list(DERIVED_FEATURES)
     for i, row in enumerate(rows):
         expected = derive_one(row)
         got = frame.iloc[i].to_dict()
         for name in DERIVED_FEATURES:
-            assert got[name] == pytest.approx(expected[name]) if isinstance(expected[name], float) else got[name] == expected[name], name
+            assert (
+                got[name] == pytest.approx(expected[name])
+                if isinstance(expected[name], float)
+                else got[name] == expected[name]
+            ), name
 
 
 def test_taxonomy_is_consistent():

@@ -1,4 +1,5 @@
 """The model feature vector: one definition, scalar and vectorised paths bit-identical."""
+
 from __future__ import annotations
 
 import random
@@ -25,8 +26,7 @@ def _rows(n=400, seed=3):
     rng = random.Random(seed)
     rows = [sample_request(rng) for _ in range(n)]
     rows[0].update(geo_country="JP", antifraud_result=None, previous_decline_code=None)
-    vel = [{name: rng.randrange(0, 50) * (1000 if "amount" in name else 1) for name in VELOCITY_FEATURES}
-           for _ in rows]
+    vel = [{name: rng.randrange(0, 50) * (1000 if "amount" in name else 1) for name in VELOCITY_FEATURES} for _ in rows]
     return rows, vel
 
 

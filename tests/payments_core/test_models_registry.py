@@ -1,4 +1,5 @@
 """Registry contract against a real MLflow (sqlite): log, register, alias, load, reload on alias move."""
+
 from __future__ import annotations
 
 import mlflow
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from payments_core.contract.events import TransactionRequest
 from payments_core.engine import DecisionEngine
 from payments_core.model_features import feature_vector
 from payments_core.models import (
@@ -16,7 +18,6 @@ from payments_core.models import (
 )
 from payments_core.rules import RuleSource, starter_rule_set
 from payments_core.samples import EXAMPLE_REQUEST
-from payments_core.contract.events import TransactionRequest
 from tests.payments_core.helpers import mlflow_uri, register_all, train_models
 from tests.payments_core.test_engine import _compare_paths
 
@@ -101,8 +102,13 @@ def test_models_outside_the_contract_are_refused(tmp_path):
         log_and_register("approval", small, threshold=0.5)
     # registered by hand without the contract tags: the core refuses it and keeps the heuristic
     with mlflow.start_run():
-        mlflow.sklearn.log_model(small, name="m", serialization_format="skops",
-                                 registered_model_name="payment_analysis_risk", pip_requirements=[])
+        mlflow.sklearn.log_model(
+            small,
+            name="m",
+            serialization_format="skops",
+            registered_model_name="payment_analysis_risk",
+            pip_requirements=[],
+        )
     mlflow.MlflowClient().set_registered_model_alias("payment_analysis_risk", "champion", "1")
     engine = DecisionEngine.from_sources(RuleSource(None), ModelSource(uri))
     assert engine.model_versions["risk"] == "heuristic"

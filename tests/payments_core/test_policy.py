@@ -1,5 +1,6 @@
 """Each policy step's one-row and vectorised forms agree, on random transactions, scores and rule
 firings (the property the batch path's correctness rests on)."""
+
 from __future__ import annotations
 
 import random
@@ -30,19 +31,35 @@ from payments_core.policy import (
 from payments_core.rules.model import Rule
 from payments_core.samples import sample_request
 
-RULES = [CompiledRule.of(r) for r in (
-    Rule(id="A1", name="allow", type="risk", condition="amount_major < 1", action="approve", priority=1),
-    Rule(id="D1", name="deny", type="risk", condition="fraud_score > 0.9", action="decline", priority=2),
-    Rule(id="R1", name="review", type="authentication", condition="uses_3ds = false", action="review", priority=3),
-    Rule(id="C1", name="challenge", type="authentication", condition="amount_major > 100", action="challenge_3ds",
-         priority=4),
-    Rule(id="T1", name="retry later", type="retry", condition="retry_count = 0", action="retry:600", priority=5),
-    Rule(id="T2", name="never retry", type="retry", condition="retry_count > 2", action="no_retry", priority=6),
-    Rule(id="P1", name="tokenise", type="routing", condition="is_network_token = true", action="route:network_token",
-         priority=7),
-    Rule(id="P2", name="passkey", type="routing", condition="has_passkey = true", action="route:passkey",
-         priority=8),
-)]
+RULES = [
+    CompiledRule.of(r)
+    for r in (
+        Rule(id="A1", name="allow", type="risk", condition="amount_major < 1", action="approve", priority=1),
+        Rule(id="D1", name="deny", type="risk", condition="fraud_score > 0.9", action="decline", priority=2),
+        Rule(id="R1", name="review", type="authentication", condition="uses_3ds = false", action="review", priority=3),
+        Rule(
+            id="C1",
+            name="challenge",
+            type="authentication",
+            condition="amount_major > 100",
+            action="challenge_3ds",
+            priority=4,
+        ),
+        Rule(id="T1", name="retry later", type="retry", condition="retry_count = 0", action="retry:600", priority=5),
+        Rule(id="T2", name="never retry", type="retry", condition="retry_count > 2", action="no_retry", priority=6),
+        Rule(
+            id="P1",
+            name="tokenise",
+            type="routing",
+            condition="is_network_token = true",
+            action="route:network_token",
+            priority=7,
+        ),
+        Rule(
+            id="P2", name="passkey", type="routing", condition="has_passkey = true", action="route:passkey", priority=8
+        ),
+    )
+]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -61,15 +78,27 @@ def test_row_and_vectorised_policy_steps_agree_on_random_transactions(seed):
 
     severity, cause, code = verdicts(policy, policy.risk_decline, approval, risk, authenticated, outcome_rules, masks)
     retry_p = np.round(np_rng.uniform(0, 1, n), 6)
-    advice = retry_advice_batch(policy, severity, cause, [tx["previous_decline_code"] for tx in txs],
-                                [tx["retry_count"] for tx in txs], first_fired("retry", indexed, masks, n), RULES,
-                                lambda rows, _reason: retry_p[rows].tolist())
+    advice = retry_advice_batch(
+        policy,
+        severity,
+        cause,
+        [tx["previous_decline_code"] for tx in txs],
+        [tx["retry_count"] for tx in txs],
+        first_fired("retry", indexed, masks, n),
+        RULES,
+        lambda rows, _reason: retry_p[rows].tolist(),
+    )
     route_scores = np.round(np_rng.uniform(0, 1, (n, len(ROUTES))), 6)
     route_scores[::9, :] = 0.5  # ties everywhere on some rows
-    eligible = eligible_route_mask([tx["payment_solution"] for tx in txs], [tx["device_type"] for tx in txs],
-                                   [tx["is_network_token"] for tx in txs], [tx["has_passkey"] for tx in txs])
-    routes = choose_routes([tx["payment_solution"] for tx in txs], eligible, route_scores,
-                           first_fired("route", indexed, masks, n), RULES)
+    eligible = eligible_route_mask(
+        [tx["payment_solution"] for tx in txs],
+        [tx["device_type"] for tx in txs],
+        [tx["is_network_token"] for tx in txs],
+        [tx["has_passkey"] for tx in txs],
+    )
+    routes = choose_routes(
+        [tx["payment_solution"] for tx in txs], eligible, route_scores, first_fired("route", indexed, masks, n), RULES
+    )
     contrib = np.round(np_rng.normal(0, 1, (n, 12)), 2)  # rounding makes ties
     direction = np.where(np_rng.uniform(size=n) < 0.5, 1.0, -1.0)
     k = max(policy.top_factors, 1)
@@ -77,8 +106,9 @@ def test_row_and_vectorised_policy_steps_agree_on_random_transactions(seed):
 
     for i, tx in enumerate(txs):
         fired = [c for j, c in indexed if masks[j][i]]
-        outcome, row_cause, row_code, _ = verdict(policy, policy.risk_decline, approval[i], risk[i],
-                                                  bool(tx.get("three_ds_authenticated")), fired)
+        outcome, row_cause, row_code, _ = verdict(
+            policy, policy.risk_decline, approval[i], risk[i], bool(tx.get("three_ds_authenticated")), fired
+        )
         assert (OUTCOMES[severity[i]], CAUSES[cause[i]], code[i]) == (outcome, row_cause, row_code), i
         kind, value = retry_need(tx, outcome, row_cause, fired)
         if kind == "none":

@@ -1,4 +1,5 @@
 """Velocity features against a real Redis, and the in-memory store with the same semantics."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,14 @@ def store(redis_url):
 
 
 def _tx(i, seconds, card="tok_a", device="dev_a", merchant="m_a", amount=1000):
-    return {"transaction_id": f"txn_{i:016x}", "event_timestamp": T0 + timedelta(seconds=seconds),
-            "card_token_id": card, "device_fingerprint": device, "merchant_id": merchant, "amount_minor": amount}
+    return {
+        "transaction_id": f"txn_{i:016x}",
+        "event_timestamp": T0 + timedelta(seconds=seconds),
+        "card_token_id": card,
+        "device_fingerprint": device,
+        "merchant_id": merchant,
+        "amount_minor": amount,
+    }
 
 
 def test_windows_counts_and_sums_as_of_event_time(store):
@@ -70,8 +77,13 @@ def test_redis_and_in_memory_agree(store, scan_limit):
     rng = random.Random(5)
     txs = []
     for _ in range(300):
-        tx = sample_request(rng, base_time=T0, card_token_id=f"tok_{rng.randrange(8)}",
-                            device_fingerprint=f"dev_{rng.randrange(5)}", merchant_id=f"m_{rng.randrange(3)}")
+        tx = sample_request(
+            rng,
+            base_time=T0,
+            card_token_id=f"tok_{rng.randrange(8)}",
+            device_fingerprint=f"dev_{rng.randrange(5)}",
+            merchant_id=f"m_{rng.randrange(3)}",
+        )
         tx["event_timestamp"] = T0 + timedelta(seconds=rng.randrange(0, 7200), milliseconds=rng.randrange(1000))
         txs.append(tx)
     mem = InMemoryVelocityStore()
@@ -127,19 +139,32 @@ def test_a_busy_merchant_sums_from_buckets_exactly(store):
     txs = []
     for i in range(3000):
         offset = rng.choice([rng.uniform(0, 900), 300.0, 299.999, 600.0, 60.0, 59.999])
-        txs.append({**_tx(5000 + i, offset, card=f"tok_{i}", device=f"dev_{i}", merchant="m_busy"),
-                    "amount_minor": rng.choice([0, 10**12, rng.randrange(1, 10**7)])})
+        txs.append(
+            {
+                **_tx(5000 + i, offset, card=f"tok_{i}", device=f"dev_{i}", merchant="m_busy"),
+                "amount_minor": rng.choice([0, 10**12, rng.randrange(1, 10**7)]),
+            }
+        )
     again = txs[:50]
     got = store.features_batch(txs + again)
     want = mem.features_batch(txs + again)
     assert got == want
-    probe = [_tx(9000 + k, s, card="tok_p", device="dev_p", merchant="m_busy") for k, s in
-             enumerate([299.9995, 300, 360, 600.0005, 901, 86400 * 2])]
+    probe = [
+        _tx(9000 + k, s, card="tok_p", device="dev_p", merchant="m_busy")
+        for k, s in enumerate([299.9995, 300, 360, 600.0005, 901, 86400 * 2])
+    ]
     assert store.features_batch(probe, record=False) == mem.features_batch(probe, record=False)
     assert max(g["merchant_txn_count_300s"] for g in got) > store.scan_limit  # the bucket path ran
     # a busy card over two days: its day window sums hour buckets too
-    cards = [{**_tx(20000 + i, 86400 * 5 + rng.uniform(0, 172_800), card="tok_busy", device=f"dev_c{i}",
-                    merchant=f"m_c{i}"), "amount_minor": rng.randrange(1, 10**6)} for i in range(1500)]
+    cards = [
+        {
+            **_tx(
+                20000 + i, 86400 * 5 + rng.uniform(0, 172_800), card="tok_busy", device=f"dev_c{i}", merchant=f"m_c{i}"
+            ),
+            "amount_minor": rng.randrange(1, 10**6),
+        }
+        for i in range(1500)
+    ]
     got = store.features_batch(cards)
     assert got == mem.features_batch(cards)
     assert max(g["card_txn_count_86400s"] for g in got) > 500

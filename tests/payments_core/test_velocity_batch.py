@@ -1,4 +1,5 @@
 """The one-call batch velocity script against the per-transaction script, on a real Redis."""
+
 from __future__ import annotations
 
 import random
@@ -11,7 +12,7 @@ import redis
 
 from payments_core.features import VELOCITY_FEATURES
 from payments_core.samples import sample_request
-from payments_core.velocity import RedisVelocityStore
+from payments_core.velocity import BUCKET_MIN_MEMBERS, InMemoryVelocityStore, RedisVelocityStore, entity_key
 from payments_core.velocity_batch import ENTITY_COLUMNS, BatchRedisVelocity
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -24,10 +25,16 @@ def _txs(n: int, seed: int, start: datetime = T0) -> list[dict]:
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        tx = sample_request(rng, base_time=T0, card_token_id=f"tok_{rng.randrange(12)}",
-                            device_fingerprint=f"dev_{rng.randrange(7)}", merchant_id=f"m_{rng.randrange(4)}")
-        tx["event_timestamp"] = start + timedelta(seconds=rng.randrange(0, 3000),
-                                                  milliseconds=rng.choice([0, 0, 1, 999]))
+        tx = sample_request(
+            rng,
+            base_time=T0,
+            card_token_id=f"tok_{rng.randrange(12)}",
+            device_fingerprint=f"dev_{rng.randrange(7)}",
+            merchant_id=f"m_{rng.randrange(4)}",
+        )
+        tx["event_timestamp"] = start + timedelta(
+            seconds=rng.randrange(0, 3000), milliseconds=rng.choice([0, 0, 1, 999])
+        )
         out.append(tx)
     return out
 
@@ -38,8 +45,14 @@ def test_batch_script_equals_per_transaction_script_and_leaves_the_same_state(re
     one, many = RedisVelocityStore(client, prefix=a), BatchRedisVelocity(client, prefix=b)
     txs = _txs(700, seed=3)
     # mixed sizes, one replayed row, and a last batch two days later (trims the old members)
-    batches = [txs[:1], txs[1:300], txs[300:301], txs[300:650], txs[650:],
-               _txs(80, seed=5, start=T0 + timedelta(days=2))]
+    batches = [
+        txs[:1],
+        txs[1:300],
+        txs[300:301],
+        txs[300:650],
+        txs[650:],
+        _txs(80, seed=5, start=T0 + timedelta(days=2)),
+    ]
     total = 0
     for batch in batches:
         want = pd.DataFrame(one.features_batch(batch), columns=list(VELOCITY_FEATURES))
@@ -75,9 +88,13 @@ def test_record_only_leaves_the_state_of_per_transaction_recording(redis_url):
     for tx in txs:
         one.record(tx)
     df = pd.DataFrame(txs)
-    ms = (pd.to_datetime(df["event_timestamp"], utc=True).astype("datetime64[us, UTC]").astype("int64") // 1000)
-    many.record_arrays(df["transaction_id"].tolist(), ms.tolist(), df["amount_minor"].tolist(),
-                       [df[c].tolist() for c in ENTITY_COLUMNS])
+    ms = pd.to_datetime(df["event_timestamp"], utc=True).astype("datetime64[us, UTC]").astype("int64") // 1000
+    many.record_arrays(
+        df["transaction_id"].tolist(),
+        ms.tolist(),
+        df["amount_minor"].tolist(),
+        [df[c].tolist() for c in ENTITY_COLUMNS],
+    )
     keys = sorted(k.decode() for k in client.scan_iter(f"{a}:*"))
     assert keys and sorted(k.decode() for k in client.scan_iter(f"{b}:*")) == [k.replace(a, b, 1) for k in keys]
     assert any(k.endswith(":b") for k in keys)
@@ -85,7 +102,9 @@ def test_record_only_leaves_the_state_of_per_transaction_recording(redis_url):
         if key.endswith(":b"):  # amount buckets
             assert client.hgetall(key) == client.hgetall(key.replace(a, b, 1))
         else:
-            assert client.zrange(key, 0, -1, withscores=True) == client.zrange(key.replace(a, b, 1), 0, -1, withscores=True)
+            assert client.zrange(key, 0, -1, withscores=True) == client.zrange(
+                key.replace(a, b, 1), 0, -1, withscores=True
+            )
         assert client.pttl(key.replace(a, b, 1)) > 0
     # and the batch reads agree afterwards
     probe = _txs(40, seed=9)
@@ -96,8 +115,6 @@ def test_record_only_leaves_the_state_of_per_transaction_recording(redis_url):
 
 def test_buckets_kept_by_the_batch_script_serve_the_per_transaction_reads(redis_url):
     """The stream records in batches, POST /score reads one by one from the buckets: exact sums."""
-    from payments_core.velocity import InMemoryVelocityStore
-
     client = redis.Redis.from_url(redis_url)
     prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
     many = BatchRedisVelocity(client, prefix=prefix)
@@ -105,7 +122,7 @@ def test_buckets_kept_by_the_batch_script_serve_the_per_transaction_reads(redis_
     mem = InMemoryVelocityStore()
     txs = _txs(900, seed=12)
     for start in range(0, len(txs), 250):
-        many.features_frame(pd.DataFrame(txs[start:start + 250]))
+        many.features_frame(pd.DataFrame(txs[start : start + 250]))
     for tx in txs:
         mem.record(tx)
     probe = _txs(60, seed=13)
@@ -115,8 +132,6 @@ def test_buckets_kept_by_the_batch_script_serve_the_per_transaction_reads(redis_
 def test_a_busy_merchant_is_read_from_the_buckets_with_the_same_answers(redis_url):
     """A small batch against a merchant holding thousands of members in its window takes the bucket
     path (no range scan); answers equal the in-memory store's."""
-    from payments_core.velocity import InMemoryVelocityStore
-
     client = redis.Redis.from_url(redis_url)
     prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
     many = BatchRedisVelocity(client, prefix=prefix)
@@ -157,8 +172,6 @@ def _bucket_sums(client, key: str) -> dict[bytes, int]:
 def test_buckets_exist_exactly_for_sets_of_bucket_min_members_whoever_writes(redis_url):
     """Both writers keep "a set has complete buckets iff it holds >= BUCKET_MIN_MEMBERS": a card
     growing past the threshold (by one script or the other), then trimmed back below it."""
-    from payments_core.velocity import BUCKET_MIN_MEMBERS, InMemoryVelocityStore, entity_key
-
     client = redis.Redis.from_url(redis_url)
     prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
     one = RedisVelocityStore(client, prefix=prefix, scan_limit=0)  # reads from buckets whenever they exist
@@ -168,8 +181,9 @@ def test_buckets_exist_exactly_for_sets_of_bucket_min_members_whoever_writes(red
     rng = random.Random(31)
 
     def tx(i: int, seconds: float) -> dict:
-        t = sample_request(rng, base_time=T0, card_token_id="tok_grow", device_fingerprint=f"dev_{i}",
-                           merchant_id=f"m_{i % 3}")
+        t = sample_request(
+            rng, base_time=T0, card_token_id="tok_grow", device_fingerprint=f"dev_{i}", merchant_id=f"m_{i % 3}"
+        )
         return {**t, "transaction_id": f"txn_{i:016x}", "event_timestamp": T0 + timedelta(seconds=seconds)}
 
     seen = set()
@@ -207,8 +221,6 @@ def test_busy_merchants_in_short_batches_have_the_same_answers_as_the_in_memory_
     """Batches spanning a few seconds against merchants holding hundreds to thousands of members in
     their window (the stream at steady state: the bucket reads), stamps on and next to second
     boundaries, out of order within a batch, replays; record and read-only."""
-    from payments_core.velocity import InMemoryVelocityStore
-
     client = redis.Redis.from_url(redis_url)
     prefix = f"test:vb:{uuid.uuid4().hex[:8]}"
     many = BatchRedisVelocity(client, prefix=prefix)
@@ -220,8 +232,12 @@ def test_busy_merchants_in_short_batches_have_the_same_answers_as_the_in_memory_
     for b in range(60):
         batch = []
         for i in range(rng.randrange(20, 200)):
-            tx = sample_request(rng, base_time=T0, merchant_id=f"m_{rng.choice([0, 0, 0, 1, 2])}",
-                                card_token_id=f"tok_{rng.randrange(40)}")
+            tx = sample_request(
+                rng,
+                base_time=T0,
+                merchant_id=f"m_{rng.choice([0, 0, 0, 1, 2])}",
+                card_token_id=f"tok_{rng.randrange(40)}",
+            )
             tx["transaction_id"] = f"txn_{b:08x}{i:08x}"
             offset = clock + rng.randrange(0, 3000)
             offset -= offset % 1000 if rng.random() < 0.2 else 0  # on a second boundary
@@ -238,7 +254,7 @@ def test_busy_merchants_in_short_batches_have_the_same_answers_as_the_in_memory_
         checked += int((got["merchant_txn_count_300s"] > 4 * 64).sum())
     assert checked > 1000  # most reads were of busy merchants
     probe = []
-    for i in range(100):
+    for _ in range(100):
         tx = sample_request(rng, base_time=T0, merchant_id="m_0")
         tx["event_timestamp"] = T0 + timedelta(milliseconds=clock - rng.randrange(0, 2500))
         probe.append(tx)

@@ -1,4 +1,5 @@
 """The local platform's real servers: Kafka (KRaft), Redis, PostgreSQL."""
+
 from __future__ import annotations
 
 import uuid
@@ -27,8 +28,14 @@ def test_kafka_round_trip_with_consumer_group(kafka_bootstrap, kafka_topics):
     for i in range(20):
         producer.produce(topic, key=f"k{i}", value=f"{marker}:{i}")
     assert producer.flush(10) == 0
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{marker}",
-                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"g-{marker}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
     consumer.subscribe([topic])
     seen = set()
     for _ in range(200):

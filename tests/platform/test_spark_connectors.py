@@ -1,4 +1,5 @@
 """A local SparkSession reads Kafka (batch and stream) and writes/reads Delta."""
+
 from __future__ import annotations
 
 import uuid
@@ -24,8 +25,12 @@ def test_readstream_kafka_into_delta(spark, kafka_bootstrap, kafka_topics, tmp_p
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()
-        .select(F.col("key").cast("string").alias("key"), F.col("value").cast("string").alias("value"),
-                "partition", "offset")
+        .select(
+            F.col("key").cast("string").alias("key"),
+            F.col("value").cast("string").alias("value"),
+            "partition",
+            "offset",
+        )
         .where(F.col("value").contains(marker))
     )
     query = (
@@ -39,7 +44,9 @@ def test_readstream_kafka_into_delta(spark, kafka_bootstrap, kafka_topics, tmp_p
 
     written = spark.read.format("delta").load(str(table))
     assert written.count() == 50
-    assert written.select(F.get_json_object("value", "$.n").cast("int").alias("n")).agg(F.sum("n")).first()[0] == sum(range(50))
+    assert written.select(F.get_json_object("value", "$.n").cast("int").alias("n")).agg(F.sum("n")).first()[0] == sum(
+        range(50)
+    )
     history = spark.sql(f"DESCRIBE HISTORY delta.`{table}`").select("operation").collect()
     assert history[0]["operation"] == "STREAMING UPDATE"
 

@@ -4,6 +4,7 @@ The stream processor judges every minute with enough traffic (approval drop agai
 baseline, fraud spike, p99 latency) and writes one row per minute and alert type; an alert is active
 when the latest minute of its type is, and it started at the first minute of that active streak.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -24,10 +25,12 @@ def alerts_page(request: Request, user: PageUser):
 
 
 @router.get("/api/alerts")
-def alerts_data(settings: SettingsDep, _user: Viewer,
-                active_only: Annotated[bool, Query(description="Only the active alerts, no history")] = False,
-                hours: Annotated[float, Query(gt=0, le=24 * 7, description="History window in hours")] = 24.0,
-                ) -> dict[str, Any]:
+def alerts_data(
+    settings: SettingsDep,
+    _user: Viewer,
+    active_only: Annotated[bool, Query(description="Only the active alerts, no history")] = False,
+    hours: Annotated[float, Query(gt=0, le=24 * 7, description="History window in hours")] = 24.0,
+) -> dict[str, Any]:
     """Active alerts (type, severity, since when, metric, value, threshold, baseline) and, unless
     ``active_only``, the alert episodes of the last ``hours``, newest first."""
     reader = lakehouse.reader_for(settings.lakehouse_dir, settings.catalog, settings.lakehouse_schema)

@@ -1,4 +1,5 @@
 """The audit trail page and API."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,7 @@ def audit_page(request: Request, user: PageUser):
 
 
 @router.get("/api/audit")
-def audit_events(db: DbSession, _user: Viewer, limit: int = 200, action: str | None = None,
-                 target: str | None = None) -> list[dict]:
+def audit_events(
+    db: DbSession, _user: Viewer, limit: int = 200, action: str | None = None, target: str | None = None
+) -> list[dict]:
     return audit.recent(db, min(max(limit, 1), 1000), action, target)

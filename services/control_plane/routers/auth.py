@@ -1,4 +1,5 @@
 """Sign-in and sign-out (cookie session), who am I, and user management for admins."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -32,14 +33,21 @@ def login_page(request: Request, db: DbSession, settings: SettingsDep, next: str
 
 
 @router.post("/login", include_in_schema=False)
-def login(request: Request, db: DbSession, username: Annotated[str, Form()], password: Annotated[str, Form()],
-          csrf_token_field: Annotated[str, Form(alias="csrf_token")] = "", next: Annotated[str, Form()] = "/setup"):
+def login(
+    request: Request,
+    db: DbSession,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf_token_field: Annotated[str, Form(alias="csrf_token")] = "",
+    next: Annotated[str, Form()] = "/setup",
+):
     check_csrf(request, csrf_token_field)
     user = authenticate(db, username.strip(), password)
     if user is None:
         audit.record(db, username.strip()[:200] or "?", "auth.login_failed")
-        return render(request, "login.html", None, next=_safe_next(next),
-                      error="Wrong user name or password.", status_code=401)
+        return render(
+            request, "login.html", None, next=_safe_next(next), error="Wrong user name or password.", status_code=401
+        )
     request.session.clear()  # a new session on sign-in: no fixation
     request.session["uid"] = user.id
     csrf_token(request)
@@ -71,9 +79,15 @@ class PasswordChange(BaseModel):
 
 @router.get("/api/users")
 def list_users(db: DbSession, _user: Admin) -> list[dict]:
-    return [{"username": u.username, "role": u.role, "created_at": str(u.created_at),
-             "last_login_at": str(u.last_login_at) if u.last_login_at else None}
-            for u in db.scalars(select(User).order_by(User.username))]
+    return [
+        {
+            "username": u.username,
+            "role": u.role,
+            "created_at": str(u.created_at),
+            "last_login_at": str(u.last_login_at) if u.last_login_at else None,
+        }
+        for u in db.scalars(select(User).order_by(User.username))
+    ]
 
 
 @router.post("/api/users", status_code=201)

@@ -5,6 +5,7 @@ JVM). The dead-letter rate comes from the Kafka topics themselves: records of th
 ``payments.transactions.dlq`` against ``payments.transactions`` (``offsets_for_times``), or, when the
 broker is unreachable, from ``bronze_dead_letters`` if the ETL has written it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,14 @@ _kafka_lock = threading.Lock()
 def records_since(bootstrap: str, topics: list[str], since_ms: int, timeout: float = KAFKA_TIMEOUT_S) -> dict:
     """Records per topic with a timestamp at or after ``since_ms`` (None: topic missing). Raises when the
     broker does not answer."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "control-plane-dashboard",
-                         "enable.auto.commit": False, "logger": _quiet})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "control-plane-dashboard",
+            "enable.auto.commit": False,
+            "logger": _quiet,
+        }
+    )
     try:
         meta = consumer.list_topics(timeout=timeout)
         counts: dict[str, int | None] = {}
@@ -80,19 +87,36 @@ def dlq_rate(settings: ControlPlaneSettings, reader: lakehouse.DeltaReader, sinc
             _kafka_cache[key] = (time.monotonic(), counts)
     if "error" not in counts and counts.get(dlq_topic) is not None:
         dead, received = counts[dlq_topic], counts.get(tx_topic)
-        return {"source": "kafka", "topic": dlq_topic, "dead_letters": dead, "per_minute": dead / minutes,
-                "transactions_received": received, "share": dead / received if received else None,
-                "message": None}
+        return {
+            "source": "kafka",
+            "topic": dlq_topic,
+            "dead_letters": dead,
+            "per_minute": dead / minutes,
+            "transactions_received": received,
+            "share": dead / received if received else None,
+            "message": None,
+        }
     why = counts.get("error") or f"Kafka topic {dlq_topic} does not exist"
     dead = lakehouse.bronze_dead_letters(reader, since)
     if dead is not None:
-        return {"source": lakehouse.BRONZE_DEAD_LETTERS, "topic": dlq_topic, "dead_letters": dead,
-                "per_minute": dead / minutes, "transactions_received": None, "share": None,
-                "message": f"{why}: dead letters counted from {lakehouse.BRONZE_DEAD_LETTERS} "
-                           "(as of the last ETL)"}
-    return {"source": None, "topic": dlq_topic, "dead_letters": None, "per_minute": None,
-            "transactions_received": None, "share": None,
-            "message": f"DLQ rate unknown: {why} and no {lakehouse.BRONZE_DEAD_LETTERS} table"}
+        return {
+            "source": lakehouse.BRONZE_DEAD_LETTERS,
+            "topic": dlq_topic,
+            "dead_letters": dead,
+            "per_minute": dead / minutes,
+            "transactions_received": None,
+            "share": None,
+            "message": f"{why}: dead letters counted from {lakehouse.BRONZE_DEAD_LETTERS} (as of the last ETL)",
+        }
+    return {
+        "source": None,
+        "topic": dlq_topic,
+        "dead_letters": None,
+        "per_minute": None,
+        "transactions_received": None,
+        "share": None,
+        "message": f"DLQ rate unknown: {why} and no {lakehouse.BRONZE_DEAD_LETTERS} table",
+    }
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
@@ -101,9 +125,11 @@ def dashboard_page(request: Request, user: PageUser):
 
 
 @router.get("/api/dashboard")
-def dashboard_data(settings: SettingsDep, _user: Viewer,
-                   minutes: Annotated[int, Query(ge=1, le=1440, description="Window: the last N minutes")] = 60
-                   ) -> dict[str, Any]:
+def dashboard_data(
+    settings: SettingsDep,
+    _user: Viewer,
+    minutes: Annotated[int, Query(ge=1, le=1440, description="Window: the last N minutes")] = 60,
+) -> dict[str, Any]:
     """KPIs of the window (approval rates, volume, value, fraud share, latency, DLQ rate), per-minute
     series for the charts and when the data was last updated."""
     reader = lakehouse.reader_for(settings.lakehouse_dir, settings.catalog, settings.lakehouse_schema)

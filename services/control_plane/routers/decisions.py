@@ -1,5 +1,6 @@
 """Decisions: the live decision stream (list, server-sent events, detail, feed status) and "Try a
 transaction", which forwards a transaction to the scoring API's ``POST /score`` over HTTP."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,20 +34,24 @@ def _feed(request: Request) -> DecisionFeed:
     return request.app.state.feed
 
 
-def decision_filter(outcome: Annotated[str | None, Query(description="approve | challenge_3ds | review | decline")]
-                    = None,
-                    reason_code: Annotated[str | None, Query(description="Part of a reason code")] = None,
-                    merchant: Annotated[str | None, Query(description="Part of a merchant id")] = None,
-                    source: Annotated[str | None, Query(description="api | stream | backtest")] = None,
-                    ) -> DecisionFilter:
+def decision_filter(
+    outcome: Annotated[str | None, Query(description="approve | challenge_3ds | review | decline")] = None,
+    reason_code: Annotated[str | None, Query(description="Part of a reason code")] = None,
+    merchant: Annotated[str | None, Query(description="Part of a merchant id")] = None,
+    source: Annotated[str | None, Query(description="api | stream | backtest")] = None,
+) -> DecisionFilter:
     """The filters shared by the list and the stream; an empty value means "any"."""
     outcome, source = outcome or None, source or None
     if outcome and outcome not in enum_values(DecisionOutcome):
         raise HTTPException(422, f"outcome must be one of {', '.join(enum_values(DecisionOutcome))}, not {outcome!r}")
     if source and source not in SOURCES:
         raise HTTPException(422, f"source must be one of {', '.join(SOURCES)}, not {source!r}")
-    return DecisionFilter(outcome=outcome, reason_code=(reason_code or "").strip() or None,
-                          merchant=(merchant or "").strip() or None, source=source)
+    return DecisionFilter(
+        outcome=outcome,
+        reason_code=(reason_code or "").strip() or None,
+        merchant=(merchant or "").strip() or None,
+        source=source,
+    )
 
 
 Filters = Annotated[DecisionFilter, Depends(decision_filter)]
@@ -54,16 +59,27 @@ Filters = Annotated[DecisionFilter, Depends(decision_filter)]
 
 @router.get("/decisions", response_class=HTMLResponse, include_in_schema=False)
 def decisions_page(request: Request, user: PageUser):
-    return render(request, "decisions.html", user, "/decisions",
-                  choices={"outcome": enum_values(DecisionOutcome), "source": SOURCES,
-                           "merchant_segment": enum_values(MerchantSegment), "card_network": enum_values(CardNetwork),
-                           "payment_solution": enum_values(PaymentSolution), "currency": enum_values(Currency)},
-                  currency_exponents=json.dumps(CURRENCY_EXPONENT))
+    return render(
+        request,
+        "decisions.html",
+        user,
+        "/decisions",
+        choices={
+            "outcome": enum_values(DecisionOutcome),
+            "source": SOURCES,
+            "merchant_segment": enum_values(MerchantSegment),
+            "card_network": enum_values(CardNetwork),
+            "payment_solution": enum_values(PaymentSolution),
+            "currency": enum_values(Currency),
+        },
+        currency_exponents=json.dumps(CURRENCY_EXPONENT),
+    )
 
 
 @router.get("/api/decisions")
-def list_decisions(request: Request, _user: Viewer, filters: Filters,
-                   limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict]:
+def list_decisions(
+    request: Request, _user: Viewer, filters: Filters, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+) -> list[dict]:
     """The most recent decisions the control plane has seen, newest first."""
     return _feed(request).recent(filters, limit)
 
@@ -75,8 +91,9 @@ def feed_status(request: Request, _user: Viewer) -> dict:
 
 
 @router.get("/api/decisions/stream", response_class=EventSourceResponse)
-async def stream_decisions(request: Request, _user: Viewer, filters: Filters,
-                           backlog: Annotated[int, Query(ge=0, le=MAX_BACKLOG)] = 0):
+async def stream_decisions(
+    request: Request, _user: Viewer, filters: Filters, backlog: Annotated[int, Query(ge=0, le=MAX_BACKLOG)] = 0
+):
     """Server-sent events: ``status`` first, then the last ``backlog`` matching decisions (oldest
     first), then each new decision as it arrives (event ``decision``; a decision is sent again when
     its transaction's facts arrive after it). A ``status`` event every few seconds keeps it alive."""
@@ -106,8 +123,13 @@ def sample_transaction(_user: Viewer, seed: int | None = None) -> dict:
 
 
 @router.post("/api/decisions/try")
-async def try_transaction(request: Request, settings: SettingsDep, db: DbSession, user: Viewer,
-                          transaction: Annotated[dict[str, Any], Body(description="A TransactionRequest")]):
+async def try_transaction(
+    request: Request,
+    settings: SettingsDep,
+    db: DbSession,
+    user: Viewer,
+    transaction: Annotated[dict[str, Any], Body(description="A TransactionRequest")],
+):
     """Score one transaction with the scoring API. Its 4xx (e.g. 422 naming the field) pass through;
     the API unreachable -> 503. Scoring changes no configuration, so any signed-in user may try."""
     headers = {"Accept": "application/json"}
@@ -118,21 +140,33 @@ async def try_transaction(request: Request, settings: SettingsDep, db: DbSession
         async with httpx.AsyncClient(timeout=SCORE_TIMEOUT_S) as client:
             resp = await client.post(url, json=transaction, headers=headers)
     except httpx.HTTPError as exc:
-        raise HTTPException(503, f"the scoring API at {settings.scoring_api_url} is not reachable "
-                                 f"({type(exc).__name__}: {exc}); is it running?") from None
+        raise HTTPException(
+            503,
+            f"the scoring API at {settings.scoring_api_url} is not reachable "
+            f"({type(exc).__name__}: {exc}); is it running?",
+        ) from None
     body = _json_or_text(resp)
     detail = body.get("detail", body) if isinstance(body, dict) else body
     if resp.status_code in (401, 403):  # the control plane's key, not the user's session: never a 401 here
-        raise HTTPException(502, f"the scoring API refused the control plane's API key ({resp.status_code}: "
-                                 f"{detail}); set PA_SCORING_API_KEY to one of its PA_API_KEYS")
+        raise HTTPException(
+            502,
+            f"the scoring API refused the control plane's API key ({resp.status_code}: "
+            f"{detail}); set PA_SCORING_API_KEY to one of its PA_API_KEYS",
+        )
     if 400 <= resp.status_code < 500:
         return JSONResponse({"detail": detail}, status_code=resp.status_code)
     if resp.status_code >= 500 or not isinstance(body, dict):
-        raise HTTPException(503 if resp.status_code == 503 else 502,
-                            f"the scoring API answered {resp.status_code}: {detail}")
+        raise HTTPException(
+            503 if resp.status_code == 503 else 502, f"the scoring API answered {resp.status_code}: {detail}"
+        )
     # who tried what: the API's velocity counters and decision store now hold this transaction
-    audit.record(db, user.name, "decisions.try", str(body.get("transaction_id", "")),
-                 after={"outcome": body.get("outcome"), "rule_set_version": body.get("rule_set_version")})
+    audit.record(
+        db,
+        user.name,
+        "decisions.try",
+        str(body.get("transaction_id", "")),
+        after={"outcome": body.get("outcome"), "rule_set_version": body.get("rule_set_version")},
+    )
     replay = resp.headers.get("Idempotent-Replay")
     return JSONResponse(body, headers={"Idempotent-Replay": replay} if replay else None)
 
@@ -142,8 +176,11 @@ def decision_detail(transaction_id: str, request: Request, _user: Viewer) -> dic
     """One buffered decision with its transaction's facts (``transaction`` is null until they arrive)."""
     entry = _feed(request).get(transaction_id)
     if entry is None:
-        raise HTTPException(404, f"no decision for {transaction_id} among the last "
-                                 f"{request.app.state.settings.decision_buffer} the control plane has seen")
+        raise HTTPException(
+            404,
+            f"no decision for {transaction_id} among the last "
+            f"{request.app.state.settings.decision_buffer} the control plane has seen",
+        )
     return entry
 
 

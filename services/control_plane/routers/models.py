@@ -3,6 +3,7 @@
 Every alias change is audited with the version before and after. Rolling back without a version
 moves ``champion`` back to the version it held before its last change, read from that audit trail.
 """
+
 from __future__ import annotations
 
 import threading
@@ -54,8 +55,11 @@ class AliasTarget(BaseModel):
 
 
 class RollbackTarget(BaseModel):
-    version: int | None = Field(None, ge=1, description="Version to roll back to; empty: the champion before "
-                                                        "the last change (from the audit trail)")
+    version: int | None = Field(
+        None,
+        ge=1,
+        description="Version to roll back to; empty: the champion before the last change (from the audit trail)",
+    )
 
 
 def previous_champion(db: Session, name: str, current: str | None) -> str | None:
@@ -82,22 +86,33 @@ def list_models(registry: Registry, db: DbSession, _user: Viewer) -> dict:
     """The four models: versions (newest first) with metrics, threshold, estimator; champion and challenger."""
     with registry_errors():
         overview = registry.overview()
-    models = [{**m, "previous_champion": previous_champion(db, m["name"], m["champion"])}
-              for m in overview["models"]]
+    models = [{**m, "previous_champion": previous_champion(db, m["name"], m["champion"])} for m in overview["models"]]
     return {**overview, "models": models}
 
 
 @router.post("/api/models/{kind}/aliases/{alias}")
-def promote(kind: str, alias: Literal["champion", "challenger"], body: AliasTarget, registry: Registry,
-            db: DbSession, user: Admin) -> dict:
+def promote(
+    kind: str,
+    alias: Literal["champion", "challenger"],
+    body: AliasTarget,
+    registry: Registry,
+    db: DbSession,
+    user: Admin,
+) -> dict:
     """Point ``champion`` or ``challenger`` of ``kind`` at a version (audited ``model.promote``)."""
     with registry_errors():
         name = registry.name(kind)
         before, after = registry.set_alias(kind, alias, str(body.version))
     changed = before != after
     if changed:
-        audit.record(db, user.name, "model.promote", name, before={"alias": alias, "version": before},
-                     after={"alias": alias, "version": after})
+        audit.record(
+            db,
+            user.name,
+            "model.promote",
+            name,
+            before={"alias": alias, "version": before},
+            after={"alias": alias, "version": after},
+        )
     return {"kind": kind, "name": name, "alias": alias, "before": before, "version": after, "changed": changed}
 
 
@@ -110,15 +125,25 @@ def rollback(kind: str, registry: Registry, db: DbSession, user: Admin, body: Ro
         current = registry.aliases(kind).get(CHAMPION)
         target = str(body.version) if body and body.version else previous_champion(db, name, current)
         if target is None:
-            why = "it has no champion" if current is None else \
-                f"v{current} was not made champion here (e.g. by the Train step), so its predecessor is unknown"
-            raise HTTPException(status.HTTP_409_CONFLICT,
-                                f"no earlier champion of {name} in the audit trail: {why}; choose the version")
+            why = (
+                "it has no champion"
+                if current is None
+                else f"v{current} was not made champion here (e.g. by the Train step), so its predecessor is unknown"
+            )
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"no earlier champion of {name} in the audit trail: {why}; choose the version"
+            )
         before, after = registry.set_alias(kind, CHAMPION, target)
     changed = before != after
     if changed:
-        audit.record(db, user.name, "model.rollback", name, before={"alias": CHAMPION, "version": before},
-                     after={"alias": CHAMPION, "version": after})
+        audit.record(
+            db,
+            user.name,
+            "model.rollback",
+            name,
+            before={"alias": CHAMPION, "version": before},
+            after={"alias": CHAMPION, "version": after},
+        )
     return {"kind": kind, "name": name, "alias": CHAMPION, "before": before, "version": after, "changed": changed}
 
 
@@ -129,7 +154,19 @@ def clear_challenger(kind: str, registry: Registry, db: DbSession, user: Admin) 
         name = registry.name(kind)
         before = registry.delete_alias(kind, CHALLENGER)
     if before is not None:
-        audit.record(db, user.name, "model.challenger_clear", name, before={"alias": CHALLENGER, "version": before},
-                     after={"alias": CHALLENGER, "version": None})
-    return {"kind": kind, "name": name, "alias": CHALLENGER, "before": before, "version": None,
-            "changed": before is not None}
+        audit.record(
+            db,
+            user.name,
+            "model.challenger_clear",
+            name,
+            before={"alias": CHALLENGER, "version": before},
+            after={"alias": CHALLENGER, "version": None},
+        )
+    return {
+        "kind": kind,
+        "name": name,
+        "alias": CHALLENGER,
+        "before": before,
+        "version": None,
+        "changed": before is not None,
+    }

@@ -1,4 +1,5 @@
 """The front door and the pages of areas that arrive with later work."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -18,6 +19,7 @@ def index(_user: PageUser) -> RedirectResponse:
 def _upcoming(path: str, label: str, arrives: str):
     def page(request: Request, user: PageUser) -> HTMLResponse:
         return render(request, "upcoming.html", user, path, title=label, arrives=arrives)
+
     return page
 
 

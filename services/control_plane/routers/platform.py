@@ -1,4 +1,5 @@
 """Platform status: the scoring API's health and the topics' sizes."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,6 +1,7 @@
 """Rules page and API: the draft rule set (create, edit, delete, validate as you type), its diff against
 the live set, backtest of the draft, activation, history and rollback. The semantics are in
 ``services.control_plane.rule_store``; this module maps them to HTTP."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,17 +17,34 @@ from services.control_plane.templating import render
 
 router = APIRouter(tags=["rules"])
 T = TypeVar("T")
-RuleBody = Annotated[dict[str, Any], Body(examples=[{
-    "id": "R100", "name": "Gaming at night", "type": "risk", "condition": "merchant_segment = 'Gaming' AND is_night",
-    "action": "review", "priority": 80, "active": True, "shadow": True, "description": ""}])]
+RuleBody = Annotated[
+    dict[str, Any],
+    Body(
+        examples=[
+            {
+                "id": "R100",
+                "name": "Gaming at night",
+                "type": "risk",
+                "condition": "merchant_segment = 'Gaming' AND is_night",
+                "action": "review",
+                "priority": 80,
+                "active": True,
+                "shadow": True,
+                "description": "",
+            }
+        ]
+    ),
+]
 
 
 class Publication(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field("", max_length=2000)
-    base_version_id: int | None = Field(None, description="The live version the caller reviewed against; "
-                                        "refused (409) when the live set has moved since")
+    base_version_id: int | None = Field(
+        None,
+        description="The live version the caller reviewed against; refused (409) when the live set has moved since",
+    )
 
 
 class Rollback(BaseModel):
@@ -119,8 +137,9 @@ def rollback(version_id: int, db: DbSession, settings: SettingsDep, user: Admin,
 
 
 @router.post("/api/rules/backtest", status_code=status.HTTP_202_ACCEPTED)
-def backtest(request: Request, db: DbSession, settings: SettingsDep, user: Admin,
-             body: BacktestRequest | None = None) -> dict:
+def backtest(
+    request: Request, db: DbSession, settings: SettingsDep, user: Admin, body: BacktestRequest | None = None
+) -> dict:
     """Replay the draft against the live set with the backtest step (one run at a time)."""
     step = request.app.state.steps.by_id.get("backtest")
     if step is None:

@@ -1,5 +1,6 @@
 """Setup & Run: the steps, their runs (start, cancel, status, history), live log tails (SSE) and the
 first-run sequence."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,8 +47,13 @@ def list_steps(request: Request, db: DbSession, _user: Viewer) -> list[dict]:
 
 
 @router.post("/api/steps/{step_id}/run", status_code=status.HTTP_202_ACCEPTED)
-def run_step(step_id: str, request: Request, db: DbSession, user: Admin,
-             params: Annotated[dict[str, Any] | None, Body(embed=True)] = None) -> dict:
+def run_step(
+    step_id: str,
+    request: Request,
+    db: DbSession,
+    user: Admin,
+    params: Annotated[dict[str, Any] | None, Body(embed=True)] = None,
+) -> dict:
     catalog = _catalog(request)
     step = catalog.by_id.get(step_id)
     if step is None:
@@ -56,8 +62,11 @@ def run_step(step_id: str, request: Request, db: DbSession, user: Admin,
         raise HTTPException(409, f"step {step_id!r} is not available in this build ({step.module} missing)")
     hidden = {p.name for p in step.params if p.hidden}
     if hidden & set(params or {}):
-        raise HTTPException(422, f"parameter(s) {', '.join(sorted(hidden & set(params or {})))} are set by the "
-                                 "control plane, not by callers")
+        raise HTTPException(
+            422,
+            f"parameter(s) {', '.join(sorted(hidden & set(params or {})))} are set by the "
+            "control plane, not by callers",
+        )
     try:
         resolved = step.resolve(params)
     except ValueError as exc:

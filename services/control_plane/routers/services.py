@@ -1,5 +1,6 @@
 """Long-running services on /setup: simulator and stream processor (start, stop, status, rate) and the
 simulator's scenario switch."""
+
 from __future__ import annotations
 
 import asyncio
@@ -44,16 +45,27 @@ async def list_services(request: Request, settings: SettingsDep, _user: Viewer) 
     services = []
     for name, (title, _topic) in MANAGED.items():
         topic = rate_topic(name, settings.topic_prefix)
-        services.append({"name": name, "title": title, "rate_topic": topic,
-                         "rate_per_s": round(rates[topic], 1) if topic in rates else None,
-                         **infos.get(name, {"state": "UNKNOWN", "description": error})})
-    return {"managed": managed, "error": error, "services": services,
-            "scenarios": [{"name": n, "description": DESCRIPTIONS[n]} for n in SCENARIOS]}
+        services.append(
+            {
+                "name": name,
+                "title": title,
+                "rate_topic": topic,
+                "rate_per_s": round(rates[topic], 1) if topic in rates else None,
+                **infos.get(name, {"state": "UNKNOWN", "description": error}),
+            }
+        )
+    return {
+        "managed": managed,
+        "error": error,
+        "services": services,
+        "scenarios": [{"name": n, "description": DESCRIPTIONS[n]} for n in SCENARIOS],
+    }
 
 
 @router.post("/api/services/{name}/{action}")
-async def control_service(name: str, action: Literal["start", "stop"], db: DbSession, settings: SettingsDep,
-                          user: Admin) -> dict:
+async def control_service(
+    name: str, action: Literal["start", "stop"], db: DbSession, settings: SettingsDep, user: Admin
+) -> dict:
     if name not in MANAGED:
         raise HTTPException(404, f"unknown service {name!r}; known: {', '.join(MANAGED)}")
     try:

@@ -21,7 +21,7 @@
   }
 
   const base = (yAxis, extra) => ({
-    animation: false, grid: { left: 56, right: 16, top: 30, bottom: 30 },
+    animation: false, grid: { left: 56, right: 16, top: 58, bottom: 30, containLabel: false },
     tooltip: { trigger: "axis" }, legend: { top: 0 },
     xAxis: { type: "time", axisLabel: { hideOverlap: true } }, yAxis, ...extra,
   });

@@ -18,6 +18,7 @@ read by :func:`settings_from_conf`:
 ``pa.silver.dedup_watermark``          dedup horizon on the Kafka timestamp (default 24 hours)
 =====================================  ===========================================================
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,9 +74,13 @@ def settings_from_conf(spark) -> PipelineSettings:
         pass
     max_offsets = int(get("pa.kafka.max_offsets_per_trigger", str(DEFAULT_MAX_OFFSETS_PER_TRIGGER)) or 0)
     return PipelineSettings(
-        kafka=KafkaSource(bootstrap=bootstrap, topic_prefix=get("pa.kafka.topic_prefix", "") or "",
-                          starting_offsets=get("pa.kafka.starting_offsets", "earliest") or "earliest",
-                          max_offsets_per_trigger=max_offsets or None, extra_options=tuple(sorted(extra))),
+        kafka=KafkaSource(
+            bootstrap=bootstrap,
+            topic_prefix=get("pa.kafka.topic_prefix", "") or "",
+            starting_offsets=get("pa.kafka.starting_offsets", "earliest") or "earliest",
+            max_offsets_per_trigger=max_offsets or None,
+            extra_options=tuple(sorted(extra)),
+        ),
         retry_state_buckets=int(get("pa.silver.retry_state_buckets", str(DEFAULT_RETRY_STATE_BUCKETS))),
         dedup_watermark=get("pa.silver.dedup_watermark", DEDUP_WATERMARK) or DEDUP_WATERMARK,
     )

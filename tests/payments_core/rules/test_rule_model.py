@@ -1,4 +1,5 @@
 """Rules as data: validation, actions by type, the starter set, the reloadable rule source."""
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,22 @@ def test_invalid_condition_is_refused_with_position():
     assert "line 1, column 16" in str(err.value)
 
 
-@pytest.mark.parametrize("rtype, action, ok", [
-    ("risk", "decline", True), ("authentication", "challenge_3ds", True), ("risk", "approve", True),
-    ("routing", "route:network_token", True), ("retry", "retry:3600", True), ("retry", "no_retry", True),
-    ("routing", "decline", False), ("risk", "route:passkey", False), ("routing", "route:carrier_pigeon", False),
-    ("retry", "retry:soon", False), ("risk", "block", False),
-])
+@pytest.mark.parametrize(
+    "rtype, action, ok",
+    [
+        ("risk", "decline", True),
+        ("authentication", "challenge_3ds", True),
+        ("risk", "approve", True),
+        ("routing", "route:network_token", True),
+        ("retry", "retry:3600", True),
+        ("retry", "no_retry", True),
+        ("routing", "decline", False),
+        ("risk", "route:passkey", False),
+        ("routing", "route:carrier_pigeon", False),
+        ("retry", "retry:soon", False),
+        ("risk", "block", False),
+    ],
+)
 def test_actions_fit_rule_types(rtype, action, ok):
     if ok:
         assert _rule(type=rtype, action=action).action == action

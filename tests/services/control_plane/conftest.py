@@ -1,5 +1,6 @@
 """Control-plane fixtures: the app under TestClient with a real database (SQLite, or PostgreSQL via
 the session fixture), signed in through the real login form, CSRF header set like the pages do."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,11 @@ def login(client: TestClient, username: str = "admin", password: str = ADMIN_PAS
     """Sign in through the form; returns the session's CSRF token (also set as the client's header)."""
     page = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    resp = client.post("/login", data={"username": username, "password": password, "csrf_token": token,
-                                       "next": "/setup"}, follow_redirects=False)
+    resp = client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token, "next": "/setup"},
+        follow_redirects=False,
+    )
     assert resp.status_code == 303, resp.text
     csrf = client.get("/api/me").json()["csrf_token"]
     client.headers["X-CSRF-Token"] = csrf
@@ -33,8 +37,13 @@ def make_client(tmp_path) -> Iterator[Callable[..., TestClient]]:
     opened: list[TestClient] = []
 
     def make(steps: tuple[Step, ...] = STEPS, signed_in: bool = True, **overrides) -> TestClient:
-        base = dict(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:1", first_run=False, decision_feed=False,
-                    admin_password=ADMIN_PASSWORD)
+        base = dict(
+            data_dir=tmp_path,
+            kafka_bootstrap="127.0.0.1:1",
+            first_run=False,
+            decision_feed=False,
+            admin_password=ADMIN_PASSWORD,
+        )
         base.update(overrides)
         client = TestClient(create_app(ControlPlaneSettings(**base), steps=steps))
         client.__enter__()

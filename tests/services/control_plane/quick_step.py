@@ -1,5 +1,6 @@
 """A real, quick step for the control plane's tests: prints numbered lines with a pause, optionally
 writes a result JSON, exits with the given code. `python -m tests.services.control_plane.quick_step`."""
+
 from __future__ import annotations
 
 import argparse

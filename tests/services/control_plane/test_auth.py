@@ -1,9 +1,11 @@
 """Sign-in, roles, CSRF and the audit of sign-ins, against real SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import re
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.services.control_plane.conftest import ADMIN_PASSWORD, login
@@ -23,11 +25,23 @@ def test_pages_need_sign_in_and_login_lands_on_the_page_asked_for(make_client, d
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     bad = client.post("/login", data={"username": "admin", "password": "nope", "csrf_token": token, "next": "/rules"})
     assert bad.status_code == 401 and "Wrong user name or password" in bad.text
-    ok = client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token,
-                                     "next": "/rules"}, follow_redirects=False)
+    ok = client.post(
+        "/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token, "next": "/rules"},
+        follow_redirects=False,
+    )
     assert ok.status_code == 303 and ok.headers["location"] == "/rules"
-    for path in ("/setup", "/dashboard", "/decisions", "/rules", "/models", "/alerts", "/audit", "/dashboards",
-                 "/agents"):
+    for path in (
+        "/setup",
+        "/dashboard",
+        "/decisions",
+        "/rules",
+        "/models",
+        "/alerts",
+        "/audit",
+        "/dashboards",
+        "/agents",
+    ):
         assert client.get(path).status_code == 200, path
     actions = [e["action"] for e in client.get("/api/audit").json()]
     assert "auth.login" in actions and "auth.login_failed" in actions
@@ -39,8 +53,11 @@ def test_login_refuses_a_missing_csrf_token_and_an_offsite_next(make_client):
     assert resp.status_code == 403
     page = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    resp = client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token,
-                                       "next": "https://evil.example/"}, follow_redirects=False)
+    resp = client.post(
+        "/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token, "next": "https://evil.example/"},
+        follow_redirects=False,
+    )
     assert resp.headers["location"] == "/setup"
 
 
@@ -53,7 +70,9 @@ def test_mutations_need_a_session_and_the_csrf_token(make_client, db_url):
     token = client.headers.pop("X-CSRF-Token")
     resp = client.post("/api/steps/backfill/run", json={"params": {"days": "many"}})
     assert resp.status_code == 403 and "CSRF" in resp.json()["detail"]
-    resp = client.post("/api/steps/backfill/run", json={"params": {"days": "many"}}, headers={"X-CSRF-Token": "x" + token})
+    resp = client.post(
+        "/api/steps/backfill/run", json={"params": {"days": "many"}}, headers={"X-CSRF-Token": "x" + token}
+    )
     assert resp.status_code == 403
     # with the token the request reaches the handler (which refuses the bad parameter, naming it)
     resp = client.post("/api/steps/backfill/run", json={"params": {"days": "many"}}, headers={"X-CSRF-Token": token})
@@ -106,14 +125,13 @@ def test_databricks_app_identity_from_forwarded_headers(make_client):
     # forwarded identities are browser sessions too: CSRF applies
     resp = client.post("/api/steps/nope/run", headers={"X-Forwarded-Email": "lead@example.com"})
     assert resp.status_code == 403
-    resp = client.post("/api/steps/nope/run", headers={"X-Forwarded-Email": "lead@example.com",
-                                                       "X-CSRF-Token": admin["csrf_token"]})
+    resp = client.post(
+        "/api/steps/nope/run", headers={"X-Forwarded-Email": "lead@example.com", "X-CSRF-Token": admin["csrf_token"]}
+    )
     assert resp.status_code == 404
 
 
 def test_first_admin_password_is_generated_once_and_kept_hashed(make_client, tmp_path):
-    import sqlalchemy as sa
-
     make_client(signed_in=False, admin_password="")
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'control_plane.db'}")
     with engine.connect() as conn:

@@ -5,6 +5,7 @@ The decision log is built from Kafka-shaped decision records by ``decision_rows`
 and alerts by ``MetricsWriter.refresh``, exactly as the stream does. Deletion vectors (a DELETE on the
 log, a MERGE on the alerts) check that the reader honours them.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,6 +17,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 from confluent_kafka import Producer
+from pyspark.sql import types as T
 
 from launcher.topics import ensure_topics
 from payments_core.contract.events import DecisionEvent
@@ -23,6 +25,9 @@ from payments_core.contract.money import from_minor_units
 from payments_core.contract.serde import DEFAULT_SERDE
 from payments_core.contract.topics import TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
 from services.control_plane import lakehouse
+from services.stream_processor.decision_log import DecisionLogWriter, decision_rows
+from services.stream_processor.metrics import AlertThresholds, MetricsWriter
+from services.stream_processor.tables import ALERTS, DECISION_LOG, METRICS_1M, DeltaTarget
 
 CATALOG, SCHEMA = "main", "payment_analysis"
 PER_MINUTE = 20
@@ -50,54 +55,88 @@ def make_decisions(base: datetime) -> list[dict]:
             else:  # 90% processor approvals, no high risk
                 approved, risk = i < 18, 0.05 + 0.01 * i
                 outcome = "approve" if i < 16 else ("challenge_3ds" if i < 18 else "decline")
-            rows.append({
-                "transaction_id": f"tx-{k}-{i}", "decided_at": decided, "outcome": outcome, "is_approved": approved,
-                "risk_score": risk, "fraud_score": round(rng.uniform(0, 0.4), 4),
-                "latency_ms": round(rng.uniform(0.5, 25.0), 3),
-                "e2e_ms": rng.randint(1500, 3000) if slow else rng.randint(40, 400),
-                "amount_minor": rng.randint(100, 200_000), "currency": rng.choice(["BRL", "USD", "CLP"]),
-            })
+            rows.append(
+                {
+                    "transaction_id": f"tx-{k}-{i}",
+                    "decided_at": decided,
+                    "outcome": outcome,
+                    "is_approved": approved,
+                    "risk_score": risk,
+                    "fraud_score": round(rng.uniform(0, 0.4), 4),
+                    "latency_ms": round(rng.uniform(0.5, 25.0), 3),
+                    "e2e_ms": rng.randint(1500, 3000) if slow else rng.randint(40, 400),
+                    "amount_minor": rng.randint(100, 200_000),
+                    "currency": rng.choice(["BRL", "USD", "CLP"]),
+                }
+            )
     return rows
 
 
 def kafka_record(row: dict, offset: int) -> tuple:
     """A record of the decisions topic as the scoring query publishes it (value + pa.context header)."""
     decision = DecisionEvent(
-        decision_id=f"d-{row['transaction_id']}", transaction_id=row["transaction_id"], outcome=row["outcome"],
-        approval_probability=0.5, risk_score=row["risk_score"], recommended_route="standard", reason_codes=[],
-        rule_set_version="rs-test", model_versions={"risk": "1"}, latency_ms=row["latency_ms"],
-        decided_at=row["decided_at"], source="stream")
+        decision_id=f"d-{row['transaction_id']}",
+        transaction_id=row["transaction_id"],
+        outcome=row["outcome"],
+        approval_probability=0.5,
+        risk_score=row["risk_score"],
+        recommended_route="standard",
+        reason_codes=[],
+        rule_set_version="rs-test",
+        model_versions={"risk": "1"},
+        latency_ms=row["latency_ms"],
+        decided_at=row["decided_at"],
+        source="stream",
+    )
     decided_ms = int(row["decided_at"].timestamp() * 1000)
-    context = {"merchant_id": "m1", "merchant_segment": "retail", "amount_minor": row["amount_minor"],
-               "currency": row["currency"], "card_network": "visa", "payment_solution": "standard",
-               "geo_country": "BR", "is_approved": row["is_approved"], "fraud_score": row["fraud_score"],
-               "processing_time_ms": 12, "event_timestamp_ms": decided_ms - row["e2e_ms"],
-               "source_partition": 0, "source_offset": offset}
+    context = {
+        "merchant_id": "m1",
+        "merchant_segment": "retail",
+        "amount_minor": row["amount_minor"],
+        "currency": row["currency"],
+        "card_network": "visa",
+        "payment_solution": "standard",
+        "geo_country": "BR",
+        "is_approved": row["is_approved"],
+        "fraud_score": row["fraud_score"],
+        "processing_time_ms": 12,
+        "event_timestamp_ms": decided_ms - row["e2e_ms"],
+        "source_partition": 0,
+        "source_offset": offset,
+    }
     published = datetime.fromtimestamp(decided_ms / 1000, UTC)  # e2e = published - event = e2e_ms exactly
-    return (DEFAULT_SERDE.dumps(decision.model_dump(mode="json")),
-            [("pa.context", DEFAULT_SERDE.dumps(context))], 0, offset, published)
+    return (
+        DEFAULT_SERDE.dumps(decision.model_dump(mode="json")),
+        [("pa.context", DEFAULT_SERDE.dumps(context))],
+        0,
+        offset,
+        published,
+    )
 
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     """A warehouse with the stream's decision log, one-minute metrics and alerts (Spark-written)."""
-    from pyspark.sql import types as T
-
-    from services.stream_processor.decision_log import DecisionLogWriter, decision_rows
-    from services.stream_processor.metrics import AlertThresholds, MetricsWriter
-    from services.stream_processor.tables import ALERTS, DECISION_LOG, METRICS_1M, DeltaTarget
 
     warehouse = tmp_path_factory.mktemp("lake")
     target = {name: DeltaTarget.of(name, warehouse, CATALOG, SCHEMA) for name in (DECISION_LOG, METRICS_1M, ALERTS)}
     metrics = MetricsWriter(target[METRICS_1M], target[ALERTS], AlertThresholds(min_volume=10))
     log_writer = DecisionLogWriter(target[DECISION_LOG], metrics)
     log_writer.ensure(spark)
-    kafka_schema = T.StructType([
-        T.StructField("value", T.BinaryType()),
-        T.StructField("headers", T.ArrayType(T.StructType([T.StructField("key", T.StringType()),
-                                                           T.StructField("value", T.BinaryType())]))),
-        T.StructField("partition", T.IntegerType()), T.StructField("offset", T.LongType()),
-        T.StructField("timestamp", T.TimestampType())])
+    kafka_schema = T.StructType(
+        [
+            T.StructField("value", T.BinaryType()),
+            T.StructField(
+                "headers",
+                T.ArrayType(
+                    T.StructType([T.StructField("key", T.StringType()), T.StructField("value", T.BinaryType())])
+                ),
+            ),
+            T.StructField("partition", T.IntegerType()),
+            T.StructField("offset", T.LongType()),
+            T.StructField("timestamp", T.TimestampType()),
+        ]
+    )
 
     base = lakehouse.minute_floor(datetime.now(UTC))
     decisions = make_decisions(base)
@@ -119,10 +158,17 @@ def lake(spark, tmp_path_factory):
         WHEN MATCHED THEN UPDATE SET message = 'merged message'""")
 
     # PySpark collects timestamps as naive local times: make them aware UTC
-    metric_rows = [{k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in r.asDict().items()}
-                   for r in target[METRICS_1M].read(spark).orderBy("window_start").collect()]
-    return {"warehouse": warehouse, "base": base, "decisions": decisions, "metric_rows": metric_rows,
-            "deletion_vectors": {name: _has_deletion_vectors(spark, t) for name, t in target.items()}}
+    metric_rows = [
+        {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in r.asDict().items()}
+        for r in target[METRICS_1M].read(spark).orderBy("window_start").collect()
+    ]
+    return {
+        "warehouse": warehouse,
+        "base": base,
+        "decisions": decisions,
+        "metric_rows": metric_rows,
+        "deletion_vectors": {name: _has_deletion_vectors(spark, t) for name, t in target.items()},
+    }
 
 
 def _has_deletion_vectors(spark, target) -> bool:
@@ -154,8 +200,10 @@ def expected_kpis(decisions: list[dict], since: datetime) -> dict:
         "processor_approval_rate": sum(r["is_approved"] for r in rows) / n,
         "high_risk_share": sum(r["risk_score"] >= 0.6 for r in rows) / n,
         "avg_fraud_score": sum(r["fraud_score"] for r in rows) / n,
-        "e2e_p50_ms": float(np.percentile(e2e, 50)), "e2e_p99_ms": float(np.percentile(e2e, 99)),
-        "decision_p50_ms": float(np.percentile(latency, 50)), "decision_p99_ms": float(np.percentile(latency, 99)),
+        "e2e_p50_ms": float(np.percentile(e2e, 50)),
+        "e2e_p99_ms": float(np.percentile(e2e, 99)),
+        "decision_p50_ms": float(np.percentile(latency, 50)),
+        "decision_p99_ms": float(np.percentile(latency, 99)),
         "value": value,
     }
 
@@ -197,8 +245,15 @@ def test_dashboard_kpis_equal_the_numbers_of_the_rows_written(client, lake, minu
     # per-minute series: exactly the metrics rows Spark wrote for the window
     assert [s["minute"] for s in body["series"]] == [lakehouse.iso(m["window_start"]) for m in window_minutes]
     for point, row in zip(body["series"], window_minutes, strict=True):
-        for key in ("transactions", "approve", "decline", "processor_approval_rate", "e2e_latency_p99_ms",
-                    "decision_latency_p99_ms", "high_risk_share"):
+        for key in (
+            "transactions",
+            "approve",
+            "decline",
+            "processor_approval_rate",
+            "e2e_latency_p99_ms",
+            "decision_latency_p99_ms",
+            "high_risk_share",
+        ):
             assert point[key] == row[key], key
     assert body["updated_at"] and body["sources"]["stream_metrics_1m"]["exists"] and body["message"] is None
     assert body["latest_minute"] == lakehouse.iso(lake["base"] - timedelta(minutes=1))
@@ -236,7 +291,8 @@ def test_active_alerts_say_when_they_started_and_what_crossed_which_threshold(cl
 
     ended = [e for e in body["history"] if e["alert_type"] == "latency" and not e["ongoing"]]
     assert [(e["started_at"], e["ended_at"], e["minutes"]) for e in ended] == [
-        (lakehouse.iso(base - timedelta(minutes=8)), lakehouse.iso(base - timedelta(minutes=7)), 1)]
+        (lakehouse.iso(base - timedelta(minutes=8)), lakehouse.iso(base - timedelta(minutes=7)), 1)
+    ]
     assert len(body["history"]) == 4
     only = client.get("/api/alerts?active_only=true").json()
     assert len(only["active"]) == 3 and only["history"] == []
@@ -272,7 +328,7 @@ def test_dlq_rate_from_the_kafka_topics(make_client, tmp_path, kafka_bootstrap):
     old_ms = int((time.time() - 3 * 3600) * 1000)
     for i in range(2):  # dead letters from before the window (produced first: offsets follow time)
         producer.produce(prefixed(TRANSACTIONS_DLQ, prefix), value=b"old", timestamp=old_ms + i)
-    for i in range(3):
+    for _ in range(3):
         producer.produce(prefixed(TRANSACTIONS_DLQ, prefix), value=b"{bad json")
     for i in range(10):
         producer.produce(prefixed(TRANSACTIONS, prefix), key=f"card{i}".encode(), value=b"{}")
@@ -288,15 +344,15 @@ def test_dlq_rate_from_the_kafka_topics(make_client, tmp_path, kafka_bootstrap):
 
 
 def test_dlq_rate_falls_back_to_bronze_dead_letters(spark, make_client, tmp_path):
-    from pyspark.sql import types as T
-
     warehouse = tmp_path / "bronze"
     now = datetime.now(UTC)
     rows = [(f"v{i}", now - timedelta(minutes=i)) for i in (1, 2, 3, 300)]
-    schema = T.StructType([T.StructField("record_value", T.StringType()),
-                           T.StructField("kafka_timestamp", T.TimestampType())])
+    schema = T.StructType(
+        [T.StructField("record_value", T.StringType()), T.StructField("kafka_timestamp", T.TimestampType())]
+    )
     spark.createDataFrame(rows, schema).write.format("delta").save(
-        str(warehouse / CATALOG / SCHEMA / lakehouse.BRONZE_DEAD_LETTERS))
+        str(warehouse / CATALOG / SCHEMA / lakehouse.BRONZE_DEAD_LETTERS)
+    )
     client = make_client(data_dir=tmp_path / "data", warehouse_dir=warehouse)  # the broker is unreachable
     dlq = client.get("/api/dashboard?minutes=60").json()["dlq"]
     assert dlq["source"] == "bronze_dead_letters" and dlq["dead_letters"] == 3

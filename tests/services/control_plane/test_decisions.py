@@ -1,6 +1,7 @@
 """/decisions against real parts: decisions and transactions produced to a real Kafka broker reach the
 list, the detail and the server-sent event stream (joined with their transaction's facts); invalid
 records are skipped and counted; "Try a transaction" goes to a real scoring API process."""
+
 from __future__ import annotations
 
 import json
@@ -50,15 +51,21 @@ def wait_for(check: Callable[[], object], timeout: float = WAIT_S, what: str = "
 
 
 def make_transaction(merchant_id: str, **overrides) -> TransactionEvent:
-    request = sample_request(random.Random(uuid.uuid4().int), merchant_id=merchant_id,
-                             transaction_id=f"txn_{uuid.uuid4().hex[:16]}", **overrides)
-    return TransactionEvent.model_validate({**request, "is_approved": True, "processing_time_ms": 120,
-                                            "is_fraud": False}, strict=False)
+    request = sample_request(
+        random.Random(uuid.uuid4().int),
+        merchant_id=merchant_id,
+        transaction_id=f"txn_{uuid.uuid4().hex[:16]}",
+        **overrides,
+    )
+    return TransactionEvent.model_validate(
+        {**request, "is_approved": True, "processing_time_ms": 120, "is_fraud": False}, strict=False
+    )
 
 
 def make_decision(tx: TransactionEvent, **updates) -> DecisionEvent:
-    request = tx.model_dump(exclude={"is_approved", "decline_reason", "decline_code_raw", "processing_time_ms",
-                                     "is_fraud"})
+    request = tx.model_dump(
+        exclude={"is_approved", "decline_reason", "decline_code_raw", "processing_time_ms", "is_fraud"}
+    )
     decision = ENGINE.decide(request, source="stream")
     return decision.model_copy(update=updates) if updates else decision
 
@@ -97,8 +104,9 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, object]]:
             data.append(line[5:].strip())
 
 
-def next_decision(events: Iterator[tuple[str, object]], predicate: Callable[[dict], bool],
-                  timeout: float = WAIT_S) -> dict:
+def next_decision(
+    events: Iterator[tuple[str, object]], predicate: Callable[[dict], bool], timeout: float = WAIT_S
+) -> dict:
     deadline = time.monotonic() + timeout
     for event, data in events:  # a status event every few seconds wakes this loop up
         if event == "decision" and predicate(data):
@@ -137,8 +145,10 @@ def test_a_decision_and_its_transaction_are_listed_joined_and_detailed(live):
     decision = make_decision(tx)
     topics.send(tx, decision)
 
-    rows = wait_for(lambda: [r for r in listed(client, merchant=merchant) if r["transaction"]],
-                    what="the joined decision in /api/decisions")
+    rows = wait_for(
+        lambda: [r for r in listed(client, merchant=merchant) if r["transaction"]],
+        what="the joined decision in /api/decisions",
+    )
     assert len(rows) == 1
     row = rows[0]
     assert row["transaction_id"] == tx.transaction_id
@@ -200,11 +210,13 @@ def test_the_stream_applies_filters_and_replays_a_backlog(live):
     topics.send(old, make_decision(old, outcome="review"))
     wait_for(lambda: listed(client, merchant=merchant), what="the first decision")
     declined, approved = make_transaction(merchant), make_transaction(merchant)
-    with client.stream("GET", "/api/decisions/stream",
-                       params={"merchant": merchant, "outcome": "decline", "backlog": 50}) as resp:
+    with client.stream(
+        "GET", "/api/decisions/stream", params={"merchant": merchant, "outcome": "decline", "backlog": 50}
+    ) as resp:
         events = sse_events(resp.iter_lines())
-        topics.send(approved, make_decision(approved, outcome="approve"),
-                    declined, make_decision(declined, outcome="decline"))
+        topics.send(
+            approved, make_decision(approved, outcome="approve"), declined, make_decision(declined, outcome="decline")
+        )
         seen = []
         got = next_decision(events, lambda d: seen.append(d) or d["transaction_id"] == declined.transaction_id)
         assert got["outcome"] == "decline"
@@ -220,15 +232,24 @@ def test_filters_of_the_list(live):
     merchant = f"m_{uuid.uuid4().hex[:10]}"
     a, b, c = (make_transaction(merchant) for _ in range(3))
     velocity = ReasonCode(code="velocity_burst_card", kind="rule", detail="5 in 10 min")
-    sent = ((a, make_decision(a, outcome="decline", reason_codes=[velocity])),
-            (b, make_decision(b, outcome="approve", reason_codes=[], source="api")),
-            (c, make_decision(c, outcome="review", reason_codes=[
-                ReasonCode(code="high_fraud_score", kind="model_factor")])))
+    sent = (
+        (a, make_decision(a, outcome="decline", reason_codes=[velocity])),
+        (b, make_decision(b, outcome="approve", reason_codes=[], source="api")),
+        (
+            c,
+            make_decision(c, outcome="review", reason_codes=[ReasonCode(code="high_fraud_score", kind="model_factor")]),
+        ),
+    )
     for count, (tx, decision) in enumerate(sent, 1):  # one at a time: partitions do not keep order between them
         topics.send(tx, decision)
-        wait_for(lambda: len([r for r in listed(client, merchant=merchant) if r["transaction"]]) == count,
-                 what=f"{count} joined decisions")
-    ids = lambda **f: [r["transaction_id"] for r in listed(client, merchant=merchant, **f)]  # noqa: E731
+        wait_for(
+            lambda count=count: len([r for r in listed(client, merchant=merchant) if r["transaction"]]) == count,
+            what=f"{count} joined decisions",
+        )
+
+    def ids(**f):
+        return [r["transaction_id"] for r in listed(client, merchant=merchant, **f)]
+
     assert ids() == [c.transaction_id, b.transaction_id, a.transaction_id]  # newest first
     assert ids(outcome="decline") == [a.transaction_id]
     assert ids(source="api") == [b.transaction_id]
@@ -251,9 +272,15 @@ def test_invalid_records_are_skipped_and_counted(make_client, kafka_bootstrap, f
     topics.producer.produce(prefixed(TRANSACTIONS, fresh_prefix), value=b'{"transaction_id": "txn_x"}')
     topics.producer.flush(10)
 
-    status = wait_for(lambda: (s := client.get("/api/decisions/feed").json())["invalid"]["transactions"] == 1
-                      and s["invalid"]["decisions"] == 2 and s["consumed"]["decisions"] == 1 and s,
-                      what="the feed to count the invalid records")
+    status = wait_for(
+        lambda: (
+            (s := client.get("/api/decisions/feed").json())["invalid"]["transactions"] == 1
+            and s["invalid"]["decisions"] == 2
+            and s["consumed"]["decisions"] == 1
+            and s
+        ),
+        what="the feed to count the invalid records",
+    )
     assert status["consumed"]["transactions"] == 1
     assert status["last_invalid"]["error"]
     assert [r["transaction_id"] for r in listed(client)] == [tx.transaction_id]  # only the valid one
@@ -274,8 +301,10 @@ def test_topics_created_after_the_app_started_are_read_from_their_beginning(make
 
 def test_a_broker_that_is_down_is_reported_not_fatal(make_client):
     client = make_client(decision_feed=True, kafka_bootstrap=f"127.0.0.1:{free_port()}")
-    status = wait_for(lambda: (s := client.get("/api/decisions/feed").json())["status"] == "error" and s,
-                      what="the feed to report the broker down")
+    status = wait_for(
+        lambda: (s := client.get("/api/decisions/feed").json())["status"] == "error" and s,
+        what="the feed to report the broker down",
+    )
     assert status["connected"] is False and status["error"]
     assert listed(client) == []
     assert client.get("/api/decisions/feed").status_code == 200
@@ -304,8 +333,16 @@ def test_page_renders_its_parts_for_a_signed_in_user(make_client):
     client = make_client()
     page = client.get("/decisions")
     assert page.status_code == 200
-    for part in ('id="decisions-table"', 'id="try-form"', 'id="try-submit"', 'id="try-result"',
-                 'id="decision-detail"', "/static/decisions.js", 'name="outcome"', "challenge_3ds"):
+    for part in (
+        'id="decisions-table"',
+        'id="try-form"',
+        'id="try-submit"',
+        'id="try-result"',
+        'id="decision-detail"',
+        "/static/decisions.js",
+        'name="outcome"',
+        "challenge_3ds",
+    ):
         assert part in page.text, part
     assert client.get("/static/decisions.js").status_code == 200
 
@@ -313,8 +350,13 @@ def test_page_renders_its_parts_for_a_signed_in_user(make_client):
 def test_anonymous_calls_are_refused_and_posts_need_the_csrf_token(make_client):
     anonymous = make_client(signed_in=False)
     assert anonymous.get("/decisions", follow_redirects=False).status_code == 303
-    for path in ("/api/decisions", "/api/decisions/feed", "/api/decisions/sample", "/api/decisions/stream",
-                 "/api/decisions/txn_0000000000000000"):
+    for path in (
+        "/api/decisions",
+        "/api/decisions/feed",
+        "/api/decisions/sample",
+        "/api/decisions/stream",
+        "/api/decisions/txn_0000000000000000",
+    ):
         assert anonymous.get(path).status_code == 401, path
     assert anonymous.post("/api/decisions/try", json={}).status_code == 401
     signed_in = make_client()
@@ -324,19 +366,33 @@ def test_anonymous_calls_are_refused_and_posts_need_the_csrf_token(make_client):
 
 
 # ----------------------------------------------------------------------------------------- try against the real API
-def start_scoring_api(tmp_path: Path, redis_url: str, kafka_bootstrap: str,
-                      prefix: str) -> tuple[subprocess.Popen, str]:
+def start_scoring_api(
+    tmp_path: Path, redis_url: str, kafka_bootstrap: str, prefix: str
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "PA_ENV": "prod", "PA_API_KEYS": API_KEY, "PA_REDIS_URL": redis_url,
-           "PA_REDIS_PREFIX": f"dec{uuid.uuid4().hex[:6]}", "PA_KAFKA_BOOTSTRAP": kafka_bootstrap,
-           "PA_TOPIC_PREFIX": prefix, "PA_DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PA_ENV": "prod",
+        "PA_API_KEYS": API_KEY,
+        "PA_REDIS_URL": redis_url,
+        "PA_REDIS_PREFIX": f"dec{uuid.uuid4().hex[:6]}",
+        "PA_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "PA_TOPIC_PREFIX": prefix,
+        "PA_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }
     # No model registry: the API decides with its heuristic models. An empty MLflow registry gives the same
     # decisions and costs a minute of start-up (creating its database) on a small machine.
     env.pop("PA_MLFLOW_TRACKING_URI", None)
     log = (tmp_path / "scoring_api.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.scoring_api", "serve", "--port", str(port),
-                             "--no-consumer"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.scoring_api", "serve", "--port", str(port), "--no-consumer"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -352,8 +408,9 @@ def start_scoring_api(tmp_path: Path, redis_url: str, kafka_bootstrap: str,
     raise RuntimeError((tmp_path / "scoring_api.log").read_text()[-3000:])
 
 
-def test_try_a_transaction_against_the_real_scoring_api(make_client, tmp_path_factory, redis_url, kafka_bootstrap,
-                                                        kafka_topics):
+def test_try_a_transaction_against_the_real_scoring_api(
+    make_client, tmp_path_factory, redis_url, kafka_bootstrap, kafka_topics
+):
     api_dir = tmp_path_factory.mktemp("scoring_api")
     proc, base = start_scoring_api(api_dir, redis_url, kafka_bootstrap, kafka_topics)
     try:
@@ -366,8 +423,12 @@ def test_try_a_transaction_against_the_real_scoring_api(make_client, tmp_path_fa
         assert decision.source == "api" and decision.rule_set_version
         assert isinstance(resp.json()["reason_codes"], list)
 
-        risky = {**client.get("/api/decisions/sample").json(), "fraud_score": 0.99, "device_trust_score": 0.01,
-                 "aml_risk_score": 0.9}
+        risky = {
+            **client.get("/api/decisions/sample").json(),
+            "fraud_score": 0.99,
+            "device_trust_score": 0.01,
+            "aml_risk_score": 0.9,
+        }
         risky_decision = client.post("/api/decisions/try", json=risky).json()
         assert risky_decision["outcome"] != "approve" and risky_decision["reason_codes"]
 

@@ -1,4 +1,5 @@
 """/models: a real sqlite MLflow registry with two versions of each model; aliases really move."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,9 @@ def registry(tmp_path_factory) -> str:
     uri = mlflow_uri(folder)
     trained = train_models(n=600)
     assert set(register_all(uri, folder / "artifacts", trained, aliases=("champion",)).values()) == {"1"}
-    assert set(register_all(uri, folder / "artifacts", trained, aliases=("challenger",),
-                            thresholds={"risk": 0.65}).values()) == {"2"}
+    assert set(
+        register_all(uri, folder / "artifacts", trained, aliases=("challenger",), thresholds={"risk": 0.65}).values()
+    ) == {"2"}
     return uri
 
 
@@ -58,8 +60,14 @@ def test_lists_the_four_models_with_versions_metrics_and_aliases(client, registr
 def test_promote_rollback_and_clear_move_the_aliases_and_are_audited(client, registry):
     resp = client.post("/api/models/risk/aliases/champion", json={"version": 2})
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"kind": "risk", "name": "payment_analysis_risk", "alias": "champion", "before": "1",
-                           "version": "2", "changed": True}
+    assert resp.json() == {
+        "kind": "risk",
+        "name": "payment_analysis_risk",
+        "alias": "champion",
+        "before": "1",
+        "version": "2",
+        "changed": True,
+    }
     assert aliases(registry)[("risk", "champion")] == "2"
     assert aliases(registry)[("approval", "champion")] == "1"  # other models untouched
     promoted = audit_events(client, "model.promote")[0]
@@ -118,8 +126,10 @@ def test_unknown_model_version_or_alias_is_refused_clearly(client, registry):
 
 
 def test_viewers_read_but_cannot_move_aliases(client, registry):
-    assert client.post("/api/users", json={"username": "viv", "password": "viewer-password",
-                                           "role": "viewer"}).status_code == 201
+    assert (
+        client.post("/api/users", json={"username": "viv", "password": "viewer-password", "role": "viewer"}).status_code
+        == 201
+    )
     client.post("/logout", data={"csrf_token": client.headers["X-CSRF-Token"]})
     login(client, "viv", "viewer-password")
     assert client.get("/api/models").status_code == 200
@@ -154,8 +164,14 @@ def test_models_page_renders_for_signed_in_users_only(client, make_client):
     page = client.get("/models")
     assert page.status_code == 200 and "/static/models.js" in page.text and 'id="models"' in page.text
     script = client.get("/static/models.js").text
-    for hook in ('data-model="', 'data-version="', 'data-promote="champion"', 'data-promote="challenger"',
-                 'data-rollback="', "PA.confirmDialog"):
+    for hook in (
+        'data-model="',
+        'data-version="',
+        'data-promote="champion"',
+        'data-promote="challenger"',
+        'data-rollback="',
+        "PA.confirmDialog",
+    ):
         assert hook in script
     anonymous = make_client(signed_in=False)
     resp = anonymous.get("/models", follow_redirects=False)

@@ -2,6 +2,7 @@
 the live set, activation that publishes the file /score and the stream read, history, rollback, audit,
 roles and CSRF, and backtests of the draft (a stub step for the plumbing, the real Spark job once).
 State in SQLite and in PostgreSQL."""
+
 from __future__ import annotations
 
 import time
@@ -22,14 +23,29 @@ from tests.spark.etl.test_gold import _history
 from tests.spark.factories import bronze_frame
 
 STARTER = starter_rule_set()
-NEW_RULE = {"id": "R100", "name": "Gaming at night", "type": "risk",
-            "condition": "merchant_segment = 'Gaming' AND is_night", "action": "review", "priority": 80,
-            "active": True, "shadow": True, "description": "candidate"}
-STUB_BACKTEST = Step("backtest", "Backtest (stub)", "tests.services.control_plane.rules_backtest_stub", (),
-                     params=(Param("days", "Days", "int", 7, "--days", minimum=1, maximum=365),
-                             Param("max_rows", "Rows", "int", 1000, "--max-rows", minimum=0),
-                             Param("candidate_rules", "Candidate", "text", None, "--candidate-rules", hidden=True)),
-                     result_flag="--result-json")
+NEW_RULE = {
+    "id": "R100",
+    "name": "Gaming at night",
+    "type": "risk",
+    "condition": "merchant_segment = 'Gaming' AND is_night",
+    "action": "review",
+    "priority": 80,
+    "active": True,
+    "shadow": True,
+    "description": "candidate",
+}
+STUB_BACKTEST = Step(
+    "backtest",
+    "Backtest (stub)",
+    "tests.services.control_plane.rules_backtest_stub",
+    (),
+    params=(
+        Param("days", "Days", "int", 7, "--days", minimum=1, maximum=365),
+        Param("max_rows", "Rows", "int", 1000, "--max-rows", minimum=0),
+        Param("candidate_rules", "Candidate", "text", None, "--candidate-rules", hidden=True),
+    ),
+    result_flag="--result-json",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -67,7 +83,7 @@ def test_invalid_rule_is_refused_with_the_parsers_position(client):
     detail = resp.json()["detail"]
     err = detail["errors"][0]
     assert err["field"] == "condition" and (err["line"], err["column"]) == (2, 22)
-    assert condition[err["pos"]:].startswith("'Gamin'")  # the offset a textarea's cursor takes
+    assert condition[err["pos"] :].startswith("'Gamin'")  # the offset a textarea's cursor takes
     assert "did you mean 'Gaming'" in err["message"] and err["source_line"] == "  merchant_segment = 'Gamin'"
     assert "line 2, column 22" in detail["message"]
 
@@ -96,8 +112,10 @@ def test_create_shows_in_draft_and_diff_and_activation_publishes_the_file(client
     assert client.post("/api/rules", json=NEW_RULE).status_code == 201
     assert client.post("/api/rules", json=NEW_RULE).status_code == 409  # the id exists
     r001 = next(r for r in STARTER.rules if r.id == "R001")
-    edited = {**r001.model_dump(include={"name", "type", "condition", "action", "active", "shadow", "description"}),
-              "priority": 5}
+    edited = {
+        **r001.model_dump(include={"name", "type", "condition", "action", "active", "shadow", "description"}),
+        "priority": 5,
+    }
     assert client.put("/api/rules/R001", json=edited).json()["priority"] == 5
     assert client.put("/api/rules/R001", json={**edited, "id": "R999"}).status_code == 422
     assert client.put("/api/rules/NOPE", json=edited).status_code == 404
@@ -106,13 +124,15 @@ def test_create_shows_in_draft_and_diff_and_activation_publishes_the_file(client
     status = {r["id"]: r["status"] for r in view["draft"]}
     assert status["R100"] == "added" and status["R001"] == "changed" and status["R002"] == "unchanged"
     assert [r["id"] for r in view["diff"]["added"]] == ["R100"]
-    assert view["diff"]["changed"] == [{"id": "R001", "name": r001.name,
-                                        "fields": [{"field": "priority", "before": 10, "after": 5}]}]
+    assert view["diff"]["changed"] == [
+        {"id": "R001", "name": r001.name, "fields": [{"field": "priority", "before": 10, "after": 5}]}
+    ]
 
     stale = client.post("/api/rules/activate", json={"comment": "x", "base_version_id": 999})
     assert stale.status_code == 409 and "moved" in stale.json()["detail"]
-    resp = client.post("/api/rules/activate", json={"comment": "gaming review in shadow",
-                                                    "base_version_id": view["live"]["id"]})
+    resp = client.post(
+        "/api/rules/activate", json={"comment": "gaming review in shadow", "base_version_id": view["live"]["id"]}
+    )
     assert resp.status_code == 201, resp.text
     published = resp.json()
     assert published["label"] == "v2" and published["full_version"].startswith("v2+")
@@ -183,8 +203,11 @@ def test_every_change_is_audited_with_before_and_after(client):
     client.post(f"/api/rules/versions/{v1}/rollback")
 
     created = _audit(client, "rule.create")[0]
-    assert (created["actor"], created["target"], created["after"]["condition"]) == ("admin", "R100",
-                                                                                    NEW_RULE["condition"])
+    assert (created["actor"], created["target"], created["after"]["condition"]) == (
+        "admin",
+        "R100",
+        NEW_RULE["condition"],
+    )
     updated = _audit(client, "rule.update")[0]
     assert updated["before"]["shadow"] is True and updated["after"]["shadow"] is False
     assert updated["after"]["action"] == "decline"
@@ -202,17 +225,26 @@ def test_every_change_is_audited_with_before_and_after(client):
 # ------------------------------------------------------------------------------------------ who may change
 def test_a_viewer_reads_but_cannot_change_rules(make_client):
     admin = make_client()
-    assert admin.post("/api/users", json={"username": "vera", "password": "viewer-password-1",
-                                          "role": "viewer"}).status_code == 201
+    assert (
+        admin.post(
+            "/api/users", json={"username": "vera", "password": "viewer-password-1", "role": "viewer"}
+        ).status_code
+        == 201
+    )
     viewer = TestClient(admin.app)  # same app and database, its own cookie jar
     login(viewer, "vera", "viewer-password-1")
     assert viewer.get("/rules").status_code == 200
     assert viewer.get("/api/rules").json()["live"]["label"] == "v1"
     assert viewer.post("/api/rules/validate", json={"condition": "is_night"}).json()["valid"]
-    refused = [viewer.post("/api/rules", json=NEW_RULE), viewer.put("/api/rules/R001", json=NEW_RULE),
-               viewer.delete("/api/rules/R001"), viewer.post("/api/rules/activate", json={}),
-               viewer.post("/api/rules/versions/1/rollback"), viewer.post("/api/rules/backtest", json={}),
-               viewer.post("/api/rules/draft/discard")]
+    refused = [
+        viewer.post("/api/rules", json=NEW_RULE),
+        viewer.put("/api/rules/R001", json=NEW_RULE),
+        viewer.delete("/api/rules/R001"),
+        viewer.post("/api/rules/activate", json={}),
+        viewer.post("/api/rules/versions/1/rollback"),
+        viewer.post("/api/rules/backtest", json={}),
+        viewer.post("/api/rules/draft/discard"),
+    ]
     assert [r.status_code for r in refused] == [403] * len(refused)
     assert "R100" not in {r["id"] for r in admin.get("/api/rules").json()["draft"]}
     assert not [e for e in _audit(admin, "rule") if e["actor"] == "vera"]
@@ -268,10 +300,20 @@ def test_rules_page_has_the_editor_the_backtest_and_the_history(make_client):
     client = make_client()
     page = client.get("/rules")
     assert page.status_code == 200
-    for marker in ('id="rule-form"', 'name="condition"', 'id="condition-error"', 'id="rule-save"',
-                   'id="backtest-draft"', 'id="backtest-result"', 'id="activate"', 'id="live-version"',
-                   'id="history-table"', 'data-insert="fraud_score"', "route:&lt;solution&gt;",
-                   '<script src="/static/rules.js">'):
+    for marker in (
+        'id="rule-form"',
+        'name="condition"',
+        'id="condition-error"',
+        'id="rule-save"',
+        'id="backtest-draft"',
+        'id="backtest-result"',
+        'id="activate"',
+        'id="live-version"',
+        'id="history-table"',
+        'data-insert="fraud_score"',
+        "route:&lt;solution&gt;",
+        '<script src="/static/rules.js">',
+    ):
         assert marker in page.text, marker
     assert "data-rollback" in client.get("/static/rules.js").text
     meta = client.get("/api/rules/meta").json()
@@ -327,8 +369,11 @@ def test_backtest_of_the_draft_runs_the_step_with_the_draft_as_candidate(make_cl
     listed = client.get("/api/rules/backtests").json()
     assert [b["id"] for b in listed] == [run["id"]] and listed[0]["live_label"] == "v1"
     event = _audit(client, "rule.backtest")[0]
-    assert event["after"]["run_id"] == run["id"] and event["after"]["changes"] == {"added": 1, "removed": 0,
-                                                                                  "changed": 0}
+    assert event["after"]["run_id"] == run["id"] and event["after"]["changes"] == {
+        "added": 1,
+        "removed": 0,
+        "changed": 0,
+    }
     assert client.get("/api/rules/backtests/999999").status_code == 404
 
 
@@ -337,13 +382,24 @@ def test_real_backtest_of_a_draft_over_silver_history(make_client, spark, tmp_pa
     warehouse, data = tmp_path / "warehouse", tmp_path / "data"
     lakehouse = Lakehouse(catalog="main", schema="rules_bt", warehouse_dir=warehouse)
     lakehouse.write(silver.silver_transactions(bronze_frame(spark, _history())), "silver_transactions")
-    for name, value in {"PA_WAREHOUSE_DIR": str(warehouse), "PA_DATA_DIR": str(data), "PA_CATALOG": "main",
-                        "PA_SCHEMA": "rules_bt", "PA_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                        "PA_SPARK_MASTER": "local[1]"}.items():
+    for name, value in {
+        "PA_WAREHOUSE_DIR": str(warehouse),
+        "PA_DATA_DIR": str(data),
+        "PA_CATALOG": "main",
+        "PA_SCHEMA": "rules_bt",
+        "PA_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PA_SPARK_MASTER": "local[1]",
+    }.items():
         monkeypatch.setenv(name, value)  # what the job's process reads (it inherits the environment)
     client = make_client(steps=(STEPS_BY_ID["backtest"],), data_dir=data, warehouse_dir=warehouse)
-    strict = {"id": "T001", "name": "Decline medium fraud scores", "type": "risk", "condition": "fraud_score >= 0.5",
-              "action": "decline", "priority": 1}
+    strict = {
+        "id": "T001",
+        "name": "Decline medium fraud scores",
+        "type": "risk",
+        "condition": "fraud_score >= 0.5",
+        "action": "decline",
+        "priority": 1,
+    }
     assert client.post("/api/rules", json=strict).status_code == 201
     run = client.post("/api/rules/backtest", json={"days": 30, "max_rows": 0}).json()
     bt = _wait_backtest(client, run["id"], timeout=600)  # a Spark JVM starts; slow on a busy machine

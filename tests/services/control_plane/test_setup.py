@@ -1,6 +1,7 @@
 """Setup & Run: steps run as real subprocesses (one active run per step, enforced by the database),
 cancel, live logs over SSE, reconciliation after a crash, the first-run sequence, supervised services
 and the scenario switch, against real SQLite / PostgreSQL, Kafka and supervisord."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,18 @@ from services.control_plane.steps import STEPS, Param, Step
 
 QUICK = "tests.services.control_plane.quick_step"
 QUICK_STEPS = (
-    Step("hello", "Say hello", QUICK, (), "prints lines", params=(
-        Param("lines", "Lines", "int", 3, "--lines", minimum=1, maximum=1000),
-        Param("pause", "Pause", "float", 0.05, "--pause", minimum=0)), first_run=True),
+    Step(
+        "hello",
+        "Say hello",
+        QUICK,
+        (),
+        "prints lines",
+        params=(
+            Param("lines", "Lines", "int", 3, "--lines", minimum=1, maximum=1000),
+            Param("pause", "Pause", "float", 0.05, "--pause", minimum=0),
+        ),
+        first_run=True,
+    ),
     Step("boom", "Fails", QUICK, ("--exit-code", "3"), "exits non-zero"),
     Step("report", "Reports", QUICK, (), "writes a result", result_flag="--result-json", first_run=True),
     Step("absent", "Not in this build", "no_such_module_xyz"),
@@ -58,7 +68,8 @@ def test_run_step_with_parameters_records_status_duration_logs_and_audit(client)
     assert run["status"] == "succeeded" and run["exit_code"] == 0 and run["started_by"] == "admin"
     assert run["duration_s"] is not None and run["duration_s"] >= 0
     assert [line for line in run["log"] if line.startswith("quick step")] == [
-        f"quick step line {i} of 4" for i in range(1, 5)]
+        f"quick step line {i} of 4" for i in range(1, 5)
+    ]
     steps = {s["id"]: s for s in client.get("/api/steps").json()}
     assert steps["hello"]["last_run"]["id"] == run["id"]
     assert steps["hello"]["params"][0]["name"] == "lines"
@@ -134,7 +145,8 @@ def test_log_follows_over_server_sent_events(client):
                     end = data
                     break
     assert [line for line in lines if line.startswith("quick step")] == [
-        f"quick step line {i} of 5" for i in range(1, 6)]
+        f"quick step line {i} of 5" for i in range(1, 6)
+    ]
     assert end["status"] == "succeeded"
 
 
@@ -176,11 +188,19 @@ def test_a_database_from_before_migrations_is_upgraded(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = sa.create_engine(url)
     with old.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE job_runs (id INTEGER PRIMARY KEY AUTOINCREMENT, step VARCHAR(64), "
-                             "status VARCHAR(16), params TEXT, started_at DATETIME, finished_at DATETIME, "
-                             "exit_code INTEGER, log_path VARCHAR(512))"))
-        conn.execute(sa.text("INSERT INTO job_runs (step, status, params, started_at, log_path) "
-                             "VALUES ('etl', 'running', '{}', '2026-11-01 10:00:00', '')"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE job_runs (id INTEGER PRIMARY KEY AUTOINCREMENT, step VARCHAR(64), "
+                "status VARCHAR(16), params TEXT, started_at DATETIME, finished_at DATETIME, "
+                "exit_code INTEGER, log_path VARCHAR(512))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_runs (step, status, params, started_at, log_path) "
+                "VALUES ('etl', 'running', '{}', '2026-11-01 10:00:00', '')"
+            )
+        )
     engine = make_engine(url)
     migrate(engine)
     with make_sessionmaker(engine)() as db:
@@ -192,8 +212,17 @@ def test_real_steps_keep_the_seed_order_and_map_parameters_to_flags():
     assert [s.id for s in STEPS][:5] == ["backfill", "etl", "gold_views", "bootstrap", "train"]
     backfill = {s.id: s for s in STEPS}["backfill"]
     params = backfill.resolve({"days": "2", "scenario": "fraud_ring"})
-    assert backfill.argv(params)[1:] == ["-m", "services.simulator", "backfill", "--days", "2.0",
-                                         "--events-per-day", "30000", "--scenario", "fraud_ring"]
+    assert backfill.argv(params)[1:] == [
+        "-m",
+        "services.simulator",
+        "backfill",
+        "--days",
+        "2.0",
+        "--events-per-day",
+        "30000",
+        "--scenario",
+        "fraud_ring",
+    ]
     with pytest.raises(ValueError, match="scenario"):
         backfill.resolve({"scenario": "meteor"})
     etl = {s.id: s for s in STEPS}["etl"]
@@ -209,8 +238,9 @@ def test_platform_and_scenario_switch_with_real_kafka(make_client, kafka_bootstr
     assert resp.status_code == 200, resp.text
     assert client.post("/api/simulator/scenario", json={"scenario": "meteor"}).status_code == 422
     topic = prefixed(SIMULATOR_CONTROL, kafka_topics)
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, 0, 0)])
     values = []
     deadline = time.monotonic() + 20
@@ -227,16 +257,39 @@ def test_platform_and_scenario_switch_with_real_kafka(make_client, kafka_bootstr
 def test_services_are_started_and_stopped_through_supervisord(make_client, tmp_path):
     sock = tmp_path / "supervisor.sock"
     conf = tmp_path / "supervisord.conf"
-    conf.write_text("\n".join([
-        "[supervisord]", "nodaemon=true", f"logfile={tmp_path / 'supervisord.log'}",
-        f"pidfile={tmp_path / 'supervisord.pid'}", "",
-        "[unix_http_server]", f"file={sock}", "",
-        "[rpcinterface:supervisor]", "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        "",
-        *[line for name in ("simulator", "stream_processor") for line in (
-            f"[program:{name}]", f"command={sys.executable} -c \"import time; time.sleep(600)\"", "autostart=false",
-            "startsecs=1", "stopasgroup=true", "killasgroup=true", "")],
-        "[group:services]", "programs=simulator,stream_processor", ""]))
+    conf.write_text(
+        "\n".join(
+            [
+                "[supervisord]",
+                "nodaemon=true",
+                f"logfile={tmp_path / 'supervisord.log'}",
+                f"pidfile={tmp_path / 'supervisord.pid'}",
+                "",
+                "[unix_http_server]",
+                f"file={sock}",
+                "",
+                "[rpcinterface:supervisor]",
+                "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+                "",
+                *[
+                    line
+                    for name in ("simulator", "stream_processor")
+                    for line in (
+                        f"[program:{name}]",
+                        f'command={sys.executable} -c "import time; time.sleep(600)"',
+                        "autostart=false",
+                        "startsecs=1",
+                        "stopasgroup=true",
+                        "killasgroup=true",
+                        "",
+                    )
+                ],
+                "[group:services]",
+                "programs=simulator,stream_processor",
+                "",
+            ]
+        )
+    )
     supervisord = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
     try:
         deadline = time.monotonic() + 20
@@ -253,8 +306,10 @@ def test_services_are_started_and_stopped_through_supervisord(make_client, tmp_p
         assert states["simulator"] == "RUNNING" and states["stream_processor"] == "STOPPED"
         assert client.post("/api/services/simulator/stop").json()["state"] == "STOPPED"
         assert client.post("/api/services/nope/start").status_code == 404
-        assert [e["action"] for e in client.get("/api/audit?action=service.").json()] == ["service.stop",
-                                                                                           "service.start"]
+        assert [e["action"] for e in client.get("/api/audit?action=service.").json()] == [
+            "service.stop",
+            "service.start",
+        ]
     finally:
         supervisord.terminate()
         supervisord.wait(30)

@@ -1,5 +1,6 @@
 """Scoring API fixtures: a real Redis (session fixture), a real MLflow registry (sqlite) with tiny
 trained models, and the app under TestClient (lifespan included)."""
+
 from __future__ import annotations
 
 import uuid
@@ -26,10 +27,18 @@ def registry_uri(tmp_path_factory) -> str:
 @pytest.fixture
 def make_settings(redis_url, registry_uri, tmp_path):
     def make(**kw) -> Settings:
-        base = dict(env="prod", api_keys=API_KEY, redis_url=redis_url, redis_prefix=f"t{uuid.uuid4().hex[:8]}",
-                    mlflow_tracking_uri=registry_uri, data_dir=tmp_path, refresh_seconds=3600)
+        base = dict(
+            env="prod",
+            api_keys=API_KEY,
+            redis_url=redis_url,
+            redis_prefix=f"t{uuid.uuid4().hex[:8]}",
+            mlflow_tracking_uri=registry_uri,
+            data_dir=tmp_path,
+            refresh_seconds=3600,
+        )
         base.update(kw)
         return Settings(**base)
+
     return make
 
 

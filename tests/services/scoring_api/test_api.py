@@ -1,7 +1,9 @@
 """The scoring API end to end: real Redis, a registered model in a real MLflow, the real app."""
+
 from __future__ import annotations
 
 import random
+import time
 
 import orjson
 import pytest
@@ -12,6 +14,7 @@ from payments_core.rules import Rule, RuleSet, write_ruleset
 from payments_core.rules.model import ruleset_path
 from payments_core.samples import EXAMPLE_REQUEST, sample_request
 from services.scoring_api.app import create_app
+from tests.payments_core.helpers import mlflow_uri, register_all, train_models
 from tests.services.scoring_api.conftest import API_KEY
 
 
@@ -43,16 +46,21 @@ def test_rescoring_is_idempotent(client):
 
 
 def test_velocity_is_recorded_and_used(make_settings):
-    rules = RuleSet(version="vel", rules=[Rule(id="V1", name="burst", type="risk", condition="card_txn_count_600s >= 3",
-                                               action="decline")])
+    rules = RuleSet(
+        version="vel",
+        rules=[Rule(id="V1", name="burst", type="risk", condition="card_txn_count_600s >= 3", action="decline")],
+    )
     settings = make_settings()
     write_ruleset(rules, ruleset_path(settings.data_dir))
     with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as c:
         rng = random.Random(1)
         outcomes = []
         for i in range(5):
-            tx = _json(sample_request(rng, card_token_id="tok_burst", fraud_score=0.01, antifraud_used=False,
-                                      antifraud_result=None))
+            tx = _json(
+                sample_request(
+                    rng, card_token_id="tok_burst", fraud_score=0.01, antifraud_used=False, antifraud_result=None
+                )
+            )
             tx["event_timestamp"] = f"2026-03-01T10:00:0{i}Z"
             d = c.post("/score", json=tx).json()
             outcomes.append("V1" in [r["code"] for r in d["reason_codes"]])
@@ -79,14 +87,17 @@ def test_batch_limit_names_the_field(make_settings):
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "transactions"]
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"amount_minor": -5}, "amount_minor"),
-    ({"currency": "XYZ"}, "currency"),
-    ({"transaction_id": "nope"}, "transaction_id"),
-    ({"fraud_score": 1.5}, "fraud_score"),
-    ({"surprise": 1}, "surprise"),
-    ({"event_timestamp": "yesterday"}, "event_timestamp"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"amount_minor": -5}, "amount_minor"),
+        ({"currency": "XYZ"}, "currency"),
+        ({"transaction_id": "nope"}, "transaction_id"),
+        ({"fraud_score": 1.5}, "fraud_score"),
+        ({"surprise": 1}, "surprise"),
+        ({"event_timestamp": "yesterday"}, "event_timestamp"),
+    ],
+)
 def test_invalid_payloads_are_422_naming_the_field(client, change, field):
     r = client.post("/score", json={**EXAMPLE_REQUEST, **change})
     assert r.status_code == 422
@@ -113,6 +124,7 @@ def test_oversized_bodies_are_refused(make_settings):
             for _ in range(100):
                 yield b'{"a": "' + b"x" * 100 + b'"},'
             yield b"{}]}"
+
         r = c.post("/score/batch", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413
         assert c.post("/score", json=EXAMPLE_REQUEST).status_code == 200  # the worker is fine
@@ -162,21 +174,20 @@ def test_openapi_documents_examples_and_security(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
     assert "typical" in body["examples"]
-    assert spec["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] \
-        .endswith("DecisionEvent")
+    assert spec["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"][
+        "$ref"
+    ].endswith("DecisionEvent")
     assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
 
 
 def test_a_moved_champion_alias_is_picked_up_without_restart(make_settings, tmp_path):
     """The registry is polled from a helper process; the worker reloads when the alias moves."""
-    import time
-
-    from tests.payments_core.helpers import mlflow_uri, register_all, train_models
 
     uri = mlflow_uri(tmp_path)
     register_all(uri, tmp_path / "artifacts", train_models(seed=5, kind="linear"))
-    with TestClient(create_app(make_settings(mlflow_tracking_uri=uri, refresh_seconds=0.3)),
-                    headers={"X-API-Key": API_KEY}) as c:
+    with TestClient(
+        create_app(make_settings(mlflow_tracking_uri=uri, refresh_seconds=0.3)), headers={"X-API-Key": API_KEY}
+    ) as c:
         assert c.get("/ready").json()["model_versions"]["approval"] == "1"
         register_all(uri, tmp_path / "artifacts", train_models(seed=9, kind="linear"))  # version 2 -> champion
         deadline = time.monotonic() + 60

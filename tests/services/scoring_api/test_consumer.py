@@ -1,5 +1,6 @@
 """The faust agent against real Kafka: publish decisions on payments.decisions, read them back via
 GET /decisions/{id} from the real `serve` process (uvicorn + the supervised consumer process)."""
+
 from __future__ import annotations
 
 import os
@@ -7,16 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-
-from launcher.local import stop_process
 from confluent_kafka import Producer
 
 from launcher.infra import free_port
+from launcher.local import stop_process
 from payments_core.contract.events import DecisionEvent
 from payments_core.contract.topics import DECISIONS, prefixed
 from payments_core.engine import DecisionEngine
@@ -30,14 +29,28 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture
 def server(kafka_bootstrap, kafka_topics, redis_url, tmp_path):
     port = free_port()
-    env = {**os.environ, "PA_KAFKA_BOOTSTRAP": kafka_bootstrap, "PA_TOPIC_PREFIX": kafka_topics,
-           "PA_REDIS_URL": redis_url, "PA_REDIS_PREFIX": f"c{uuid.uuid4().hex[:6]}", "PA_DATA_DIR": str(tmp_path),
-           "PA_ENV": "prod", "PA_API_KEYS": API_KEY, "PA_CONSUMER_GROUP": f"pa-test-{uuid.uuid4().hex[:6]}",
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PA_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "PA_TOPIC_PREFIX": kafka_topics,
+        "PA_REDIS_URL": redis_url,
+        "PA_REDIS_PREFIX": f"c{uuid.uuid4().hex[:6]}",
+        "PA_DATA_DIR": str(tmp_path),
+        "PA_ENV": "prod",
+        "PA_API_KEYS": API_KEY,
+        "PA_CONSUMER_GROUP": f"pa-test-{uuid.uuid4().hex[:6]}",
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("PA_MLFLOW_TRACKING_URI", None)
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.scoring_api", "serve", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.scoring_api", "serve", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -50,8 +63,10 @@ def server(kafka_bootstrap, kafka_topics, redis_url, tmp_path):
         else:
             raise RuntimeError((tmp_path / "serve.log").read_text()[-3000:])
         yield base, env
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                   text=True).stdout.split()]
+        children = [
+            int(p)
+            for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        ]
         assert children, "serve should supervise a consumer process"
     finally:
         stop_process(proc)
@@ -69,7 +84,7 @@ def _decision(txn: str, outcome_override: str | None = None) -> DecisionEvent:
 
 
 def test_published_decisions_are_served_deduplicated(server, kafka_bootstrap, kafka_topics):
-    base, env = server
+    base, _env = server
     topic = prefixed(DECISIONS, kafka_topics)
     txn = f"txn_{uuid.uuid4().hex[:16]}"
     first = _decision(txn)

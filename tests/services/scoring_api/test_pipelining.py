@@ -1,16 +1,22 @@
 """AutoPipeline and the write-behind decision store against a real Redis."""
+
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import httpx
 import pytest
 import redis.asyncio
 from redis.exceptions import ResponseError
 
+from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
+from services.scoring_api.app import create_app
 from services.scoring_api.pipelining import AutoPipeline, eval_script
 from services.scoring_api.store import DecisionStore, WriteBehindDecisions
+
+from .conftest import API_KEY
 
 
 def run(coro):
@@ -27,8 +33,9 @@ def test_commands_of_one_loop_turn_share_one_pipeline(redis_url):
         assert (pipe.batches, pipe.commands) == (1, 50)
         # one failing command fails alone
         await client.set(f"{ns}:s", "text")
-        ok, bad = await asyncio.gather(pipe.call("GET", f"{ns}:n"), pipe.call("INCR", f"{ns}:s"),
-                                       return_exceptions=True)
+        ok, bad = await asyncio.gather(
+            pipe.call("GET", f"{ns}:n"), pipe.call("INCR", f"{ns}:s"), return_exceptions=True
+        )
         assert ok == str(sum(range(1, 51))).encode()
         assert isinstance(bad, ResponseError)
         await client.aclose()
@@ -41,8 +48,14 @@ def test_eval_script_reloads_a_flushed_script(redis_url):
         client = redis.asyncio.Redis.from_url(redis_url)
         store = AsyncRedisVelocityStore(client, prefix=f"t{uuid.uuid4().hex[:6]}:vel")
         pipe = AutoPipeline(client)
-        tx = {"transaction_id": "txn_00000000000000a1", "event_timestamp": "2026-01-01T00:00:00Z",
-              "amount_minor": 500, "card_token_id": "c1", "device_fingerprint": "d1", "merchant_id": "m1"}
+        tx = {
+            "transaction_id": "txn_00000000000000a1",
+            "event_timestamp": "2026-01-01T00:00:00Z",
+            "amount_minor": 500,
+            "card_token_id": "c1",
+            "device_fingerprint": "d1",
+            "merchant_id": "m1",
+        }
         await client.script_flush()
         keys, args = store.lookup_keys_args("nokey:" + uuid.uuid4().hex, tx)
         stored, features = store.parse_lookup(await eval_script(pipe, store.script, keys, args))
@@ -78,19 +91,12 @@ def test_decisions_written_behind_are_visible_before_and_after_redis_acknowledge
 @pytest.mark.parametrize("concurrency", [1, 20])
 def test_concurrent_rescoring_returns_one_decision(make_settings, concurrency):
     """Re-scores racing the first request (same worker) all answer the first decision."""
-    import httpx
-
-    from payments_core.samples import EXAMPLE_REQUEST
-    from services.scoring_api.app import create_app
-
-    from .conftest import API_KEY
 
     async def main():
         app = create_app(make_settings())
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t",
-                                         headers={"X-API-Key": API_KEY}) as c:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"X-API-Key": API_KEY}) as c:
                 body = {**EXAMPLE_REQUEST, "transaction_id": "txn_" + uuid.uuid4().hex[:16]}
                 rs = await asyncio.gather(*(c.post("/score", json=body) for _ in range(concurrency)))
                 again = await c.post("/score", json=body)

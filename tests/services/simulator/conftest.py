@@ -1,4 +1,5 @@
 """Shared samples: generating is cheap, but the same week of events serves many checks."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -11,10 +12,12 @@ from services.simulator.generator import GeneratorConfig, TransactionGenerator
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 
 
-def sample(scenario: str = "normal", n: int = 200_000, seed: int = 7, issuer: str | None = None,
-           events_per_second: float = 0.5) -> tuple[TransactionGenerator, pd.DataFrame]:
-    gen = TransactionGenerator(GeneratorConfig(seed=seed, start=START, events_per_second=events_per_second,
-                                               scenario=scenario, issuer=issuer))
+def sample(
+    scenario: str = "normal", n: int = 200_000, seed: int = 7, issuer: str | None = None, events_per_second: float = 0.5
+) -> tuple[TransactionGenerator, pd.DataFrame]:
+    gen = TransactionGenerator(
+        GeneratorConfig(seed=seed, start=START, events_per_second=events_per_second, scenario=scenario, issuer=issuer)
+    )
     frames = [gen.batch(50_000).to_pandas() for _ in range(n // 50_000)]
     return gen, pd.concat(frames, ignore_index=True)
 

@@ -1,4 +1,5 @@
 """The generator: contract, determinism, consistency with the taxonomy, retries."""
+
 from __future__ import annotations
 
 import re
@@ -49,11 +50,12 @@ def test_arrow_table_has_exactly_the_contract_columns_and_types():
 
 def test_transaction_ids_are_unique_and_well_formed():
     gen = _gen()
-    ids = np.concatenate([gen.batch(50_000).to_arrow()["transaction_id"].to_numpy(zero_copy_only=False)
-                          for _ in range(4)])
+    ids = np.concatenate(
+        [gen.batch(50_000).to_arrow()["transaction_id"].to_numpy(zero_copy_only=False) for _ in range(4)]
+    )
     assert len(set(ids)) == ids.size == 200_000
     pattern = re.compile(r"^txn_[0-9a-f]{16}$")
-    assert all(pattern.match(i) for i in ids[:: 97])
+    assert all(pattern.match(i) for i in ids[::97])
 
 
 def test_same_seed_and_settings_give_the_same_event_sequence():
@@ -119,10 +121,13 @@ def test_a_retry_reuses_card_merchant_and_amount_of_an_earlier_declined_attempt(
     assert len(retries) > 500
     originals = df[~df["is_approved"]][key + ["attempt_number", "decline_reason", "event_timestamp"]]
     merged = retries[key + ["attempt_number", "previous_decline_code", "event_timestamp"]].merge(
-        originals, on=key, suffixes=("", "_prev"))
-    merged = merged[(merged["attempt_number_prev"] == merged["attempt_number"] - 1)
-                    & (merged["decline_reason"] == merged["previous_decline_code"])
-                    & (merged["event_timestamp_prev"] < merged["event_timestamp"])]
+        originals, on=key, suffixes=("", "_prev")
+    )
+    merged = merged[
+        (merged["attempt_number_prev"] == merged["attempt_number"] - 1)
+        & (merged["decline_reason"] == merged["previous_decline_code"])
+        & (merged["event_timestamp_prev"] < merged["event_timestamp"])
+    ]
     matched = merged.drop_duplicates(subset=key + ["attempt_number"])
     # retries near the end of the sample may still be pending, but every retry seen has its original
     assert len(matched) == retries.drop_duplicates(subset=key + ["attempt_number"]).shape[0]
@@ -139,7 +144,7 @@ def test_bad_input_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="events_per_second"):
         GeneratorConfig(events_per_second=0)
     with pytest.raises(ValueError, match="timezone"):
-        GeneratorConfig(start=datetime(2026, 1, 1))
+        GeneratorConfig(start=datetime(2026, 1, 1))  # noqa: DTZ001 - the naive start is what is refused
     gen = _gen()
     with pytest.raises(ValueError, match="choose one of"):
         gen.set_scenario("meteor_strike")

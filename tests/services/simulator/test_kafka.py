@@ -1,4 +1,5 @@
 """Against the real local Kafka: delivery and read-back, graceful shutdown, scenario switches, CLI."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,14 @@ def own_topics(kafka_bootstrap: str) -> str:
 
 def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
     """Every message of a topic, up to the end offsets at call time."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         parts = [TopicPartition(topic, p) for p in meta.partitions]
@@ -61,8 +68,13 @@ def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
 
 
 def _env(bootstrap: str, prefix: str) -> dict[str, str]:
-    return {**os.environ, "PA_KAFKA_BOOTSTRAP": bootstrap, "PA_TOPIC_PREFIX": prefix, "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "PA_KAFKA_BOOTSTRAP": bootstrap,
+        "PA_TOPIC_PREFIX": prefix,
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def test_delivers_exactly_the_produced_count_keyed_by_card_token(kafka_bootstrap, own_topics):
@@ -101,9 +113,25 @@ def test_delivery_errors_are_counted_not_dropped(kafka_bootstrap, own_topics):
 
 def test_sigterm_flushes_everything_in_flight(kafka_bootstrap, own_topics):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.simulator", "run", "--rate", "max", "--no-control",
-         "--progress-interval", "0.5", "--seed", "3"],
-        cwd=REPO, env=_env(kafka_bootstrap, own_topics), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "services.simulator",
+            "run",
+            "--rate",
+            "max",
+            "--no-control",
+            "--progress-interval",
+            "0.5",
+            "--seed",
+            "3",
+        ],
+        cwd=REPO,
+        env=_env(kafka_bootstrap, own_topics),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     try:
         # wait until it is producing flat out, then stop it mid-stream
@@ -128,22 +156,29 @@ def test_sigterm_flushes_everything_in_flight(kafka_bootstrap, own_topics):
 def test_scenario_switch_over_the_control_topic_reaches_a_running_simulator(kafka_bootstrap, own_topics):
     control_topic = prefixed(SIMULATOR_CONTROL, own_topics)
     # an old switch from before the simulator started is ignored when the scenario was given explicitly
-    publish_switch(kafka_bootstrap, control_topic,
-                   ScenarioSwitch(scenario="bin_attack", at=datetime.now(UTC) - timedelta(hours=1)))
+    publish_switch(
+        kafka_bootstrap, control_topic, ScenarioSwitch(scenario="bin_attack", at=datetime.now(UTC) - timedelta(hours=1))
+    )
     gen = TransactionGenerator(GeneratorConfig(seed=2))
     producer = EventProducer(kafka_bootstrap, prefixed(TRANSACTIONS, own_topics))
     listener = ControlListener(kafka_bootstrap, control_topic, since=datetime.now(UTC))
     stop = threading.Event()
     reports = []
-    worker = threading.Thread(target=lambda: reports.append(
-        run(gen, producer, rate=2_000, control=listener, stop=stop, progress=None)))
+    worker = threading.Thread(
+        target=lambda: reports.append(run(gen, producer, rate=2_000, control=listener, stop=stop, progress=None))
+    )
     worker.start()
     try:
         time.sleep(2.0)
         assert gen.scenario == "normal"
         result = subprocess.run(
             [sys.executable, "-m", "services.simulator", "scenario", "issuer_outage", "--issuer", "iss_br_03"],
-            cwd=REPO, env=_env(kafka_bootstrap, own_topics), capture_output=True, text=True, timeout=60)
+            cwd=REPO,
+            env=_env(kafka_bootstrap, own_topics),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         deadline = time.monotonic() + 30
         while gen.scenario != "issuer_outage" and time.monotonic() < deadline:
@@ -173,15 +208,32 @@ def test_a_new_simulator_adopts_the_latest_switch(kafka_bootstrap, own_topics):
 
 def test_cli_refuses_bad_input_with_a_clear_message(kafka_bootstrap, own_topics):
     env = _env(kafka_bootstrap, own_topics)
-    bad_rate = subprocess.run([sys.executable, "-m", "services.simulator", "run", "--rate", "fast"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    bad_rate = subprocess.run(
+        [sys.executable, "-m", "services.simulator", "run", "--rate", "fast"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad_rate.returncode == 2 and "--rate must be a number" in bad_rate.stderr
-    bad_scenario = subprocess.run([sys.executable, "-m", "services.simulator", "scenario", "meteor"],
-                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    bad_scenario = subprocess.run(
+        [sys.executable, "-m", "services.simulator", "scenario", "meteor"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad_scenario.returncode == 2 and "unknown scenario 'meteor'" in bad_scenario.stderr
-    bad_env = subprocess.run([sys.executable, "-m", "services.simulator", "run", "--count", "1"],
-                             cwd=REPO, env={**env, "PA_SIMULATOR_RATE": "-5"}, capture_output=True, text=True,
-                             timeout=60)
+    bad_env = subprocess.run(
+        [sys.executable, "-m", "services.simulator", "run", "--count", "1"],
+        cwd=REPO,
+        env={**env, "PA_SIMULATOR_RATE": "-5"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad_env.returncode == 2 and "simulator_rate" in bad_env.stderr
 
 
@@ -206,9 +258,27 @@ def test_backfill_to_kafka_and_to_parquet(kafka_bootstrap, own_topics, tmp_path)
 def test_cli_backfill_writes_json_lines(tmp_path, kafka_bootstrap, own_topics):
     out = tmp_path / "events.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "services.simulator", "backfill", "--days", "0.2", "--events-per-day", "20000",
-         "--start", "2026-02-01T00:00:00Z", "--output", str(out), "--no-incidents"],
-        cwd=REPO, env=_env(kafka_bootstrap, own_topics), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "services.simulator",
+            "backfill",
+            "--days",
+            "0.2",
+            "--events-per-day",
+            "20000",
+            "--start",
+            "2026-02-01T00:00:00Z",
+            "--output",
+            str(out),
+            "--no-incidents",
+        ],
+        cwd=REPO,
+        env=_env(kafka_bootstrap, own_topics),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = out.read_bytes().splitlines()
     assert 3_000 < len(lines) < 5_500

@@ -1,4 +1,5 @@
 """Distribution checks on generated samples: the numbers a payments analyst would look at."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -113,7 +114,8 @@ def test_issuer_outage_collapses_one_issuers_approvals():
     assert df.loc[~hit & ~df["is_retry"], "is_approved"].mean() > 0.85  # the others are fine
     assert df["is_approved"].mean() < base["is_approved"].mean() - 0.08
     assert (df["decline_reason"] == "ISSUER_UNAVAILABLE").mean() > 10 * (
-        base["decline_reason"] == "ISSUER_UNAVAILABLE").mean()
+        base["decline_reason"] == "ISSUER_UNAVAILABLE"
+    ).mean()
     assert df["is_retry"].mean() > 2 * base["is_retry"].mean()  # retries pile up
 
 

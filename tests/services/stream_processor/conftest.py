@@ -1,4 +1,5 @@
 """Fixtures of the stream processor tests: per-test topics and settings, Kafka helpers."""
+
 from __future__ import annotations
 
 import random
@@ -29,15 +30,23 @@ def make_events(n: int, seed: int = 1, *, start: datetime | None = None, **overr
         tx["event_timestamp"] = (start + timedelta(milliseconds=37 * i)).isoformat()
         approved = rng.random() < 0.82
         reason = None if approved else rng.choice(sorted(DECLINES))
-        tx.update(is_approved=approved, decline_reason=reason,
-                  decline_code_raw=None if approved else DECLINES[reason].raw_code,
-                  processing_time_ms=rng.randrange(80, 900))
+        tx.update(
+            is_approved=approved,
+            decline_reason=reason,
+            decline_code_raw=None if approved else DECLINES[reason].raw_code,
+            processing_time_ms=rng.randrange(80, 900),
+        )
         out.append(tx)
     return out
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes | None], keys: list[bytes | str | None] | None = None,
-            partition: int | None = None) -> list[tuple[int, int]]:
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes | None],
+    keys: list[bytes | str | None] | None = None,
+    partition: int | None = None,
+) -> list[tuple[int, int]]:
     """Produce and wait; returns (partition, offset) of each value, in order."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
     where: list[tuple[int, int] | None] = [None] * len(values)
@@ -46,6 +55,7 @@ def produce(bootstrap: str, topic: str, values: list[bytes | None], keys: list[b
         def cb(err, msg):
             assert err is None, err
             where[i] = (msg.partition(), msg.offset())
+
         return cb
 
     for i, value in enumerate(values):
@@ -61,8 +71,14 @@ def produce(bootstrap: str, topic: str, values: list[bytes | None], keys: list[b
 
 def consume_all(bootstrap: str, topic: str, *, timeout: float = 30.0, expect: int | None = None) -> list:
     """Every message of ``topic`` from the beginning (until ``expect`` are seen or the topic end)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     ends = {}
     for p in meta.partitions:
@@ -99,11 +115,18 @@ def topic_prefix_sp(kafka_bootstrap: str, kafka_topics: str) -> str:
 
 
 @pytest.fixture
-def sp_settings(tmp_path: Path, kafka_bootstrap: str, topic_prefix_sp: str, redis_url: str,
-                warehouse_dir: Path) -> StreamProcessorSettings:
+def sp_settings(
+    tmp_path: Path, kafka_bootstrap: str, topic_prefix_sp: str, redis_url: str, warehouse_dir: Path
+) -> StreamProcessorSettings:
     return StreamProcessorSettings(
-        kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, redis_prefix=f"t{uuid.uuid4().hex[:8]}",
-        topic_prefix=topic_prefix_sp, data_dir=tmp_path / "data", warehouse_dir=tmp_path / "warehouse",
-        mlflow_tracking_uri=None, stream_engine_refresh_seconds=0.0, stream_log_interval="1 second",
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        redis_prefix=f"t{uuid.uuid4().hex[:8]}",
+        topic_prefix=topic_prefix_sp,
+        data_dir=tmp_path / "data",
+        warehouse_dir=tmp_path / "warehouse",
+        mlflow_tracking_uri=None,
+        stream_engine_refresh_seconds=0.0,
+        stream_log_interval="1 second",
         _env_file=None,
     )

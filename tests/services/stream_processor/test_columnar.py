@@ -1,5 +1,6 @@
 """The columnar fast path accepts only what the contract's pydantic model accepts, with the same values,
 and ``parse_array`` gives exactly ``parse_values``' verdicts, reasons and table."""
+
 from __future__ import annotations
 
 import orjson
@@ -34,9 +35,18 @@ def _variants() -> list[bytes | None]:
     props = TransactionEvent.model_json_schema()["properties"]
     out: list[bytes | None] = []
     for name, prop in props.items():
-        out += [_without(name), _with(**{name: None}), _with(**{name: {"x": 1}}), _with(**{name: [1]}),
-                _with(**{name: "1"}), _with(**{name: 1}), _with(**{name: 1.0}), _with(**{name: 1.5}),
-                _with(**{name: True}), _with(**{name: ""})]
+        out += [
+            _without(name),
+            _with(**{name: None}),
+            _with(**{name: {"x": 1}}),
+            _with(**{name: [1]}),
+            _with(**{name: "1"}),
+            _with(**{name: 1}),
+            _with(**{name: 1.0}),
+            _with(**{name: 1.5}),
+            _with(**{name: True}),
+            _with(**{name: ""}),
+        ]
         spec = prop["anyOf"][0] if "anyOf" in prop else prop
         for value in spec.get("enum", []):
             out += [_with(**{name: value}), _with(**{name: value.lower()}), _with(**{name: value + " "})]
@@ -44,35 +54,79 @@ def _variants() -> list[bytes | None]:
             if key in spec:
                 bound = spec[key]
                 step = 1 if spec["type"] == "integer" else 1e-9
-                out += [_with(**{name: bound}), _with(**{name: bound - step}), _with(**{name: bound + step}),
-                        _with(**{name: float(bound)})]
+                out += [
+                    _with(**{name: bound}),
+                    _with(**{name: bound - step}),
+                    _with(**{name: bound + step}),
+                    _with(**{name: float(bound)}),
+                ]
         for key in ("minLength", "maxLength"):
             if key in spec:
                 length = spec[key]
-                out += [_with(**{name: "é" * length}), _with(**{name: "a" * (length + 1)}),
-                        _with(**{name: "a" * max(0, length - 1)})]
+                out += [
+                    _with(**{name: "é" * length}),
+                    _with(**{name: "a" * (length + 1)}),
+                    _with(**{name: "a" * max(0, length - 1)}),
+                ]
         if "pattern" in spec:
             value = BASE[name]
-            out += [_with(**{name: value.lower()}), _with(**{name: value + "0"}), _with(**{name: value[:-1]}),
-                    _with(**{name: value + "\n"}), _with(**{name: " " + value})]
-    ts = BASE["event_timestamp"]
-    for stamp in ("2026-03-02T12:00:00Z", "2026-03-02T12:00:00.123456Z", "2026-03-02T12:00:00.1234567Z",
-                  "2026-03-02T12:00:00+01:00", "2026-03-02T12:00:00-03:30", "2026-03-02T12:00:00",
-                  "2026-03-02 12:00:00Z", "2026-03-02t12:00:00z", "2026-03-02", "2026-03-02T12:00Z",
-                  "2026-02-30T12:00:00Z", "2026-03-02T24:00:00Z", "2026-03-02T12:00:60Z", "0000-03-02T12:00:00Z",
-                  "2026-03-02T12:00:00+24:00", "1772452800", "now"):
+            out += [
+                _with(**{name: value.lower()}),
+                _with(**{name: value + "0"}),
+                _with(**{name: value[:-1]}),
+                _with(**{name: value + "\n"}),
+                _with(**{name: " " + value}),
+            ]
+    for stamp in (
+        "2026-03-02T12:00:00Z",
+        "2026-03-02T12:00:00.123456Z",
+        "2026-03-02T12:00:00.1234567Z",
+        "2026-03-02T12:00:00+01:00",
+        "2026-03-02T12:00:00-03:30",
+        "2026-03-02T12:00:00",
+        "2026-03-02 12:00:00Z",
+        "2026-03-02t12:00:00z",
+        "2026-03-02",
+        "2026-03-02T12:00Z",
+        "2026-02-30T12:00:00Z",
+        "2026-03-02T24:00:00Z",
+        "2026-03-02T12:00:60Z",
+        "0000-03-02T12:00:00Z",
+        "2026-03-02T12:00:00+24:00",
+        "1772452800",
+        "now",
+    ):
         out.append(_with(event_timestamp=stamp))
     out += [_with(event_timestamp=1772452800), _with(event_timestamp=1772452800.5)]
     out += [
-        RAW, b"  " + RAW, b"\n" + RAW, RAW + b"\n", RAW + b" " + RAW, RAW + RAW, b"", b"   ", None, b"null", b"[]",
-        b"{}", b"\xff" + RAW, RAW[:-1], RAW[:-1] + b',"surprise":1}', RAW[:-1] + b',"amount_minor":7}',
-        RAW[:-1] + b',"\\u0061mount_minor":7}', _replace(b'"merchant_id"', b'"merchant\\u005fid"'),
+        RAW,
+        b"  " + RAW,
+        b"\n" + RAW,
+        RAW + b"\n",
+        RAW + b" " + RAW,
+        RAW + RAW,
+        b"",
+        b"   ",
+        None,
+        b"null",
+        b"[]",
+        b"{}",
+        b"\xff" + RAW,
+        RAW[:-1],
+        RAW[:-1] + b',"surprise":1}',
+        RAW[:-1] + b',"amount_minor":7}',
+        RAW[:-1] + b',"\\u0061mount_minor":7}',
+        _replace(b'"merchant_id"', b'"merchant\\u005fid"'),
         _replace(b'"uses_3ds":', b'"uses\\u005f3ds":null,"x":'),
-        _with(merchant_id="m\\u00e9"), _with(merchant_id="tab\there"), _with(merchant_id="\ufffd"),
+        _with(merchant_id="m\\u00e9"),
+        _with(merchant_id="tab\there"),
+        _with(merchant_id="\ufffd"),
         _replace(b'"merchant_id":"', b'"merchant_id":"\\ud800'),  # a lone surrogate, escaped
         _replace(b'"fraud_score":', b'"fraud_score":NaN,"f":'),
         _replace(b'"fraud_score":', b'"fraud_score":Infinity,"f":'),
-        _with(fraud_score=0), _with(fraud_score=1), _with(amount_minor=-0),
+        _with(fraud_score=0),
+        _with(fraud_score=1),
+        _with(amount_minor=-0),
         _replace(b'"amount_minor":', b'"amount_minor":100000000000000000000,"a":'),
         _replace(b'"amount_minor":', b'"amount_minor":1e3,"a":'),
         _replace(b'"amount_minor":', b'"amount_minor": 0012,"a":'),
@@ -140,7 +194,7 @@ def test_a_stream_of_mostly_bad_records_is_not_read_record_by_record():
     original = COLUMNAR._read
     try:
         object.__setattr__(COLUMNAR, "_read", lambda subset: (reads.append(len(subset)), original(subset))[1])
-        table, accepted, others = COLUMNAR.validate(pa.array(values, pa.binary()))
+        table, _accepted, others = COLUMNAR.validate(pa.array(values, pa.binary()))
     finally:
         object.__delattr__(COLUMNAR, "_read")
     assert len(others) == 1_000 and table.num_rows == 0  # every chunk of 32 has a bad record

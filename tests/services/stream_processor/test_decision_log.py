@@ -1,6 +1,7 @@
 """The decision log's idempotent append (``append_new``) on a real Delta table: a batch replayed with
 its (query id, batch id) is skipped by Delta itself; rows already logged are dropped by the anti
 join, even under a new query id (a new checkpoint over old topic data); new rows are appended."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -21,16 +22,40 @@ def kafka_rows(spark, ids: range, *, published_offset: int = 0):
     records = []
     for i in ids:
         at = T0 + timedelta(milliseconds=10 * i)
-        decision = {"decision_id": f"d{i}", "transaction_id": f"tx-{i}", "outcome": "approve",
-                    "approval_probability": 0.9, "risk_score": 0.1, "recommended_route": "standard",
-                    "reason_codes": [], "rule_set_version": "rs-1", "model_versions": {"approval": "1"},
-                    "latency_ms": 1.5, "decided_at": (at + timedelta(milliseconds=200)).isoformat(), "source": "stream"}
-        context = {"merchant_id": "m1", "amount_minor": 1000, "currency": "EUR",
-                   "event_timestamp_ms": int(at.timestamp() * 1000), "source_partition": 0, "source_offset": i}
-        records.append((orjson.dumps(decision), [(CONTEXT_HEADER, orjson.dumps(context))], 0,
-                        published_offset + i, at + timedelta(milliseconds=250)))
-    schema = ("value binary, headers array<struct<key:string,value:binary>>, partition int, offset long, "
-              "timestamp timestamp")
+        decision = {
+            "decision_id": f"d{i}",
+            "transaction_id": f"tx-{i}",
+            "outcome": "approve",
+            "approval_probability": 0.9,
+            "risk_score": 0.1,
+            "recommended_route": "standard",
+            "reason_codes": [],
+            "rule_set_version": "rs-1",
+            "model_versions": {"approval": "1"},
+            "latency_ms": 1.5,
+            "decided_at": (at + timedelta(milliseconds=200)).isoformat(),
+            "source": "stream",
+        }
+        context = {
+            "merchant_id": "m1",
+            "amount_minor": 1000,
+            "currency": "EUR",
+            "event_timestamp_ms": int(at.timestamp() * 1000),
+            "source_partition": 0,
+            "source_offset": i,
+        }
+        records.append(
+            (
+                orjson.dumps(decision),
+                [(CONTEXT_HEADER, orjson.dumps(context))],
+                0,
+                published_offset + i,
+                at + timedelta(milliseconds=250),
+            )
+        )
+    schema = (
+        "value binary, headers array<struct<key:string,value:binary>>, partition int, offset long, timestamp timestamp"
+    )
     return decision_rows(spark.createDataFrame(records, schema))
 
 
@@ -51,7 +76,7 @@ def logged_ids(spark, target) -> list[str]:
 
 
 def test_replayed_batch_is_skipped_by_its_transaction_tag(spark, log_table):
-    first = kafka_rows(spark, range(0, 50))
+    first = kafka_rows(spark, range(50))
     append_new(spark, log_table, first, *bounds(first), app_id="query-a", batch_id=7)
     # same (app id, batch id), rows the log does not hold: Delta skips the commit as already done
     other = kafka_rows(spark, range(50, 60))
@@ -63,7 +88,7 @@ def test_replayed_batch_is_skipped_by_its_transaction_tag(spark, log_table):
 
 
 def test_rows_already_logged_are_dropped_even_under_a_new_query_id(spark, log_table):
-    first = kafka_rows(spark, range(0, 40))
+    first = kafka_rows(spark, range(40))
     append_new(spark, log_table, first, *bounds(first), app_id="query-a", batch_id=0)
     # a new checkpoint re-reads the topic (new query id, batch ids from 0) plus 20 new decisions;
     # duplicates published again sit at other offsets
@@ -75,7 +100,7 @@ def test_rows_already_logged_are_dropped_even_under_a_new_query_id(spark, log_ta
 
 def test_writer_refuses_to_run_unbound(spark, log_table):
     writer = DecisionLogWriter(log_table)
-    writer._bound.wait = lambda _timeout: False  # noqa: SLF001  (do not wait two minutes)
+    writer._bound.wait = lambda _timeout: False  # do not wait two minutes
     with pytest.raises(RuntimeError, match="bind"):
         writer(kafka_rows(spark, range(3)), 0)
 

@@ -1,5 +1,6 @@
 """The stream decides exactly like POST /score (same core, same velocity, registered models), and
 picks up a new rule set and a new champion without a restart, recording the versions it used."""
+
 from __future__ import annotations
 
 import time
@@ -9,8 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from payments_core.contract.events import DecisionEvent, TransactionRequest
-from payments_core.velocity import RedisVelocityStore
 from payments_core.rules.model import RuleSet, ruleset_path, starter_rule_set, write_ruleset
+from payments_core.velocity import RedisVelocityStore
+from services.scoring_api.app import create_app
+from services.scoring_api.settings import Settings
 from services.stream_processor import pipeline
 from tests.payments_core.helpers import mlflow_uri, register_all, train_models
 from tests.services.stream_processor.conftest import consume_all, make_events, produce
@@ -27,11 +30,9 @@ def _decisions(msgs) -> dict[str, DecisionEvent]:
     return {d.transaction_id: d for d in (DecisionEvent.model_validate_json(m.value()) for m in msgs)}
 
 
-def test_stream_and_post_score_give_identical_decisions(spark, sp_settings, kafka_bootstrap, redis_url, trained,
-                                                        tmp_path):
-    from services.scoring_api.app import create_app
-    from services.scoring_api.settings import Settings
-
+def test_stream_and_post_score_give_identical_decisions(
+    spark, sp_settings, kafka_bootstrap, redis_url, trained, tmp_path
+):
     uri = mlflow_uri(tmp_path)
     versions = register_all(uri, tmp_path / "artifacts", trained)
     settings = sp_settings.model_copy(update={"mlflow_tracking_uri": uri})
@@ -47,9 +48,16 @@ def test_stream_and_post_score_give_identical_decisions(spark, sp_settings, kafk
     stream = _decisions(consume_all(kafka_bootstrap, settings.topics.decisions, expect=len(events)))
     assert len(stream) == len(events)
 
-    api_settings = Settings(env="test", auth="off", redis_url=redis_url, redis_prefix=settings.redis_prefix,
-                            kafka_bootstrap=kafka_bootstrap, topic_prefix=settings.topic_prefix,
-                            data_dir=settings.data_dir, mlflow_tracking_uri=uri)
+    api_settings = Settings(
+        env="test",
+        auth="off",
+        redis_url=redis_url,
+        redis_prefix=settings.redis_prefix,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=settings.topic_prefix,
+        data_dir=settings.data_dir,
+        mlflow_tracking_uri=uri,
+    )
     sample = events[::3]
     with TestClient(create_app(api_settings)) as client:
         for e in sample:
@@ -68,11 +76,13 @@ def test_stream_and_post_score_give_identical_decisions(spark, sp_settings, kafk
     assert features["card_txn_count_3600s"] > 5 and features["merchant_txn_count_300s"] > 5
 
 
-def test_new_rule_set_and_champion_are_picked_up_without_restart(spark, sp_settings, kafka_bootstrap, trained,
-                                                                 tmp_path):
+def test_new_rule_set_and_champion_are_picked_up_without_restart(
+    spark, sp_settings, kafka_bootstrap, trained, tmp_path
+):
     uri = mlflow_uri(tmp_path)
-    settings = sp_settings.model_copy(update={"mlflow_tracking_uri": uri, "stream_interval": "500 milliseconds",
-                                              "stream_engine_refresh_seconds": 0.0})
+    settings = sp_settings.model_copy(
+        update={"mlflow_tracking_uri": uri, "stream_interval": "500 milliseconds", "stream_engine_refresh_seconds": 0.0}
+    )
     first, second = make_events(60, seed=31), make_events(60, seed=32)
     query = pipeline.start_scoring(spark, settings)
     try:
@@ -81,8 +91,9 @@ def test_new_rule_set_and_champion_are_picked_up_without_restart(spark, sp_setti
         assert {d.model_versions["approval"] for d in before.values()} == {"heuristic"}
         assert {d.rule_set_version for d in before.values()} == {starter_rule_set().full_version}
 
-        rules = RuleSet(version="ops-2", rules=[r.model_copy(update={"priority": r.priority + 1})
-                                                for r in starter_rule_set().rules])
+        rules = RuleSet(
+            version="ops-2", rules=[r.model_copy(update={"priority": r.priority + 1}) for r in starter_rule_set().rules]
+        )
         write_ruleset(rules, ruleset_path(settings.data_dir))
         versions = register_all(uri, tmp_path / "artifacts", trained)
 

@@ -1,5 +1,6 @@
 """The decision-log child process: low priority in its own session (and autogroup), and it dies with
 the processor even when the processor is killed with SIGKILL."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_child_runs_niced_in_its_own_session_and_dies_with_a_killed_parent():
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         child = int(parent.stdout.readline())
         stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()

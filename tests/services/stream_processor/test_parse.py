@@ -1,4 +1,5 @@
 """Contract validation of raw records: exactly the pydantic contract, reasons name the field."""
+
 from __future__ import annotations
 
 import base64
@@ -53,8 +54,12 @@ def test_verdicts_agree_with_the_contract_model_including_coercions():
     # The contract is strict about JSON types (an integral 1234.0 is an integer, "1234" is not) and
     # normalises timestamps with an offset to UTC.
     coerced = {**VALID, "amount_minor": 1234.0, "uses_3ds": True, "event_timestamp": "2026-03-02T12:00:00+01:00"}
-    values = [orjson.dumps(coerced), orjson.dumps({**VALID, "amount_minor": 12.5}),
-              orjson.dumps({**VALID, "amount_minor": "1234"}), orjson.dumps({**VALID, "uses_3ds": "true"})]
+    values = [
+        orjson.dumps(coerced),
+        orjson.dumps({**VALID, "amount_minor": 12.5}),
+        orjson.dumps({**VALID, "amount_minor": "1234"}),
+        orjson.dumps({**VALID, "uses_3ds": "true"}),
+    ]
     parsed = parse_values(values)
     for i, raw in enumerate(values):
         try:
@@ -81,8 +86,9 @@ def test_valid_rows_come_back_typed_by_the_contract():
 
 def test_dead_letter_keeps_the_raw_bytes_and_where_they_came_from():
     raw = b"\x00\xffbroken"
-    letter = dead_letter(parse_values([raw]).invalid[0], raw=raw, topic="t", partition=3, offset=41,
-                         timestamp=None, key=b"card-1")
+    letter = dead_letter(
+        parse_values([raw]).invalid[0], raw=raw, topic="t", partition=3, offset=41, timestamp=None, key=b"card-1"
+    )
     again = DeadLetter.model_validate_json(letter.model_dump_json())
     assert base64.b64decode(again.raw_base64) == raw
     assert again.raw_text is None  # not UTF-8

@@ -1,6 +1,7 @@
 """The real queries over a real broker, Spark and Delta: 1,000 malformed records mixed into valid
 traffic all reach the DLQ with reasons; every valid one is decided once; the decision log holds
 exactly one row per transaction even when the decisions topic carries duplicates; metrics add up."""
+
 from __future__ import annotations
 
 import base64
@@ -13,6 +14,7 @@ import orjson
 import pytest
 from pyspark.sql import functions as F
 
+from launcher.topics import ensure_topics
 from payments_core.contract.events import DecisionEvent
 from services.stream_processor import pipeline
 from services.stream_processor.parse import DeadLetter
@@ -28,21 +30,27 @@ N_BAD = 1000
 
 @pytest.fixture(scope="module")
 def scored(spark, kafka_bootstrap, kafka_topics, redis_url, tmp_path_factory):
-    from launcher.topics import ensure_topics
-
     prefix = f"{kafka_topics}pl{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix)
     tmp = tmp_path_factory.mktemp("pipeline")
     settings = StreamProcessorSettings(
-        kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, redis_prefix=f"t{uuid.uuid4().hex[:8]}",
-        topic_prefix=prefix, data_dir=tmp / "data", warehouse_dir=tmp / "warehouse", mlflow_tracking_uri=None,
-        _env_file=None)
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        redis_prefix=f"t{uuid.uuid4().hex[:8]}",
+        topic_prefix=prefix,
+        data_dir=tmp / "data",
+        warehouse_dir=tmp / "warehouse",
+        mlflow_tracking_uri=None,
+        _env_file=None,
+    )
     events = make_events(N_VALID, seed=11)
     records = [(orjson.dumps(e), e["card_token_id"].encode(), None) for e in events]
     records += [(BAD[i % len(BAD)][0], f"bad-{i}".encode(), i % len(BAD)) for i in range(N_BAD)]
     random.Random(5).shuffle(records)
     where = produce(kafka_bootstrap, settings.topics.transactions, [r[0] for r in records], [r[1] for r in records])
-    malformed = {where[i]: (records[i][0], BAD[records[i][2]][1]) for i in range(len(records)) if records[i][2] is not None}
+    malformed = {
+        where[i]: (records[i][0], BAD[records[i][2]][1]) for i in range(len(records)) if records[i][2] is not None
+    }
 
     q = pipeline.start_scoring(spark, settings, available_now=True)
     q.awaitTermination(300)
@@ -89,7 +97,11 @@ def test_decision_log_has_exactly_one_row_per_transaction_even_with_duplicates(s
     log_table = DeltaTarget.of(DECISION_LOG, settings.warehouse, settings.catalog, settings.lakehouse_schema)
 
     def run_log(checkpoint_dir: Path | None = None):
-        s = settings if checkpoint_dir is None else settings.model_copy(update={"stream_checkpoint_dir": checkpoint_dir})
+        s = (
+            settings
+            if checkpoint_dir is None
+            else settings.model_copy(update={"stream_checkpoint_dir": checkpoint_dir})
+        )
         q = pipeline.start_decision_log(spark, s, available_now=True)
         q.awaitTermination(300)
         assert q.exception() is None
@@ -127,13 +139,20 @@ def test_minute_metrics_add_up_to_the_log_and_alerts_are_judged(scored, spark):
         log_rows = table(DECISION_LOG)
     metrics = table(METRICS_1M)
     totals = metrics.agg(F.sum("transactions"), F.sum("approve"), F.sum("processor_approvals")).first()
-    expected = log_rows.agg(F.count(F.lit(1)), F.sum(F.when(F.col("outcome") == "approve", 1).otherwise(0)),
-                            F.sum(F.col("is_approved").cast("int"))).first()
+    expected = log_rows.agg(
+        F.count(F.lit(1)),
+        F.sum(F.when(F.col("outcome") == "approve", 1).otherwise(0)),
+        F.sum(F.col("is_approved").cast("int")),
+    ).first()
     assert tuple(totals) == tuple(expected)
     assert metrics.where("window_end <= window_start").count() == 0
     assert metrics.where("e2e_latency_p99_ms IS NULL OR size(rule_set_versions) = 0").count() == 0
     alerts = table(ALERTS)
     assert alerts.count() == 3 * metrics.count()
-    assert {r[0] for r in alerts.select("alert_type").distinct().collect()} == {"approval_drop", "fraud_spike", "latency"}
+    assert {r[0] for r in alerts.select("alert_type").distinct().collect()} == {
+        "approval_drop",
+        "fraud_spike",
+        "latency",
+    }
     # events are from March, decided now: the event-to-decision latency alert must fire
     assert alerts.where("alert_type = 'latency' AND active AND transactions >= 50").count() >= 1

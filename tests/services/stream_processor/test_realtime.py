@@ -8,6 +8,7 @@ Lean on purpose: one partition, a few records. What it pins down:
 * both ways of publishing in real-time mode: the Python workers' own producer (the default, see
   ``scoring.score_publish_udf``) and Spark's Kafka sink.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,14 @@ def rt_settings(spark, sp_settings, kafka_bootstrap, kafka_topics):
     # start_scoring sets real-time mode's small batches and buffers on the shared session
     keys = ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.execution.pandas.udf.buffer.size")
     before = {k: spark.conf.get(k, None) for k in keys}
-    yield sp_settings.model_copy(update={"topic_prefix": prefix, "stream_trigger": "realtime",
-                                         "stream_interval": "3 seconds", "stream_starting_offsets": "earliest"})
+    yield sp_settings.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "stream_trigger": "realtime",
+            "stream_interval": "3 seconds",
+            "stream_starting_offsets": "earliest",
+        }
+    )
     for key, value in before.items():
         if value is None:
             spark.conf.unset(key)
@@ -48,9 +55,14 @@ def test_allow_list_refuses_python_udfs_unless_disabled(spark, rt_settings):
     session.conf.set("spark.sql.streaming.realTimeMode.minBatchDuration", "1000")
     source = pipeline.kafka_source(session, rt_settings, rt_settings.topics.transactions, realtime=True)
     records = pipeline.score_stream(source, pipeline.scoring_config(rt_settings))
-    query = (records.writeStream.format("kafka").options(**rt_settings.kafka_client_options())
-             .option("checkpointLocation", rt_settings.checkpoint("allowlist")).outputMode("update")
-             .trigger(realTime="3 seconds").start())
+    query = (
+        records.writeStream.format("kafka")
+        .options(**rt_settings.kafka_client_options())
+        .option("checkpointLocation", rt_settings.checkpoint("allowlist"))
+        .outputMode("update")
+        .trigger(realTime="3 seconds")
+        .start()
+    )
     try:
         with pytest.raises(StreamingQueryException) as failed:
             query.awaitTermination(120)
@@ -67,19 +79,23 @@ def test_the_same_query_decides_in_real_time_mode(spark, rt_settings, kafka_boot
     events = make_events(30, seed=51)
     query = pipeline.start_scoring(spark, rt_settings)
     try:
-        produce(kafka_bootstrap, rt_settings.topics.transactions,
-                [orjson.dumps(e) for e in events] + [b"{broken", b"[]"])
+        produce(
+            kafka_bootstrap, rt_settings.topics.transactions, [orjson.dumps(e) for e in events] + [b"{broken", b"[]"]
+        )
         deadline = time.monotonic() + 120
         decided: set[str] = set()
         while time.monotonic() < deadline and len(decided) < len(events):
             assert query.exception() is None, query.exception()
-            decided = {DecisionEvent.model_validate_json(m.value()).transaction_id
-                       for m in consume_all(kafka_bootstrap, rt_settings.topics.decisions, timeout=5)}
+            decided = {
+                DecisionEvent.model_validate_json(m.value()).transaction_id
+                for m in consume_all(kafka_bootstrap, rt_settings.topics.decisions, timeout=5)
+            }
             time.sleep(1)
         assert decided == {e["transaction_id"] for e in events}
         assert len(consume_all(kafka_bootstrap, rt_settings.topics.dlq, expect=2, timeout=60)) == 2
         assert "RealTime" in query._jsq.streamingQuery().trigger().getClass().getName()
         assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == str(
-            rt_settings.stream_realtime_arrow_batch_rows)
+            rt_settings.stream_realtime_arrow_batch_rows
+        )
     finally:
         query.stop()

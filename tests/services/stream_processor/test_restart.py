@@ -4,6 +4,7 @@ the Delta decision log and in Redis (through the scoring API's faust consumer); 
 The processor runs as a real subprocess (``python -m services.stream_processor run``) with its own
 checkpoints, warehouse and topics; the whole process group (driver, JVM, Python workers) is killed
 with SIGKILL while micro-batches are in flight."""
+
 from __future__ import annotations
 
 import os
@@ -38,30 +39,55 @@ def _log_versions(table: Path) -> int:
 
 
 def test_kill_9_mid_stream_then_restart_loses_nothing_and_logs_each_transaction_once(
-        spark, kafka_bootstrap, kafka_topics, redis_url, tmp_path):
+    spark, kafka_bootstrap, kafka_topics, redis_url, tmp_path
+):
     prefix = f"{kafka_topics}k9{uuid.uuid4().hex[:6]}."
     ensure_topics(kafka_bootstrap, prefix)
     redis_prefix = f"k9{uuid.uuid4().hex[:6]}"
-    common = dict(PA_KAFKA_BOOTSTRAP=kafka_bootstrap, PA_REDIS_URL=redis_url, PA_REDIS_PREFIX=redis_prefix,
-                  PA_TOPIC_PREFIX=prefix, PA_DATA_DIR=str(tmp_path / "data"))
-    processor_env = _env(**common, PA_WAREHOUSE_DIR=str(tmp_path / "warehouse"), PA_STREAM_DRIVER_MEMORY="1g",
-                         PA_STREAM_MAX_OFFSETS_PER_TRIGGER="200", PA_STREAM_INTERVAL="2 seconds",
-                         PA_STREAM_LOG_INTERVAL="1 second",
-                         PA_STREAM_SHUFFLE_PARTITIONS="2")
+    common = dict(
+        PA_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        PA_REDIS_URL=redis_url,
+        PA_REDIS_PREFIX=redis_prefix,
+        PA_TOPIC_PREFIX=prefix,
+        PA_DATA_DIR=str(tmp_path / "data"),
+    )
+    processor_env = _env(
+        **common,
+        PA_WAREHOUSE_DIR=str(tmp_path / "warehouse"),
+        PA_STREAM_DRIVER_MEMORY="1g",
+        PA_STREAM_MAX_OFFSETS_PER_TRIGGER="200",
+        PA_STREAM_INTERVAL="2 seconds",
+        PA_STREAM_LOG_INTERVAL="1 second",
+        PA_STREAM_SHUFFLE_PARTITIONS="2",
+    )
     log_table = tmp_path / "warehouse" / "main" / "payment_analysis" / DECISION_LOG
     events = make_events(N_FIRST + N_SECOND, seed=41)
     ids = {e["transaction_id"] for e in events}
     transactions = prefixed(TRANSACTIONS, prefix)
-    produce(kafka_bootstrap, transactions, [orjson.dumps(e) for e in events[:N_FIRST]],
-            [e["card_token_id"] for e in events[:N_FIRST]])
+    produce(
+        kafka_bootstrap,
+        transactions,
+        [orjson.dumps(e) for e in events[:N_FIRST]],
+        [e["card_token_id"] for e in events[:N_FIRST]],
+    )
 
     consumer = subprocess.Popen(
-        [sys.executable, "-m", "services.scoring_api", "consume"], cwd=REPO, start_new_session=True,
+        [sys.executable, "-m", "services.scoring_api", "consume"],
+        cwd=REPO,
+        start_new_session=True,
         env=_env(**common, PA_ENV="test", PA_AUTH="off", PA_CONSUMER_GROUP=f"k9-{uuid.uuid4().hex[:6]}"),
-        stdout=(tmp_path / "consumer.log").open("wb"), stderr=subprocess.STDOUT)
+        stdout=(tmp_path / "consumer.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     first_log = (tmp_path / "processor-1.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.stream_processor", "run"], cwd=REPO,
-                            env=processor_env, start_new_session=True, stdout=first_log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.stream_processor", "run"],
+        cwd=REPO,
+        env=processor_env,
+        start_new_session=True,
+        stdout=first_log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         # wait until the processor is in the middle of it: decisions flowing, the log merging
         deadline = time.monotonic() + 240
@@ -76,10 +102,19 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_logs_each_transaction_
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
 
-        produce(kafka_bootstrap, transactions, [orjson.dumps(e) for e in events[N_FIRST:]],
-                [e["card_token_id"] for e in events[N_FIRST:]])
-        restart = subprocess.run([sys.executable, "-m", "services.stream_processor", "run", "--available-now"],
-                                 cwd=REPO, env=processor_env, capture_output=True, timeout=600)
+        produce(
+            kafka_bootstrap,
+            transactions,
+            [orjson.dumps(e) for e in events[N_FIRST:]],
+            [e["card_token_id"] for e in events[N_FIRST:]],
+        )
+        restart = subprocess.run(
+            [sys.executable, "-m", "services.stream_processor", "run", "--available-now"],
+            cwd=REPO,
+            env=processor_env,
+            capture_output=True,
+            timeout=600,
+        )
         assert restart.returncode == 0, restart.stdout.decode()[-4000:] + restart.stderr.decode()[-4000:]
 
         # Delta decision log: exactly one row per produced transaction, nothing else

@@ -1,6 +1,8 @@
 """The Arrow adapter over the decision core, without Spark: one output per input, in order."""
+
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 
 import orjson
@@ -9,19 +11,33 @@ import pyarrow as pa
 from payments_core.contract.events import DecisionEvent
 from payments_core.engine import DecisionEngine
 from services.stream_processor.parse import DeadLetter
-from services.stream_processor.scoring import CONTEXT_HEADER, OUTPUT_ARROW, ScoringConfig, process_arrays
+from services.stream_processor.pipeline import scoring_config
+from services.stream_processor.scoring import (
+    CONTEXT_HEADER,
+    OUTPUT_ARROW,
+    SMALL_BATCH_ROWS,
+    Runtime,
+    ScoringConfig,
+    process_arrays,
+)
+from services.stream_processor.settings import StreamProcessorSettings
 from tests.services.stream_processor.conftest import make_events
 
-CONFIG = ScoringConfig("t.payments.decisions", "t.payments.transactions.dlq", redis_url=None,
-                       mlflow_tracking_uri=None, rules_path=None)
+CONFIG = ScoringConfig(
+    "t.payments.decisions", "t.payments.transactions.dlq", redis_url=None, mlflow_tracking_uri=None, rules_path=None
+)
 
 
 def _kafka_arrays(values: list[bytes | None]) -> list[pa.Array]:
     n = len(values)
-    return [pa.array([b"k"] * n, pa.binary()), pa.array(values, pa.binary()),
-            pa.array(["t.payments.transactions"] * n), pa.array([2] * n, pa.int32()),
-            pa.array(range(100, 100 + n), pa.int64()),
-            pa.array([datetime(2026, 3, 2, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC"))]
+    return [
+        pa.array([b"k"] * n, pa.binary()),
+        pa.array(values, pa.binary()),
+        pa.array(["t.payments.transactions"] * n),
+        pa.array([2] * n, pa.int32()),
+        pa.array(range(100, 100 + n), pa.int64()),
+        pa.array([datetime(2026, 3, 2, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")),
+    ]
 
 
 def test_one_record_out_per_record_in_in_order_with_the_core_decision():
@@ -36,10 +52,11 @@ def test_one_record_out_per_record_in_in_order_with_the_core_decision():
     assert [r["key"].decode() for r in valid] == [e["transaction_id"] for e in events]
     for row, event in zip(valid, events, strict=True):
         ours = DecisionEvent.model_validate_json(row["value"])
-        one = engine.decide({k: v for k, v in event.items()}, None, source="stream")
+        one = engine.decide(dict(event), None, source="stream")
         assert ours.model_dump(exclude={"latency_ms", "decided_at"}) == one.model_dump(
-            exclude={"latency_ms", "decided_at"})
-        (key, ctx), = [(h["key"], h["value"]) for h in row["headers"]]
+            exclude={"latency_ms", "decided_at"}
+        )
+        ((key, ctx),) = [(h["key"], h["value"]) for h in row["headers"]]
         assert key == CONTEXT_HEADER and orjson.loads(ctx)["amount_minor"] == event["amount_minor"]
     for i in (2, 3):
         assert rows[i]["topic"] == CONFIG.dlq_topic and rows[i]["headers"] == []
@@ -53,9 +70,6 @@ def test_a_batch_of_only_dead_letters():
 
 
 def test_unity_catalog_model_names_come_from_the_typed_settings(monkeypatch):
-    from services.stream_processor.pipeline import scoring_config
-    from services.stream_processor.settings import StreamProcessorSettings
-
     monkeypatch.setenv("PA_UC_CATALOG", "prod")
     monkeypatch.setenv("PA_UC_SCHEMA", "payments")
     config = scoring_config(StreamProcessorSettings(_env_file=None))
@@ -73,15 +87,13 @@ def _decisions(out: pa.StructArray) -> list[dict]:
 
 
 def test_small_batches_take_the_one_row_path_and_decide_exactly_as_large_ones():
-    from services.stream_processor.scoring import SMALL_BATCH_ROWS
-
     events = make_events(3 * SMALL_BATCH_ROWS, seed=62)
     values: list[bytes | None] = [orjson.dumps(e) for e in events]
     values[7:7] = [b"{}"]  # a dead letter in the large batch
     large = _decisions(process_arrays(CONFIG, *_kafka_arrays(values)))
     small = []
     for a in range(0, len(events), 5):
-        small += _decisions(process_arrays(CONFIG, *_kafka_arrays([orjson.dumps(e) for e in events[a:a + 5]])))
+        small += _decisions(process_arrays(CONFIG, *_kafka_arrays([orjson.dumps(e) for e in events[a : a + 5]])))
     assert len(large) == len(small) == len(events)
     assert large == small
     assert len({d["outcome"] for d in large}) >= 2
@@ -95,14 +107,11 @@ def test_small_batches_take_the_one_row_path_and_decide_exactly_as_large_ones():
 def test_the_worker_runtime_is_kept_out_of_the_garbage_collector():
     # PySpark's worker daemon runs gc.collect() after every task; what the runtime loads lives as
     # long as the worker, so it is frozen (gc.freeze) instead of being traversed each time
-    import gc
-
-    from services.stream_processor.scoring import Runtime
-
     gc.unfreeze()
     try:
-        Runtime(ScoringConfig(decisions_topic="d", dlq_topic="q", redis_url=None, mlflow_tracking_uri=None,
-                              rules_path=None))
+        Runtime(
+            ScoringConfig(decisions_topic="d", dlq_topic="q", redis_url=None, mlflow_tracking_uri=None, rules_path=None)
+        )
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()

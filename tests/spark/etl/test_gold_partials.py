@@ -1,4 +1,5 @@
 """Gold partial aggregates: additive across any split of silver, exact percentiles, lag buckets."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -14,16 +15,28 @@ D = timedelta
 def _events():
     out = []
     for i in range(40):
-        out.append(event(i + 1, merchant_id=f"m_{i % 3}", card_token_id=f"tok_{i % 5}",
-                         merchant_segment=("Retail", "Gaming")[i % 2], card_network=("visa", "mastercard")[i % 3 == 0],
-                         payment_solution=("standard", "3ds", "network_token")[i % 3],
-                         is_network_token=i % 3 == 2, processing_time_ms=50 + 37 * (i % 11),
-                         amount_minor=1000 + 250 * i, is_approved=i % 4 != 1,
-                         decline_reason=(None if i % 4 != 1 else ("INSUFFICIENT_FUNDS", "DO_NOT_HONOR")[i % 8 == 1]),
-                         is_retry=i % 10 == 5, retry_count=int(i % 10 == 5), attempt_number=1 + int(i % 10 == 5),
-                         previous_decline_code="INSUFFICIENT_FUNDS" if i % 10 == 5 else None,
-                         fraud_score=(i % 7) / 10, is_fraud=i % 13 == 0,
-                         event_timestamp=T0 + D(hours=i % 30, minutes=i)))
+        out.append(
+            event(
+                i + 1,
+                merchant_id=f"m_{i % 3}",
+                card_token_id=f"tok_{i % 5}",
+                merchant_segment=("Retail", "Gaming")[i % 2],
+                card_network=("visa", "mastercard")[i % 3 == 0],
+                payment_solution=("standard", "3ds", "network_token")[i % 3],
+                is_network_token=i % 3 == 2,
+                processing_time_ms=50 + 37 * (i % 11),
+                amount_minor=1000 + 250 * i,
+                is_approved=i % 4 != 1,
+                decline_reason=(None if i % 4 != 1 else ("INSUFFICIENT_FUNDS", "DO_NOT_HONOR")[i % 8 == 1]),
+                is_retry=i % 10 == 5,
+                retry_count=int(i % 10 == 5),
+                attempt_number=1 + int(i % 10 == 5),
+                previous_decline_code="INSUFFICIENT_FUNDS" if i % 10 == 5 else None,
+                fraud_score=(i % 7) / 10,
+                is_fraud=i % 13 == 0,
+                event_timestamp=T0 + D(hours=i % 30, minutes=i),
+            )
+        )
     return out
 
 
@@ -64,13 +77,22 @@ def test_partials_of_any_split_give_the_same_gold(spark):
 
 def test_percentiles_are_the_rank_statistic_of_percentile_approx(spark):
     latencies = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 20, 15, 11, 19, 12, 18, 13, 17, 14, 16, 100]
-    events = [event(i + 1, payment_solution="standard", card_network="visa", processing_time_ms=ms,
-                    event_timestamp=T0 + D(seconds=i)) for i, ms in enumerate(latencies)]
+    events = [
+        event(
+            i + 1,
+            payment_solution="standard",
+            card_network="visa",
+            processing_time_ms=ms,
+            event_timestamp=T0 + D(seconds=i),
+        )
+        for i, ms in enumerate(latencies)
+    ]
     rows = silver.silver_transactions(bronze_frame(spark, events))
     gold_partials.partial_aggregates(rows.repartition(3)).createOrReplaceTempView(gold_partials.PARTIALS)
     (r,) = gold.build(spark, "v_routing_performance").collect()
-    (expected,) = rows.selectExpr("percentile_approx(processing_time_ms, array(0.5, 0.95, 0.99), 10000) AS p",
-                                  "max(processing_time_ms) AS m").collect()
+    (expected,) = rows.selectExpr(
+        "percentile_approx(processing_time_ms, array(0.5, 0.95, 0.99), 10000) AS p", "max(processing_time_ms) AS m"
+    ).collect()
     assert [r.p50_latency_ms, r.p95_latency_ms, r.p99_latency_ms] == list(expected.p) == [11, 20, 100]
     assert r.max_latency_ms == expected.m == 100 and r.transactions == len(latencies)
 

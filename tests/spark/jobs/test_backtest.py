@@ -1,4 +1,5 @@
 """Backtest: a candidate rule set replayed over silver with the shared decision core."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -7,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from payments_core.contract.events import TransactionRequest
 from payments_core.engine import DecisionEngine
+from payments_core.features import VELOCITY_FEATURES
 from payments_core.models import ModelBundle
 from payments_core.rules import starter_rule_set
 from payments_core.rules.model import Rule, RuleSet
@@ -20,13 +23,25 @@ from tests.spark.factories import bronze_frame
 
 
 def test_outcome_metrics_known_answers():
-    history = pd.DataFrame({"is_fraud": [True, True, False, False, False],
-                            "amount_usd": [Decimal("10.00"), Decimal("20.00"), Decimal("5.00"), Decimal("7.50"), None]})
+    history = pd.DataFrame(
+        {
+            "is_fraud": [True, True, False, False, False],
+            "amount_usd": [Decimal("10.00"), Decimal("20.00"), Decimal("5.00"), Decimal("7.50"), None],
+        }
+    )
     m = backtest.outcome_metrics(history, np.array(["decline", "approve", "decline", "challenge_3ds", "review"]))
     assert (m["transactions"], m["approval_rate"], m["decline_rate"], m["review_rate"]) == (5, 0.2, 0.4, 0.2)
     assert (m["fraud_caught"], m["fraud_caught_rate"], m["fraud_caught_value_usd"], m["fraud_approved_value_usd"]) == (
-        1, 0.5, 10.0, 20.0)
-    assert (m["false_declines"], m["false_decline_rate"], m["false_decline_value_usd"]) == (1, pytest.approx(1 / 3), 5.0)
+        1,
+        0.5,
+        10.0,
+        20.0,
+    )
+    assert (m["false_declines"], m["false_decline_rate"], m["false_decline_value_usd"]) == (
+        1,
+        pytest.approx(1 / 3),
+        5.0,
+    )
     assert m["approved_value_usd"] == 27.5
 
 
@@ -34,8 +49,14 @@ def test_backtest_candidate_rules_against_live(spark, tmp_path):
     lh = Lakehouse(catalog="c", schema="bt", warehouse_dir=tmp_path / "wh")
     lh.write(silver.silver_transactions(bronze_frame(spark, _history())), "silver_transactions")
     live = starter_rule_set()
-    strict = Rule(id="T001", name="Decline medium fraud scores", type="risk", condition="fraud_score >= 0.5",
-                  action="decline", priority=1)
+    strict = Rule(
+        id="T001",
+        name="Decline medium fraud scores",
+        type="risk",
+        condition="fraud_score >= 0.5",
+        action="decline",
+        priority=1,
+    )
     candidate = RuleSet(version="candidate-1", rules=[*live.rules, strict])
     settings = backtest.BacktestSettings(lh, days=30, tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")
     backtest_id, out = backtest.run(spark, settings, live_rules=live, candidate_rules=candidate)
@@ -48,15 +69,15 @@ def test_backtest_candidate_rules_against_live(spark, tmp_path):
     assert (m["delta"] == m["candidate_value"] - m["live_value"]).all()
     assert m.loc["declines", "delta"] >= 0 and m.loc["approved_value_usd", "delta"] <= 0
     assert out["candidate_rule_set_version"].iloc[0] == candidate.full_version
-    assert out["live_model_versions"].iloc[0] == '{"approval": "heuristic", "retry": "heuristic", ' \
-                                                 '"risk": "heuristic", "routing": "heuristic"}'
+    assert (
+        out["live_model_versions"].iloc[0] == '{"approval": "heuristic", "retry": "heuristic", '
+        '"risk": "heuristic", "routing": "heuristic"}'
+    )
 
     # the backtest's decisions are the decision core's one-row decisions (same engine, same features)
     history = load_history(spark, lh)
     outcomes = backtest.decide(history, backtest.DecisionSet("candidate", candidate, ModelBundle.heuristic()))
     engine = DecisionEngine(candidate, ModelBundle.heuristic())
-    from payments_core.contract.events import TransactionRequest
-    from payments_core.features import VELOCITY_FEATURES
 
     for i, row in history.iterrows():
         request = {k: row[k] for k in TransactionRequest.model_fields}

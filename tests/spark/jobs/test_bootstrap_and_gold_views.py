@@ -1,6 +1,8 @@
 """Bootstrap (empty lakehouse, then with silver; a second run changes nothing) and the gold views job."""
+
 from __future__ import annotations
 
+import json
 import re
 
 from payments_core.rules import starter_rule_set
@@ -8,8 +10,8 @@ from payments_core.rules.model import Rule
 from spark.common.tables import Lakehouse
 from spark.etl import gold, gold_partials, silver
 from spark.jobs import bootstrap, gold_views
-from tests.spark.factories import bronze_frame, event
 from tests.spark.etl.test_gold import _history
+from tests.spark.factories import bronze_frame, event
 
 
 def test_bootstrap_is_idempotent_and_gold_views_job(spark, tmp_path):
@@ -24,7 +26,8 @@ def test_bootstrap_is_idempotent_and_gold_views_job(spark, tmp_path):
     rules = [r.asDict() for r in lh.read(spark, "approval_rules").collect()]
     # the table is consumable by the decision core: every row is a valid Rule
     assert sorted(Rule(**{k: v for k, v in r.items() if k != "rule_set_version"}).id for r in rules) == sorted(
-        r.id for r in starter.rules)
+        r.id for r in starter.rules
+    )
     assert {r["rule_set_version"] for r in rules} == {starter.full_version}
     assert {r.key: r.value for r in lh.read(spark, "app_config").collect()} == {"catalog": "c", "schema": "boot"}
     assert lh.read(spark, "countries").where("country_code = 'BR'").first().country_name == "Brazil"
@@ -41,8 +44,14 @@ def test_bootstrap_is_idempotent_and_gold_views_job(spark, tmp_path):
 
     # 3. a user edit survives, and a re-run on the same data writes nothing at all
     spark.sql(f"UPDATE delta.`{lh.path('approval_rules')}` SET active = false WHERE id = 'R001'")
-    tables = ["app_config", "approval_rules", "approval_recommendations", "countries", "online_features",
-              "transaction_summaries"]
+    tables = [
+        "app_config",
+        "approval_rules",
+        "approval_recommendations",
+        "countries",
+        "online_features",
+        "transaction_summaries",
+    ]
     versions = {t: lh.version(spark, t) for t in tables}
     third = bootstrap.run(spark, settings)
     assert {t: lh.version(spark, t) for t in tables} == versions
@@ -78,12 +87,12 @@ def test_single_event_summary_has_no_retry_marker(spark):
 
 
 def test_gold_views_list_json(capsys):
-    import json
-
     assert gold_views.main(["--list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [d["name"] for d in listed] == list(gold.GOLD_NAMES)
     by_name = {d["name"]: d for d in listed}
-    assert by_name["v_daily_trends"]["kind"] == "view" and by_name["v_daily_trends"]["sources"] == ["v_approval_kpis_daily"]
+    assert by_name["v_daily_trends"]["kind"] == "view" and by_name["v_daily_trends"]["sources"] == [
+        "v_approval_kpis_daily"
+    ]
     assert by_name["dim_merchants"]["kind"] == "view" and by_name["dim_merchants"]["dashboards"] == [5]
     assert by_name["dim_merchants"]["sources"] == [gold_partials.PARTIALS]

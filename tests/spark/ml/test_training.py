@@ -1,5 +1,6 @@
 """Training registers four models in a real MLflow registry (sqlite); they load by alias and decide;
 a candidate that does not beat the champion on the holdout becomes challenger."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -25,8 +26,9 @@ HISTORY_START = datetime(2026, 10, 5, tzinfo=UTC)  # in the past: silver quarant
 def history_lakehouse(spark, tmp_path_factory):
     """A silver table of simulated history (every label present in each time slice); a fixed seed and
     start, so every run trains on the same rows."""
-    gen = TransactionGenerator(GeneratorConfig(seed=11, start=HISTORY_START,
-                                               events_per_second=0.08, n_merchants=300, n_cardholders=3000))
+    gen = TransactionGenerator(
+        GeneratorConfig(seed=11, start=HISTORY_START, events_per_second=0.08, n_merchants=300, n_cardholders=3000)
+    )
     values = [v.decode() for v in gen.batch(16_000).json_values()]
     lh = Lakehouse(catalog="c", schema="ml", warehouse_dir=tmp_path_factory.mktemp("ml") / "wh")
     lh.write(silver.silver_transactions(bronze_frame(spark, values)), "silver_transactions")
@@ -35,8 +37,9 @@ def history_lakehouse(spark, tmp_path_factory):
 
 def test_train_register_load_by_alias_and_promotion_rule(spark, history_lakehouse, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings = train.TrainSettings(history_lakehouse, uri, "test_models",
-                                   TrainingConfig(max_train_rows=20_000, hgb_max_iter=60))
+    settings = train.TrainSettings(
+        history_lakehouse, uri, "test_models", TrainingConfig(max_train_rows=20_000, hgb_max_iter=60)
+    )
     results = {r.kind: r for r in train.run(spark, settings)}
     assert set(results) == set(MODEL_KINDS)
     for kind, r in results.items():
@@ -60,9 +63,15 @@ def test_train_register_load_by_alias_and_promotion_rule(spark, history_lakehous
     assert len(decisions) == 20 and decisions[0]["model_versions"]["risk"] == "1"
 
     # same data, same seed: the new retry model is no better than the champion -> challenger only
-    again = train.run(spark, train.TrainSettings(history_lakehouse, uri, "test_models",
-                                                 TrainingConfig(max_train_rows=20_000, hgb_max_iter=60,
-                                                                kinds=("retry",))))
+    again = train.run(
+        spark,
+        train.TrainSettings(
+            history_lakehouse,
+            uri,
+            "test_models",
+            TrainingConfig(max_train_rows=20_000, hgb_max_iter=60, kinds=("retry",)),
+        ),
+    )
     (r2,) = again
     assert (r2.version, r2.alias, r2.promoted) == ("2", CHALLENGER, False)
     assert r2.champion_auc_before == pytest.approx(results["retry"].metrics["auc"])

@@ -4,6 +4,7 @@ One pipeline update through the real CLI over a small simulated sample (with a r
 malformed record and a dead letter); every table agrees with what the simulator produced. Then local
 continuous mode: two incremental updates in one warm Connect session (``spark.pipelines.warm_runner``).
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -34,8 +35,15 @@ def test_simulator_to_gold_through_the_pipeline_cli(spark, kafka_bootstrap, kafk
     ensure_topics(kafka_bootstrap, kafka_topics)
     topic = prefixed(TRANSACTIONS, kafka_topics)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
-    gen = TransactionGenerator(GeneratorConfig(seed=7, start=datetime.now(UTC) - timedelta(hours=3),
-                                               events_per_second=0.5, n_merchants=200, n_cardholders=2000))
+    gen = TransactionGenerator(
+        GeneratorConfig(
+            seed=7,
+            start=datetime.now(UTC) - timedelta(hours=3),
+            events_per_second=0.5,
+            n_merchants=200,
+            n_cardholders=2000,
+        )
+    )
     events, values = _produce(producer, topic, gen.batch(2000))
     producer.produce(topic, key=b"dup", value=values[0])  # a replayed event
     producer.produce(topic, key=b"bad", value=b'{"transaction_id": "txn_00000000000000ff"')  # truncated JSON
@@ -43,8 +51,12 @@ def test_simulator_to_gold_through_the_pipeline_cli(spark, kafka_bootstrap, kafk
     assert producer.flush(30) == 0
 
     lakehouse = Lakehouse(catalog="test", schema="e2e", warehouse_dir=tmp_path / "warehouse")
-    pipeline = LocalPipeline(lakehouse, PipelineSettings(KafkaSource(kafka_bootstrap, kafka_topics)),
-                             driver_memory="1g", shuffle_partitions=2)
+    pipeline = LocalPipeline(
+        lakehouse,
+        PipelineSettings(KafkaSource(kafka_bootstrap, kafka_topics)),
+        driver_memory="1g",
+        shuffle_partitions=2,
+    )
     assert pipeline.run_once(timeout=600) == 0
 
     registered = lakehouse.register(spark)
@@ -80,12 +92,23 @@ def test_warm_runner_incremental_updates(spark, kafka_bootstrap, kafka_topics, t
     ensure_topics(kafka_bootstrap, kafka_topics)
     topic = prefixed(TRANSACTIONS, kafka_topics)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
-    gen = TransactionGenerator(GeneratorConfig(seed=8, start=datetime.now(UTC) - timedelta(hours=3),
-                                               events_per_second=0.5, n_merchants=200, n_cardholders=2000))
+    gen = TransactionGenerator(
+        GeneratorConfig(
+            seed=8,
+            start=datetime.now(UTC) - timedelta(hours=3),
+            events_per_second=0.5,
+            n_merchants=200,
+            n_cardholders=2000,
+        )
+    )
     first, first_values = _produce(producer, topic, gen.batch(600))
     lakehouse = Lakehouse(catalog="test", schema="warm", warehouse_dir=tmp_path / "warehouse")
-    pipeline = LocalPipeline(lakehouse, PipelineSettings(KafkaSource(kafka_bootstrap, kafka_topics)),
-                             driver_memory="1g", shuffle_partitions=2)
+    pipeline = LocalPipeline(
+        lakehouse,
+        PipelineSettings(KafkaSource(kafka_bootstrap, kafka_topics)),
+        driver_memory="1g",
+        shuffle_partitions=2,
+    )
     with pipeline.warm(tmp_path / "warm.log") as warm:
         assert warm.update(timeout=600) > 0
         assert spark.read.format("delta").load(str(lakehouse.path("silver_transactions"))).count() == len(first)

@@ -7,6 +7,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-12-03
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -55,8 +56,9 @@ def upgrade() -> None:
             *(c.copy() for c in JOB_RUN_COLUMNS),
         )
         op.create_index("ix_job_runs_step", "job_runs", ["step"])
-    op.create_index("uq_job_runs_one_active", "job_runs", ["step"], unique=True,
-                    sqlite_where=ACTIVE, postgresql_where=ACTIVE)
+    op.create_index(
+        "uq_job_runs_one_active", "job_runs", ["step"], unique=True, sqlite_where=ACTIVE, postgresql_where=ACTIVE
+    )
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
