@@ -164,7 +164,7 @@ class Stack:
         return prefixed(DECISIONS, self.topic_prefix)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real sqlite MLflow registry: every model kind registered twice (versions 1 and 2), champion = 1."""
     tmp = tmp_path_factory.mktemp("browser_mlflow")
@@ -174,7 +174,7 @@ def browser_registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     return uri
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory, browser_registry: str, kafka_bootstrap: str, kafka_topics: str, redis_url: str) -> Stack:
     root = tmp_path_factory.mktemp("browser_stack")
     for sub in ("data", "warehouse", "logs"):
@@ -191,7 +191,7 @@ def stack(tmp_path_factory, browser_registry: str, kafka_bootstrap: str, kafka_t
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def servers(stack: Stack) -> Iterator[tuple[Service, Service]]:
     """The scoring API and the control plane, started together (neither needs the other to start)."""
     api_port, cp_port = free_port(), free_port()
@@ -224,12 +224,12 @@ def servers(stack: Stack) -> Iterator[tuple[Service, Service]]:
         api.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def scoring_api(servers: tuple[Service, Service]) -> Service:
     return servers[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def control_plane(servers: tuple[Service, Service]) -> Service:
     return servers[1]
 
@@ -301,7 +301,9 @@ def poll_score(scoring_api: Service, accept: Callable[[dict], bool], timeout: fl
 
 
 # ------------------------------------------------------------------------------------------- browser
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the main thread
+# until it stops, and later tests that call asyncio.run() must not find one; the servers stop too.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     pw = sync_playwright().start()
     try:

@@ -15,12 +15,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from payments_core.rules.model import RuleSet, RuleSource, ruleset_path, starter_rule_set, write_ruleset
-from services.control_plane.steps import STEPS_BY_ID, Param, Step
-from spark.common.tables import Lakehouse
-from spark.etl import silver
+from services.control_plane.steps import Param, Step
 from tests.services.control_plane.conftest import login
-from tests.spark.etl.test_gold import _history
-from tests.spark.factories import bronze_frame
 
 STARTER = starter_rule_set()
 NEW_RULE = {
@@ -375,42 +371,3 @@ def test_backtest_of_the_draft_runs_the_step_with_the_draft_as_candidate(make_cl
         "changed": 0,
     }
     assert client.get("/api/rules/backtests/999999").status_code == 404
-
-
-def test_real_backtest_of_a_draft_over_silver_history(make_client, spark, tmp_path, monkeypatch):
-    """The real Spark job, started from the API, over a small silver table; live = the starter set."""
-    warehouse, data = tmp_path / "warehouse", tmp_path / "data"
-    lakehouse = Lakehouse(catalog="main", schema="rules_bt", warehouse_dir=warehouse)
-    lakehouse.write(silver.silver_transactions(bronze_frame(spark, _history())), "silver_transactions")
-    for name, value in {
-        "PA_WAREHOUSE_DIR": str(warehouse),
-        "PA_DATA_DIR": str(data),
-        "PA_CATALOG": "main",
-        "PA_SCHEMA": "rules_bt",
-        "PA_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "PA_SPARK_MASTER": "local[1]",
-    }.items():
-        monkeypatch.setenv(name, value)  # what the job's process reads (it inherits the environment)
-    client = make_client(steps=(STEPS_BY_ID["backtest"],), data_dir=data, warehouse_dir=warehouse)
-    strict = {
-        "id": "T001",
-        "name": "Decline medium fraud scores",
-        "type": "risk",
-        "condition": "fraud_score >= 0.5",
-        "action": "decline",
-        "priority": 1,
-    }
-    assert client.post("/api/rules", json=strict).status_code == 201
-    run = client.post("/api/rules/backtest", json={"days": 30, "max_rows": 0}).json()
-    bt = _wait_backtest(client, run["id"], timeout=600)  # a Spark JVM starts; slow on a busy machine
-    assert bt["status"] == "succeeded", "\n".join(bt["log_tail"])
-
-    metrics = {m["metric"]: m for m in bt["metrics"]}
-    assert metrics["transactions"]["live"] == metrics["transactions"]["candidate"] == 8
-    # events 4 and 5 have fraud_score 0.8: the draft declines both; only 4 is fraud
-    assert metrics["fraud_caught"]["candidate"] == 1 and metrics["false_declines"]["candidate"] >= 1
-    assert metrics["approval_rate"]["delta"] < 0 and metrics["approval_rate"]["verdict"] == "worse"
-    assert metrics["false_declines"]["verdict"] == "worse"
-    assert bt["candidate_full_version"] == client.get("/api/rules").json()["draft_full_version"]
-    assert bt["live_full_version"] == STARTER.full_version and bt["live_matches"] is True
-    assert bt["rows"] == 8
