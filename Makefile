@@ -13,7 +13,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(PY)
 
 # (bench-<area> is deliberately not .PHONY: make does not apply the bench-% pattern rule to phony targets)
 .PHONY: help install install-python install-system jars web up up-detached down status test lint lock bench \
-        simulate scenario backfill clean admin-password
+        simulate scenario backfill clean admin-password dashboards
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -78,15 +78,18 @@ backfill: install ## History for dashboards/training: make backfill DAYS=7
 test: install ## Unit + integration tests against real Kafka, Redis, PostgreSQL, Spark, Delta, MLflow
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-LINT_PATHS := payments_core services spark launcher bench tests
+LINT_PATHS := payments_core services spark launcher bench tests dashboards
 lint: install-python ## ruff (rules and format) and mypy (targets in pyproject.toml); what CI and pre-commit run
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 
-bench: bench-simulator bench-score bench-stream bench-etl bench-train ## All benchmarks (one at a time)
+dashboards: install-python ## Regenerate the 12 Lakeview files (dashboards/*.lvdash.json) from their definitions
+	$(PY) -m dashboards.generate
 
-bench-%: install ## One benchmark: simulator, score, stream, etl, train -> bench/results/<area>.json
+bench: bench-simulator bench-score bench-stream bench-etl bench-train bench-dashboards ## All benchmarks (one at a time)
+
+bench-%: install ## One benchmark: simulator, score, stream, etl, train, dashboards -> bench/results/<area>.json
 	$(PY) -m bench.$* $(BENCH_ARGS)
 
 clean: down ## Remove local data (topics, tables, models); keeps caches

@@ -157,7 +157,14 @@ STEPS: tuple[Step, ...] = (
         ),
         first_run=True,
     ),
-    Step("gold_views", "Gold views", "spark.jobs.gold_views", (), "Create / refresh every gold view", first_run=True),
+    Step(
+        "gold_views",
+        "Gold views",
+        "spark.jobs.gold_views",
+        (),
+        "Create / refresh every gold view, then the 12 dashboards' tables",
+        first_run=True,
+    ),
     Step(
         "bootstrap",
         "Lakehouse bootstrap",

@@ -17,7 +17,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/setup", "Setup & Run", None),
     ("/dashboard", "Dashboard", None),
-    ("/dashboards", "Dashboards", "the 12 dashboards (issue 16)"),
+    ("/dashboards", "Dashboards", None),
     ("/decisions", "Decisions", None),
     ("/rules", "Rules", None),
     ("/models", "Models", None),

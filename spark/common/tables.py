@@ -50,6 +50,9 @@ TRANSACTION_SUMMARIES = "transaction_summaries"
 MODEL_METRICS = "model_training_metrics"
 BACKTEST_RESULTS = "gold_backtest_results"
 
+# dashboards: dash_<dataset> and dash_refreshes (spark.jobs.dashboard_tables, dashboards.model.TABLE_PREFIX)
+DASHBOARD_TABLE_PREFIX = "dash_"
+
 PIPELINE_TABLES = (BRONZE_TRANSACTIONS, BRONZE_DEAD_LETTERS, SILVER_TRANSACTIONS, SILVER_QUARANTINE, DIM_MERCHANTS)
 BOOTSTRAP_TABLES = (
     APP_CONFIG,
@@ -172,6 +175,8 @@ class Lakehouse:
         wanted = set(names) if names is not None else None
         done = []
         for name in self.local_tables():
+            if wanted is None and name.startswith(DASHBOARD_TABLE_PREFIX):
+                continue  # the dashboards' result tables are read by the control plane, not by jobs
             if wanted is None or name in wanted:
                 self.read(spark, name).createOrReplaceTempView(name)
                 done.append(name)

@@ -14,6 +14,10 @@ and active alerts, and cheap derivations such as day-over-day trends and recomme
   runs against the current tables and writes a snapshot of it as a Delta table ``<name>`` in the
   schema folder (for readers without Spark); a snapshot is only rewritten when its content changed.
   Views whose inputs do not exist yet are skipped and reported.
+
+Then, in the same session, the dashboard tables (``spark.jobs.dashboard_tables``: each dashboard
+dataset's result as ``dash_<dataset>``, what the control plane's /dashboards read) are refreshed,
+unless ``--no-dashboards``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from spark.common.cli import add_lakehouse_args, lakehouse_from_args, setup_logg
 from spark.common.session import get_spark
 from spark.common.tables import Lakehouse
 from spark.etl.gold import GOLD_BY_NAME, MATERIALIZED, VIEWS, in_dependency_order
+from spark.jobs import dashboard_tables
 
 log = logging.getLogger("spark.jobs.gold_views")
 
@@ -100,6 +105,20 @@ def run(spark, lakehouse: Lakehouse) -> GoldViewsReport:
     return GoldViewsReport(created, unchanged, skipped)
 
 
+def refresh_dashboards(spark, lakehouse: Lakehouse, report: GoldViewsReport) -> dashboard_tables.DashboardTablesReport:
+    """The dashboard tables, in the session ``run`` just used: its views feed the dashboards' datasets
+    (the old snapshot folder of a view skipped this time must not stand in for it)."""
+    views = {d.name for d in VIEWS}
+    done = report.created + report.unchanged
+    if not lakehouse.databricks:
+        # the snapshots just written hold the views' rows of this run: reading them spares computing
+        # each view again for every dataset that uses it (the datasets' SQL is the same)
+        for name in done:
+            lakehouse.read(spark, name).createOrReplaceTempView(name)
+    available = {t for t in lakehouse.local_tables() if t not in views} | set(done)
+    return dashboard_tables.run(spark, lakehouse, available=available)
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = argparse.ArgumentParser(
@@ -114,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         "--json",
         action="store_true",
         help="with --list: the registry as JSON (name, kind, description, dashboards, sources)",
+    )
+    p.add_argument(
+        "--no-dashboards",
+        action="store_true",
+        help="do not refresh the dashboard tables (dash_*, spark.jobs.dashboard_tables) after the views",
     )
     args = p.parse_args(argv)
     lakehouse = lakehouse_from_args(args)
@@ -150,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         len(report.unchanged),
         len(report.skipped),
     )
+    if not args.no_dashboards:
+        refresh_dashboards(spark, lakehouse, report)
     return 0
 
 

@@ -1,0 +1,109 @@
+"""Dashboard 10. Technical performance and latency."""
+
+from __future__ import annotations
+
+from dashboards.definitions.common import (
+    HOURLY_KPIS,
+    NETWORK,
+    ROUTING,
+    SOLUTION,
+    agg,
+    chart,
+    col,
+    counter,
+    date_range,
+    multi_select,
+    table,
+)
+from dashboards.model import Dashboard, Dataset, layout
+from dashboards.sql import maximum, weighted
+
+LATENCY_HISTOGRAM = Dataset(
+    "latency_histogram",
+    "Processing-time histogram",
+    """
+SELECT latency_bucket_ms, transactions, approval_rate
+FROM {v_latency_histogram}""",
+)
+DASHBOARD = Dashboard(
+    10,
+    "technical_performance",
+    "Technical performance and latency",
+    "Processing time: average, p95 and p99 per route and hour, and its distribution.",
+    datasets=(ROUTING, LATENCY_HISTOGRAM, HOURLY_KPIS),
+    widgets=layout(
+        [
+            [
+                counter(
+                    "avg_latency",
+                    "Average latency",
+                    ROUTING,
+                    agg("Average", weighted("avg_latency_ms", "transactions"), "ms"),
+                    width=2,
+                ),
+                counter(
+                    "worst_p95",
+                    "p95, slowest route",
+                    ROUTING,
+                    agg("p95", maximum("p95_latency_ms"), "ms"),
+                    description="Percentiles do not add up across routes: the highest route percentile",
+                ),
+                counter("worst_p99", "p99, slowest route", ROUTING, agg("p99", maximum("p99_latency_ms"), "ms")),
+                counter("max_latency", "Maximum", ROUTING, agg("Maximum", maximum("max_latency_ms"), "ms"), width=2),
+            ],
+            [
+                chart(
+                    "histogram",
+                    "histogram",
+                    "Processing-time histogram",
+                    LATENCY_HISTOGRAM,
+                    col("latency_bucket_ms", "Processing time (ms)", "text"),
+                    col("transactions", "Transactions", "int"),
+                ),
+                chart(
+                    "line",
+                    "p95_hourly",
+                    "p95 latency per hour",
+                    HOURLY_KPIS,
+                    col("event_hour", "Hour", "datetime"),
+                    col("p95_latency_ms", "p95", "ms"),
+                ),
+            ],
+            [
+                chart(
+                    "bar",
+                    "p95_by_route",
+                    "p95 latency by payment solution and network",
+                    ROUTING,
+                    SOLUTION,
+                    col("p95_latency_ms", "p95", "ms"),
+                    NETWORK,
+                    width=6,
+                ),
+            ],
+            [
+                table(
+                    "routes",
+                    "Latency by route",
+                    ROUTING,
+                    [
+                        SOLUTION,
+                        NETWORK,
+                        col("transactions", "Transactions", "int"),
+                        col("avg_latency_ms", "Average", "ms"),
+                        col("p50_latency_ms", "p50", "ms"),
+                        col("p95_latency_ms", "p95", "ms"),
+                        col("p99_latency_ms", "p99", "ms"),
+                        col("max_latency_ms", "Max", "ms"),
+                    ],
+                    order=(("p95_latency_ms", True), ("payment_solution", False), ("card_network", False)),
+                )
+            ],
+        ]
+    ),
+    filters=(
+        multi_select("network", "Card network", "card_network", ROUTING),
+        multi_select("solution", "Payment solution", "payment_solution", ROUTING),
+        date_range("dates", "Dates", "event_date", HOURLY_KPIS),
+    ),
+)
