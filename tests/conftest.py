@@ -80,3 +80,12 @@ def spark(warehouse_dir: Path):
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def dashboard_lake(spark, tmp_path_factory: pytest.TempPathFactory):
+    """Four days of history through silver, gold and the dashboard tables (tests/spark/dashboard_lake.py),
+    built once for the Spark and the browser tests of the dashboards."""
+    from tests.spark.dashboard_lake import build_lake  # noqa: PLC0415 - only sessions that ask for it pay for Spark imports
+
+    return build_lake(spark, tmp_path_factory.mktemp("dashboard_lake") / "wh")

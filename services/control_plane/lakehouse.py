@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
 
@@ -48,6 +49,17 @@ ALERT_MAX_GAP = timedelta(minutes=5)
 ALERT_STALE_AFTER = timedelta(minutes=5)
 SEVERITY_RANK = {"warning": 1, "critical": 2}
 _CACHE_SIZE = 64
+
+
+def commit_time(commit_file: Path) -> datetime | None:
+    """When a Delta commit was made: its ``commitInfo.timestamp`` (the file's time if it has none)."""
+    with commit_file.open("rb") as lines:
+        for line in lines:
+            if line.startswith(b'{"commitInfo"'):
+                stamp = orjson.loads(line)["commitInfo"].get("timestamp")
+                if stamp:
+                    return datetime.fromtimestamp(stamp / 1000, UTC)
+    return datetime.fromtimestamp(commit_file.stat().st_mtime, UTC)
 
 
 def minute_floor(ts: datetime) -> datetime:
@@ -114,17 +126,19 @@ class DeltaReader:
         return table
 
     def info(self, name: str) -> TableInfo:
+        """The table's newest version and commit time, from its transaction log alone: opening the
+        table would parse its schema, which delta-rs refuses for some types Spark writes (e.g. the
+        collated strings of a Lakeflow pipeline's tables) that no query here reads."""
         with self._lock:
-            table = self._open(name)
-            if table is None:
+            log_dir = self.path(name) / "_delta_log"
+            commits = sorted(log_dir.glob("[0-9]*.json")) if log_dir.is_dir() else []
+            if not commits:
                 return TableInfo(name, self.path(name), None, None)
-            version = table.version()
+            newest = commits[-1]
+            version = int(newest.name.split(".", 1)[0])
             known = self._commit_times.get(name)
             if known is None or known[0] != version:
-                history = table.history(1)
-                stamp = history[0].get("timestamp") if history else None
-                committed = datetime.fromtimestamp(stamp / 1000, UTC) if stamp else None
-                known = self._commit_times[name] = (version, committed)
+                known = self._commit_times[name] = (version, commit_time(newest))
             return TableInfo(name, self.path(name), version, known[1])
 
     def query(self, sql: str, *names: str) -> pa.Table | None:

@@ -1,12 +1,11 @@
 """The 12 dashboards in headless Debian chromium, over a real gold layer with data.
 
-The lakehouse is built as the Spark test builds it (four days of simulated transactions through
-silver, the gold partials, the gold views job and the dashboard tables: tests/spark/jobs/
-test_dashboard_tables.py ``build_lake``); a control plane serves it (its own process, no JVM). For
-each dashboard: every chart has drawn marks (series with data and painted pixels on its canvas, not an
-empty one), every counter a number, every table rows, the world map its countries; a filter changes
-the numbers; a full-page screenshot is saved to tests/browser/screenshots/dashboards/<id>.png
-(git-ignored).
+The lakehouse is the one the Spark test checks (four days of simulated transactions through silver,
+the gold partials, the gold views job and the dashboard tables: the session's ``dashboard_lake``); a
+control plane serves it (its own process, no JVM). For each dashboard: every chart has drawn marks
+(series with data and painted pixels on its canvas, not an empty one), every counter a number, every
+table rows, the world map its countries; a filter changes the numbers; a full-page screenshot is saved
+to tests/browser/screenshots/dashboards/<id>.png (git-ignored).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from playwright.sync_api import Browser, Page
 from dashboards import DASHBOARDS
 from launcher.infra import free_port
 from tests.browser.conftest import ADMIN_PASSWORD, SCREENSHOTS, Service, clean_env, http_ok, start_service, wait_for
-from tests.spark.jobs.test_dashboard_tables import MAY_BE_EMPTY, build_lake
+from tests.spark.dashboard_lake import MAY_BE_EMPTY
 
 ERRORS: dict[Page, list[str]] = {}  # page errors seen by each page
 
@@ -45,9 +44,9 @@ DRAWN = """grid => [...grid.querySelectorAll('.widget')].map(section => {
 
 
 @pytest.fixture(scope="module")
-def dashboard_server(spark, tmp_path_factory) -> Iterator[Service]:
+def dashboard_server(dashboard_lake, tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("browser_dashboards")
-    lh, report = build_lake(spark, root / "warehouse")
+    lh, report = dashboard_lake
     assert not report.failed
     port = free_port()
     server = start_service(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -19,46 +18,9 @@ from dashboards import DASHBOARDS, all_datasets
 from dashboards.sql import backticks, widget_query
 from services.control_plane import dashboard_data
 from services.control_plane.lakehouse import DeltaReader
-from services.simulator.generator import GeneratorConfig, TransactionGenerator
 from spark.common.tables import Lakehouse
-from spark.etl import gold_partials, silver
-from spark.jobs import dashboard_tables, gold_views
-from tests.spark.factories import bronze_frame
-
-START = datetime(2026, 11, 2, tzinfo=UTC)
-EVENTS = 4_000  # about four days at 0.012 events per simulated second
-# no alert fires on calm history; recommendations need enough traffic per route
-MAY_BE_EMPTY = {"active_alerts", "recommendations"}
-
-
-def simulated_events() -> list[str]:
-    config = GeneratorConfig(seed=7, start=START, events_per_second=0.012, n_merchants=150, n_cardholders=3_000)
-    values: list[str] = []
-    for batch in TransactionGenerator(config).iter_batches(EVENTS, EVENTS):
-        values += [v.decode() for v in batch.json_values()]
-    return values
-
-
-def build_lake(spark, root: Path) -> tuple[Lakehouse, dashboard_tables.DashboardTablesReport]:
-    """A lakehouse with what the ETL writes (bronze with a duplicate and a bad record, silver,
-    quarantine, dead letters, gold partials), the gold views job run, then the dashboard tables."""
-    lh = Lakehouse(catalog="c", schema="dash", warehouse_dir=root)
-    events = simulated_events()
-    # ingested 90 s apart: about four days of ingestion hours too (dashboard 11 filters on them)
-    bronze = bronze_frame(spark, [*events, events[0], "not json"], step_s=90)
-    lh.write(bronze, "bronze_transactions")
-    lh.write(silver.silver_transactions(bronze), "silver_transactions")
-    lh.write(silver.silver_quarantine(bronze), "silver_quarantine")
-    lh.write(bronze_frame(spark, ["refused"], topic="payments.transactions.dlq"), "bronze_dead_letters")
-    lh.write(gold_partials.partial_aggregates(lh.read(spark, "silver_transactions")), gold_partials.PARTIALS)
-    views = gold_views.run(spark, lh)
-    assert not views.skipped
-    return lh, gold_views.refresh_dashboards(spark, lh, views)
-
-
-@pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory):
-    return build_lake(spark, tmp_path_factory.mktemp("dashboards") / "wh")
+from spark.jobs import dashboard_tables
+from tests.spark.dashboard_lake import EVENTS, MAY_BE_EMPTY
 
 
 def normal(value):
@@ -93,8 +55,8 @@ def spark_widget_rows(spark, lh: Lakehouse, dataset, widget, where) -> list[dict
     return [r.asDict() for r in spark.sql(sql).collect()]
 
 
-def test_every_dataset_is_materialised_with_its_columns(spark, lake):
-    lh, report = lake
+def test_every_dataset_is_materialised_with_its_columns(spark, dashboard_lake):
+    lh, report = dashboard_lake
     datasets = all_datasets()
     assert report.failed == {}
     assert set(report.written) == set(datasets)
@@ -115,8 +77,8 @@ def test_every_dataset_is_materialised_with_its_columns(spark, lake):
                     assert column_type == pa.date32(), (d.id, dataset, column)
 
 
-def test_materialised_tables_equal_the_gold_views(spark, lake):
-    lh, _ = lake
+def test_materialised_tables_equal_the_gold_views(spark, dashboard_lake):
+    lh, _ = dashboard_lake
     lh.register(spark)
     for name, dataset in all_datasets().items():
         if name == "last_hour":  # wall clock: its window moves between the refresh and now
@@ -133,8 +95,8 @@ def test_materialised_tables_equal_the_gold_views(spark, lake):
 
 
 @pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda d: d.id)
-def test_control_plane_numbers_equal_spark_over_the_same_tables(spark, lake, dashboard):
-    lh, _ = lake
+def test_control_plane_numbers_equal_spark_over_the_same_tables(spark, dashboard_lake, dashboard):
+    lh, _ = dashboard_lake
     reader = DeltaReader(lh.warehouse_dir, lh.catalog, lh.schema)
     options = {f.name: dashboard_data.filter_options(reader, f) for f in dashboard.filters}
     unfiltered = dashboard_data.Selection()
@@ -161,8 +123,8 @@ def test_control_plane_numbers_equal_spark_over_the_same_tables(spark, lake, das
                     assert all(math.isfinite(v) for v in values)
 
 
-def test_a_second_refresh_rewrites_only_what_changed(spark, lake):
-    lh, _ = lake
+def test_a_second_refresh_rewrites_only_what_changed(spark, dashboard_lake):
+    lh, _ = dashboard_lake
     reader = DeltaReader(lh.warehouse_dir, lh.catalog, lh.schema)
     versions = {n: reader.info(d.table).version for n, d in all_datasets().items()}
     again = dashboard_tables.run(spark, lh)
