@@ -3,12 +3,19 @@ dashboard names the same way, and the datasets several dashboards use (one defin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+
 from dashboards.model import Dataset, Field, Filter, Format, Widget, targets
-from dashboards.sql import Expr, column, ratio, total
+from dashboards.sql import Expr, column, count, ratio, total, weighted
+
+# A table column: a Field, or (dataset column, title, format) for a column shown as the dataset holds it
+Column = Field | tuple[str, str, Format]
 
 
-# ----------------------------------------------------------------------------------- shorthands
+# --------------------------------------------------------------------------------------- fields
 def col(name: str, title: str, fmt: Format = "num") -> Field:
+    """A dataset column as it is (the dataset holds one row per group already)."""
     return Field(title, column(name), fmt)
 
 
@@ -16,6 +23,31 @@ def agg(title: str, expr: Expr, fmt: Format = "num") -> Field:
     return Field(title, expr, fmt)
 
 
+def total_of(name: str, title: str, fmt: Format = "int") -> Field:
+    """The sum of a column over a widget's rows (a count unless told otherwise)."""
+    return Field(title, total(name), fmt)
+
+
+def ratio_of(numerator: str, denominator: str, title: str, fmt: Format = "pct") -> Field:
+    """SUM(numerator) / SUM(denominator) over a widget's rows (a share unless told otherwise)."""
+    return Field(title, ratio(numerator, denominator), fmt)
+
+
+def weighted_mean(name: str, title: str, fmt: Format) -> Field:
+    """The mean of a per-row average or rate, weighted by the rows' transactions."""
+    return Field(title, weighted(name, "transactions"), fmt)
+
+
+def row_count(title: str) -> Field:
+    return Field(title, count(), "int")
+
+
+def columns(*specs: Column) -> tuple[Field, ...]:
+    """Table columns: Fields as they are, (column, title, format) tuples as :func:`col`."""
+    return tuple(s if isinstance(s, Field) else col(*s) for s in specs)
+
+
+# -------------------------------------------------------------------------------------- widgets
 def counter(name: str, title: str, dataset: Dataset, value: Field, width: int = 1, description: str = "") -> Widget:
     return Widget(name, "counter", title, dataset.name, (("value", value),), width, 2, description)
 
@@ -36,10 +68,27 @@ def chart(
     return Widget(name, kind, title, dataset.name, fields, width, height, **options)
 
 
-def table(name: str, title: str, dataset: Dataset, columns: list[Field], width: int = 6, height: int = 5, **options):
-    return Widget(name, "table", title, dataset.name, tuple(("column", c) for c in columns), width, height, **options)
+# chart("bar", ...) and so on: bar(name, title, dataset, x, y, color=None, width=3, height=4, **options)
+bar = partial(chart, "bar")
+line = partial(chart, "line")
+area = partial(chart, "area")
 
 
+def table(
+    name: str, title: str, dataset: Dataset, fields: Sequence[Column], width: int = 6, height: int = 5, **options
+) -> Widget:
+    """A table of ``fields``, each a Field or a (column, title, format) tuple (see :func:`columns`)."""
+    roles = tuple(("column", f) for f in columns(*fields))
+    return Widget(name, "table", title, dataset.name, roles, width, height, **options)
+
+
+def world_map(name: str, title: str, dataset: Dataset, value: Field, width: int, height: int) -> Widget:
+    """Countries shaded by ``value``, labelled with their names."""
+    fields = (("region", col("country_code", "Country code", "text")), ("value", value), ("label", COUNTRY))
+    return Widget(name, "map", title, dataset.name, fields, width, height)
+
+
+# -------------------------------------------------------------------------------------- filters
 def multi_select(name: str, title: str, column_name: str, *datasets: Dataset) -> Filter:
     return Filter(name, title, "multi_select", targets(column_name, datasets))
 
@@ -48,12 +97,54 @@ def date_range(name: str, title: str, column_name: str, *datasets: Dataset) -> F
     return Filter(name, title, "date_range", targets(column_name, datasets))
 
 
-TRANSACTIONS = agg("Transactions", total("transactions"), "int")
-APPROVAL = agg("Approval rate", ratio("approved", "transactions"), "pct")
+def dates_filter(*datasets: Dataset) -> Filter:
+    return date_range("dates", "Dates", "event_date", *datasets)
+
+
+def segment_filter(*datasets: Dataset) -> Filter:
+    return multi_select("segment", "Merchant segment", "merchant_segment", *datasets)
+
+
+def network_filter(*datasets: Dataset) -> Filter:
+    return multi_select("network", "Card network", "card_network", *datasets)
+
+
+def solution_filter(*datasets: Dataset) -> Filter:
+    return multi_select("solution", "Payment solution", "payment_solution", *datasets)
+
+
+# -------------------------------------------------------------------------------- shared fields
+# What a widget groups or labels its rows by.
 SEGMENT = col("merchant_segment", "Segment", "text")
 NETWORK = col("card_network", "Card network", "text")
 SOLUTION = col("payment_solution", "Payment solution", "text")
 REASON = col("decline_reason", "Decline reason", "text")
+COUNTRY = col("country_name", "Country", "text")
+DAY = col("event_date", "Day", "date")
+HOUR = col("event_hour", "Hour", "datetime")
+CATEGORY = col("category", "Category", "text")
+RECOMMENDATION = col("recommendation", "Recommendation", "text")
+
+# Measures aggregated over the rows a widget groups: a sum, a ratio of sums.
+TRANSACTIONS = total_of("transactions", "Transactions")
+APPROVAL_RATE = ratio_of("approved", "transactions", "Approval rate")
+FRAUD_RATE = ratio_of("fraud_transactions", "transactions", "Fraud rate")
+TOTAL_VALUE = total_of("total_value_usd", "Value", "usd")
+APPROVED_VALUE = total_of("approved_value_usd", "Approved", "usd")
+RECOVERABLE_VALUE = total_of("recoverable_value_usd", "Recoverable", "usd")
+
+# Measures read as the dataset holds them (``_COL``), for datasets with a row per thing shown; named
+# after their title.
+TRANSACTIONS_COL = col("transactions", "Transactions", "int")
+APPROVAL_COL = col("approval_rate", "Approval", "pct")
+APPROVAL_RATE_COL = col("approval_rate", "Approval rate", "pct")
+VALUE_COL = col("total_value_usd", "Value", "usd")
+CROSS_BORDER_COL = col("cross_border_share", "Cross-border", "pct")
+DECLINES_COL = col("declines", "Declines", "int")
+RETRY_SUCCESS_COL = col("retry_success_rate", "Retry success", "pct")
+P95_COL = col("p95_latency_ms", "p95", "ms")
+PRIORITY_COL = col("priority", "Priority", "int")
+ESTIMATED_IMPACT_COL = col("estimated_impact_usd", "Estimated impact", "usd")
 
 # ------------------------------------------------------------------------------ shared datasets
 DAILY_KPIS = Dataset(

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
-    chart,
+    APPROVAL_COL,
+    APPROVAL_RATE_COL,
+    DAY,
+    TRANSACTIONS_COL,
+    area,
+    bar,
     col,
     counter,
-    date_range,
+    dates_filter,
+    line,
 )
 from dashboards.model import Dashboard, Dataset, layout
 
@@ -27,6 +33,8 @@ SELECT event_date, transactions, transactions_dod_change, approval_rate, approva
 FROM {v_daily_trends}
 WHERE event_date = (SELECT MAX(event_date) FROM {v_daily_trends} WHERE event_date < current_date())""",
 )
+TRANSACTIONS_CHANGE = col("transactions_dod_change", "Change", "change")
+
 DASHBOARD = Dashboard(
     7,
     "daily_trends",
@@ -36,15 +44,10 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter("day", "Latest complete day", LATEST_DAY, col("event_date", "Day", "date")),
-                counter("day_volume", "Transactions", LATEST_DAY, col("transactions", "Transactions", "int")),
-                counter(
-                    "day_volume_change",
-                    "Transactions vs day before",
-                    LATEST_DAY,
-                    col("transactions_dod_change", "Change", "change"),
-                ),
-                counter("day_approval", "Approval rate", LATEST_DAY, col("approval_rate", "Approval", "pct")),
+                counter("day", "Latest complete day", LATEST_DAY, DAY),
+                counter("day_volume", "Transactions", LATEST_DAY, TRANSACTIONS_COL),
+                counter("day_volume_change", "Transactions vs day before", LATEST_DAY, TRANSACTIONS_CHANGE),
+                counter("day_approval", "Approval rate", LATEST_DAY, APPROVAL_COL),
                 counter(
                     "day_approval_change",
                     "Approval vs day before",
@@ -56,43 +59,21 @@ DASHBOARD = Dashboard(
                 ),
             ],
             [
-                chart(
-                    "line",
-                    "volume",
-                    "Transactions per day",
-                    TRENDS,
-                    col("event_date", "Day", "date"),
-                    col("transactions", "Transactions", "int"),
-                ),
-                chart(
-                    "line",
-                    "approval",
-                    "Approval rate per day",
-                    TRENDS,
-                    col("event_date", "Day", "date"),
-                    col("approval_rate", "Approval rate", "pct"),
-                ),
+                line("volume", "Transactions per day", TRENDS, DAY, TRANSACTIONS_COL),
+                line("approval", "Approval rate per day", TRENDS, DAY, APPROVAL_RATE_COL),
             ],
             [
-                chart(
-                    "area",
+                area(
                     "value",
                     "Approved value per day (USD)",
                     TRENDS,
-                    col("event_date", "Day", "date"),
+                    DAY,
                     col("approved_value_usd", "Approved value", "usd"),
                 ),
-                chart(
-                    "bar",
-                    "volume_change",
-                    "Day-over-day change in transactions",
-                    TRENDS,
-                    col("event_date", "Day", "date"),
-                    col("transactions_dod_change", "Change", "change"),
-                ),
+                bar("volume_change", "Day-over-day change in transactions", TRENDS, DAY, TRANSACTIONS_CHANGE),
             ],
         ]
     ),
-    filters=(date_range("dates", "Dates", "event_date", TRENDS),),
+    filters=(dates_filter(TRENDS),),
     notes=("The counters show the latest complete UTC day; the filter applies to the charts.",),
 )

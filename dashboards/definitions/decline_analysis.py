@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from dashboards.definitions.common import (
     DECLINE_PATTERNS,
+    DECLINES_COL,
     REASON,
     REASON_CODES,
+    RECOVERABLE_VALUE,
     RETRY,
+    RETRY_SUCCESS_COL,
     SEGMENT,
-    agg,
-    chart,
-    col,
+    bar,
     counter,
-    multi_select,
+    ratio_of,
+    segment_filter,
+    solution_filter,
     table,
+    total_of,
 )
 from dashboards.model import Dashboard, layout
-from dashboards.sql import ratio, total
+
+DECLINES = total_of("declines", "Declines")
 
 DASHBOARD = Dashboard(
     2,
@@ -27,66 +32,40 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter("declines", "Declines", DECLINE_PATTERNS, agg("Declines", total("declines"), "int")),
+                counter("declines", "Declines", DECLINE_PATTERNS, DECLINES),
                 counter(
-                    "soft_share",
-                    "Soft declines",
-                    DECLINE_PATTERNS,
-                    agg("Soft share", ratio("soft_declines", "declines"), "pct"),
+                    "soft_share", "Soft declines", DECLINE_PATTERNS, ratio_of("soft_declines", "declines", "Soft share")
                 ),
                 counter(
                     "declined_value",
                     "Declined value (USD)",
                     DECLINE_PATTERNS,
-                    agg("Declined value", total("declined_value_usd"), "usd"),
+                    total_of("declined_value_usd", "Declined value", "usd"),
                     width=2,
                 ),
                 counter(
                     "recoverable_value",
                     "Recoverable value (USD)",
                     DECLINE_PATTERNS,
-                    agg("Recoverable", total("recoverable_value_usd"), "usd"),
+                    RECOVERABLE_VALUE,
                     width=2,
                     description="Soft declines' value times the success rate of retries after that reason",
                 ),
             ],
             [
-                chart(
-                    "bar",
-                    "declines_by_reason",
-                    "Declines by reason",
-                    DECLINE_PATTERNS,
-                    REASON,
-                    agg("Declines", total("declines"), "int"),
-                    horizontal=True,
-                ),
-                chart(
-                    "bar",
+                bar("declines_by_reason", "Declines by reason", DECLINE_PATTERNS, REASON, DECLINES, horizontal=True),
+                bar(
                     "recoverable_by_reason",
                     "Recoverable value by reason (USD)",
                     DECLINE_PATTERNS,
                     REASON,
-                    agg("Recoverable value", total("recoverable_value_usd"), "usd"),
+                    total_of("recoverable_value_usd", "Recoverable value", "usd"),
                     horizontal=True,
                 ),
             ],
             [
-                chart(
-                    "bar",
-                    "declines_by_segment",
-                    "Declines by merchant segment",
-                    DECLINE_PATTERNS,
-                    SEGMENT,
-                    agg("Declines", total("declines"), "int"),
-                ),
-                chart(
-                    "bar",
-                    "retry_success",
-                    "Retry success by previous decline reason",
-                    RETRY,
-                    REASON,
-                    col("retry_success_rate", "Retry success", "pct"),
-                ),
+                bar("declines_by_segment", "Declines by merchant segment", DECLINE_PATTERNS, SEGMENT, DECLINES),
+                bar("retry_success", "Retry success by previous decline reason", RETRY, REASON, RETRY_SUCCESS_COL),
             ],
             [
                 table(
@@ -95,23 +74,20 @@ DASHBOARD = Dashboard(
                     REASON_CODES,
                     [
                         REASON,
-                        col("decline_code", "Code", "text"),
-                        col("decline_group", "Group", "text"),
-                        col("recommended_action", "Recommended action", "text"),
-                        col("declines", "Declines", "int"),
-                        col("share_of_declines", "Share", "pct"),
-                        col("declined_value_usd", "Declined value", "usd"),
-                        col("retry_success_rate", "Retry success", "pct"),
-                        col("estimated_recoverable_value_usd", "Recoverable", "usd"),
-                        col("top_merchant_segment", "Top segment", "text"),
+                        ("decline_code", "Code", "text"),
+                        ("decline_group", "Group", "text"),
+                        ("recommended_action", "Recommended action", "text"),
+                        DECLINES_COL,
+                        ("share_of_declines", "Share", "pct"),
+                        ("declined_value_usd", "Declined value", "usd"),
+                        RETRY_SUCCESS_COL,
+                        ("estimated_recoverable_value_usd", "Recoverable", "usd"),
+                        ("top_merchant_segment", "Top segment", "text"),
                     ],
                     order=(("declines", True),),
                 )
             ],
         ]
     ),
-    filters=(
-        multi_select("segment", "Merchant segment", "merchant_segment", DECLINE_PATTERNS),
-        multi_select("solution", "Payment solution", "payment_solution", DECLINE_PATTERNS),
-    ),
+    filters=(segment_filter(DECLINE_PATTERNS), solution_filter(DECLINE_PATTERNS)),
 )

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
-    APPROVAL,
+    APPROVAL_RATE,
+    APPROVAL_RATE_COL,
+    APPROVED_VALUE,
     DAILY_KPIS,
+    DAY,
+    DECLINES_COL,
+    FRAUD_RATE,
     GEOGRAPHY,
+    HOUR,
     HOURLY_KPIS,
     REASON,
     REASON_CODES,
+    TOTAL_VALUE,
     TRANSACTIONS,
-    agg,
-    chart,
-    col,
+    bar,
     counter,
-    date_range,
+    dates_filter,
+    line,
+    weighted_mean,
+    world_map,
 )
-from dashboards.model import Dashboard, Widget, layout
-from dashboards.sql import ratio, total, weighted
+from dashboards.model import Dashboard, layout
 
 DASHBOARD = Dashboard(
     1,
@@ -29,68 +36,31 @@ DASHBOARD = Dashboard(
         [
             [
                 counter("volume", "Transactions", DAILY_KPIS, TRANSACTIONS),
-                counter("approval_rate", "Approval rate", DAILY_KPIS, APPROVAL),
-                counter("value", "Value (USD)", DAILY_KPIS, agg("Value", total("total_value_usd"), "usd")),
-                counter(
-                    "approved_value",
-                    "Approved value (USD)",
-                    DAILY_KPIS,
-                    agg("Approved", total("approved_value_usd"), "usd"),
-                ),
+                counter("approval_rate", "Approval rate", DAILY_KPIS, APPROVAL_RATE),
+                counter("value", "Value (USD)", DAILY_KPIS, TOTAL_VALUE),
+                counter("approved_value", "Approved value (USD)", DAILY_KPIS, APPROVED_VALUE),
                 counter(
                     "avg_fraud",
                     "Average fraud score",
                     DAILY_KPIS,
-                    agg("Fraud score", weighted("avg_fraud_score", "transactions"), "score"),
+                    weighted_mean("avg_fraud_score", "Fraud score", "score"),
                 ),
-                counter(
-                    "fraud_rate",
-                    "Fraud rate",
-                    DAILY_KPIS,
-                    agg("Fraud rate", ratio("fraud_transactions", "transactions"), "pct"),
-                ),
+                counter("fraud_rate", "Fraud rate", DAILY_KPIS, FRAUD_RATE),
             ],
             [
-                chart(
-                    "line",
-                    "approval_by_hour",
-                    "Approval rate by hour",
-                    HOURLY_KPIS,
-                    col("event_hour", "Hour", "datetime"),
-                    APPROVAL,
-                    width=4,
-                ),
-                chart(
-                    "bar",
-                    "volume_by_day",
-                    "Transactions per day",
-                    DAILY_KPIS,
-                    col("event_date", "Day", "date"),
-                    TRANSACTIONS,
-                    width=2,
-                ),
+                line("approval_by_hour", "Approval rate by hour", HOURLY_KPIS, HOUR, APPROVAL_RATE, width=4),
+                bar("volume_by_day", "Transactions per day", DAILY_KPIS, DAY, TRANSACTIONS, width=2),
             ],
             [
-                Widget(
-                    "approval_by_country",
-                    "map",
-                    "Approval rate by country",
-                    GEOGRAPHY.name,
-                    (
-                        ("region", col("country_code", "Country code", "text")),
-                        ("value", col("approval_rate", "Approval rate", "pct")),
-                        ("label", col("country_name", "Country", "text")),
-                    ),
-                    width=3,
-                    height=5,
+                world_map(
+                    "approval_by_country", "Approval rate by country", GEOGRAPHY, APPROVAL_RATE_COL, width=3, height=5
                 ),
-                chart(
-                    "bar",
+                bar(
                     "top_decline_reasons",
                     "Top decline reasons",
                     REASON_CODES,
                     REASON,
-                    col("declines", "Declines", "int"),
+                    DECLINES_COL,
                     width=3,
                     height=5,
                     horizontal=True,
@@ -99,5 +69,5 @@ DASHBOARD = Dashboard(
             ],
         ]
     ),
-    filters=(date_range("dates", "Dates", "event_date", DAILY_KPIS, HOURLY_KPIS),),
+    filters=(dates_filter(DAILY_KPIS, HOURLY_KPIS),),
 )

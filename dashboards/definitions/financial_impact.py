@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
+    APPROVED_VALUE,
+    CATEGORY,
     DAILY_KPIS,
+    DAY,
     DECLINE_PATTERNS,
+    ESTIMATED_IMPACT_COL,
+    PRIORITY_COL,
     REASON,
+    RECOMMENDATION,
     RECOMMENDATIONS,
+    RECOVERABLE_VALUE,
     SEGMENT,
-    agg,
-    chart,
-    col,
+    area,
+    bar,
     counter,
-    date_range,
-    multi_select,
+    dates_filter,
+    segment_filter,
     table,
+    total_of,
 )
 from dashboards.model import Dashboard, layout
-from dashboards.sql import total
+
+DECLINED_VALUE = total_of("declined_value_usd", "Declined", "usd")
 
 DASHBOARD = Dashboard(
     9,
@@ -28,69 +36,32 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter(
-                    "approved",
-                    "Approved value (USD)",
-                    DAILY_KPIS,
-                    agg("Approved", total("approved_value_usd"), "usd"),
-                    width=2,
-                ),
-                counter(
-                    "declined",
-                    "Declined value (USD)",
-                    DAILY_KPIS,
-                    agg("Declined", total("declined_value_usd"), "usd"),
-                    width=2,
-                ),
-                counter(
-                    "recoverable",
-                    "Recoverable (USD)",
-                    DECLINE_PATTERNS,
-                    agg("Recoverable", total("recoverable_value_usd"), "usd"),
-                ),
+                counter("approved", "Approved value (USD)", DAILY_KPIS, APPROVED_VALUE, width=2),
+                counter("declined", "Declined value (USD)", DAILY_KPIS, DECLINED_VALUE, width=2),
+                counter("recoverable", "Recoverable (USD)", DECLINE_PATTERNS, RECOVERABLE_VALUE),
                 counter(
                     "impact",
                     "Recommendations (USD)",
                     RECOMMENDATIONS,
-                    agg("Impact", total("estimated_impact_usd"), "usd"),
+                    total_of("estimated_impact_usd", "Impact", "usd"),
                     description="Sum of the recommendations' estimated impact",
                 ),
             ],
             [
-                chart(
-                    "area",
-                    "approved_daily",
-                    "Approved value per day (USD)",
-                    DAILY_KPIS,
-                    col("event_date", "Day", "date"),
-                    agg("Approved", total("approved_value_usd"), "usd"),
-                ),
-                chart(
-                    "bar",
-                    "declined_daily",
-                    "Declined value per day (USD)",
-                    DAILY_KPIS,
-                    col("event_date", "Day", "date"),
-                    agg("Declined", total("declined_value_usd"), "usd"),
-                ),
+                area("approved_daily", "Approved value per day (USD)", DAILY_KPIS, DAY, APPROVED_VALUE),
+                bar("declined_daily", "Declined value per day (USD)", DAILY_KPIS, DAY, DECLINED_VALUE),
             ],
             [
-                chart(
-                    "bar",
+                bar(
                     "recoverable_by_reason",
                     "Recoverable value by decline reason (USD)",
                     DECLINE_PATTERNS,
                     REASON,
-                    agg("Recoverable", total("recoverable_value_usd"), "usd"),
+                    RECOVERABLE_VALUE,
                     horizontal=True,
                 ),
-                chart(
-                    "bar",
-                    "declined_by_segment",
-                    "Declined value by segment (USD)",
-                    DECLINE_PATTERNS,
-                    SEGMENT,
-                    agg("Declined", total("declined_value_usd"), "usd"),
+                bar(
+                    "declined_by_segment", "Declined value by segment (USD)", DECLINE_PATTERNS, SEGMENT, DECLINED_VALUE
                 ),
             ],
             [
@@ -98,21 +69,12 @@ DASHBOARD = Dashboard(
                     "top_recommendations",
                     "Recommendations by estimated impact",
                     RECOMMENDATIONS,
-                    [
-                        col("priority", "Priority", "int"),
-                        col("category", "Category", "text"),
-                        col("scope", "Scope", "text"),
-                        col("recommendation", "Recommendation", "text"),
-                        col("estimated_impact_usd", "Estimated impact", "usd"),
-                    ],
+                    [PRIORITY_COL, CATEGORY, ("scope", "Scope", "text"), RECOMMENDATION, ESTIMATED_IMPACT_COL],
                     order=(("priority", False),),
                     limit=10,
                 )
             ],
         ]
     ),
-    filters=(
-        date_range("dates", "Dates", "event_date", DAILY_KPIS),
-        multi_select("segment", "Merchant segment", "merchant_segment", DECLINE_PATTERNS),
-    ),
+    filters=(dates_filter(DAILY_KPIS), segment_filter(DECLINE_PATTERNS)),
 )

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
+    APPROVAL_COL,
+    CROSS_BORDER_COL,
     DAILY_KPIS,
+    DAY,
+    FRAUD_RATE,
     SEGMENT,
     TRANSACTIONS,
-    agg,
-    chart,
+    TRANSACTIONS_COL,
+    bar,
     col,
     counter,
-    date_range,
+    dates_filter,
+    line,
     multi_select,
+    ratio_of,
+    segment_filter,
     table,
+    total_of,
+    weighted_mean,
 )
 from dashboards.model import Dashboard, Dataset, layout
-from dashboards.sql import ratio, total, weighted
 
 RISK = Dataset(
     "risk_signals",
@@ -26,6 +34,8 @@ SELECT risk_tier, merchant_segment, transactions, avg_composite_risk, avg_fraud_
     approval_rate, cross_border_share, night_share
 FROM {v_risk_signals}""",
 )
+RISK_TIER = col("risk_tier", "Risk tier", "text")
+
 DASHBOARD = Dashboard(
     4,
     "fraud_risk",
@@ -35,76 +45,32 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter("fraud", "Fraud transactions", RISK, agg("Fraud", total("fraud_transactions"), "int")),
+                counter("fraud", "Fraud transactions", RISK, total_of("fraud_transactions", "Fraud")),
+                counter("fraud_rate", "Fraud rate", RISK, FRAUD_RATE),
+                counter("caught", "Fraud declined", RISK, ratio_of("fraud_declined", "fraud_transactions", "Caught")),
                 counter(
-                    "fraud_rate",
-                    "Fraud rate",
-                    RISK,
-                    agg("Fraud rate", ratio("fraud_transactions", "transactions"), "pct"),
+                    "missed_value", "Fraud approved (USD)", RISK, total_of("fraud_approved_value_usd", "Missed", "usd")
                 ),
+                counter("composite_risk", "Composite risk", RISK, weighted_mean("avg_composite_risk", "Risk", "score")),
                 counter(
-                    "caught",
-                    "Fraud declined",
-                    RISK,
-                    agg("Caught", ratio("fraud_declined", "fraud_transactions"), "pct"),
-                ),
-                counter(
-                    "missed_value",
-                    "Fraud approved (USD)",
-                    RISK,
-                    agg("Missed", total("fraud_approved_value_usd"), "usd"),
-                ),
-                counter(
-                    "composite_risk",
-                    "Composite risk",
-                    RISK,
-                    agg("Risk", weighted("avg_composite_risk", "transactions"), "score"),
-                ),
-                counter(
-                    "device_trust",
-                    "Device trust",
-                    RISK,
-                    agg("Trust", weighted("avg_device_trust_score", "transactions"), "score"),
+                    "device_trust", "Device trust", RISK, weighted_mean("avg_device_trust_score", "Trust", "score")
                 ),
             ],
             [
-                chart(
-                    "bar",
-                    "fraud_by_tier",
-                    "Fraud rate by risk tier",
-                    RISK,
-                    col("risk_tier", "Risk tier", "text"),
-                    agg("Fraud rate", ratio("fraud_transactions", "transactions"), "pct"),
-                    width=2,
-                ),
-                chart(
-                    "bar",
+                bar("fraud_by_tier", "Fraud rate by risk tier", RISK, RISK_TIER, FRAUD_RATE, width=2),
+                bar(
                     "volume_by_tier",
                     "Transactions by risk tier and segment",
                     RISK,
-                    col("risk_tier", "Risk tier", "text"),
+                    RISK_TIER,
                     TRANSACTIONS,
                     SEGMENT,
                     width=4,
                 ),
             ],
             [
-                chart(
-                    "bar",
-                    "fraud_by_segment",
-                    "Fraud rate by merchant segment",
-                    RISK,
-                    SEGMENT,
-                    agg("Fraud rate", ratio("fraud_transactions", "transactions"), "pct"),
-                ),
-                chart(
-                    "line",
-                    "fraud_daily",
-                    "Fraud rate per day",
-                    DAILY_KPIS,
-                    col("event_date", "Day", "date"),
-                    agg("Fraud rate", ratio("fraud_transactions", "transactions"), "pct"),
-                ),
+                bar("fraud_by_segment", "Fraud rate by merchant segment", RISK, SEGMENT, FRAUD_RATE),
+                line("fraud_daily", "Fraud rate per day", DAILY_KPIS, DAY, FRAUD_RATE),
             ],
             [
                 table(
@@ -112,17 +78,17 @@ DASHBOARD = Dashboard(
                     "Risk tiers by segment",
                     RISK,
                     [
-                        col("risk_tier", "Risk tier", "text"),
+                        RISK_TIER,
                         SEGMENT,
-                        col("transactions", "Transactions", "int"),
-                        col("avg_composite_risk", "Composite risk", "score"),
-                        col("avg_fraud_score", "Fraud score", "score"),
-                        col("fraud_transactions", "Fraud", "int"),
-                        col("fraud_declined", "Declined", "int"),
-                        col("fraud_approved", "Approved", "int"),
-                        col("approval_rate", "Approval", "pct"),
-                        col("cross_border_share", "Cross-border", "pct"),
-                        col("night_share", "Night", "pct"),
+                        TRANSACTIONS_COL,
+                        ("avg_composite_risk", "Composite risk", "score"),
+                        ("avg_fraud_score", "Fraud score", "score"),
+                        ("fraud_transactions", "Fraud", "int"),
+                        ("fraud_declined", "Declined", "int"),
+                        ("fraud_approved", "Approved", "int"),
+                        APPROVAL_COL,
+                        CROSS_BORDER_COL,
+                        ("night_share", "Night", "pct"),
                     ],
                     order=(("fraud_transactions", True), ("risk_tier", False), ("merchant_segment", False)),
                 )
@@ -130,8 +96,8 @@ DASHBOARD = Dashboard(
         ]
     ),
     filters=(
-        multi_select("segment", "Merchant segment", "merchant_segment", RISK),
+        segment_filter(RISK),
         multi_select("tier", "Risk tier", "risk_tier", RISK),
-        date_range("dates", "Dates", "event_date", DAILY_KPIS),
+        dates_filter(DAILY_KPIS),
     ),
 )

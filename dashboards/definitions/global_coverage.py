@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
+    APPROVAL_COL,
+    APPROVAL_RATE_COL,
+    COUNTRY,
+    CROSS_BORDER_COL,
     GEOGRAPHY,
+    TOTAL_VALUE,
     TRANSACTIONS,
-    agg,
-    chart,
+    TRANSACTIONS_COL,
+    VALUE_COL,
+    bar,
     col,
     counter,
     multi_select,
+    row_count,
     table,
+    weighted_mean,
+    world_map,
 )
-from dashboards.model import Dashboard, Widget, layout
-from dashboards.sql import count, total, weighted
+from dashboards.model import Dashboard, layout
+
+REGION = col("region", "Region", "text")
 
 DASHBOARD = Dashboard(
     12,
@@ -24,54 +34,23 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter("countries", "Countries", GEOGRAPHY, agg("Countries", count(), "int")),
+                counter("countries", "Countries", GEOGRAPHY, row_count("Countries")),
                 counter("volume", "Transactions", GEOGRAPHY, TRANSACTIONS),
-                counter(
-                    "approval",
-                    "Approval rate",
-                    GEOGRAPHY,
-                    agg("Approval", weighted("approval_rate", "transactions"), "pct"),
-                ),
-                counter("value", "Value (USD)", GEOGRAPHY, agg("Value", total("total_value_usd"), "usd"), width=2),
+                counter("approval", "Approval rate", GEOGRAPHY, weighted_mean("approval_rate", "Approval", "pct")),
+                counter("value", "Value (USD)", GEOGRAPHY, TOTAL_VALUE, width=2),
                 counter(
                     "cross_border",
                     "Cross-border",
                     GEOGRAPHY,
-                    agg("Cross-border", weighted("cross_border_share", "transactions"), "pct"),
+                    weighted_mean("cross_border_share", "Cross-border", "pct"),
                 ),
             ],
             [
-                Widget(
-                    "world",
-                    "map",
-                    "Transactions by country",
-                    GEOGRAPHY.name,
-                    (
-                        ("region", col("country_code", "Country code", "text")),
-                        ("value", col("transactions", "Transactions", "int")),
-                        ("label", col("country_name", "Country", "text")),
-                    ),
-                    width=6,
-                    height=7,
-                ),
+                world_map("world", "Transactions by country", GEOGRAPHY, TRANSACTIONS_COL, width=6, height=7),
             ],
             [
-                chart(
-                    "bar",
-                    "approval_by_country",
-                    "Approval rate by country",
-                    GEOGRAPHY,
-                    col("country_name", "Country", "text"),
-                    col("approval_rate", "Approval rate", "pct"),
-                ),
-                chart(
-                    "bar",
-                    "value_by_region",
-                    "Value by region (USD)",
-                    GEOGRAPHY,
-                    col("region", "Region", "text"),
-                    agg("Value", total("total_value_usd"), "usd"),
-                ),
+                bar("approval_by_country", "Approval rate by country", GEOGRAPHY, COUNTRY, APPROVAL_RATE_COL),
+                bar("value_by_region", "Value by region (USD)", GEOGRAPHY, REGION, TOTAL_VALUE),
             ],
             [
                 table(
@@ -79,14 +58,14 @@ DASHBOARD = Dashboard(
                     "Countries",
                     GEOGRAPHY,
                     [
-                        col("country_code", "Code", "text"),
-                        col("country_name", "Country", "text"),
-                        col("region", "Region", "text"),
-                        col("transactions", "Transactions", "int"),
-                        col("approval_rate", "Approval", "pct"),
-                        col("total_value_usd", "Value", "usd"),
-                        col("fraud_rate", "Fraud rate", "pct"),
-                        col("cross_border_share", "Cross-border", "pct"),
+                        ("country_code", "Code", "text"),
+                        COUNTRY,
+                        REGION,
+                        TRANSACTIONS_COL,
+                        APPROVAL_COL,
+                        VALUE_COL,
+                        ("fraud_rate", "Fraud rate", "pct"),
+                        CROSS_BORDER_COL,
                     ],
                     order=(("transactions", True), ("country_code", False)),
                     height=4,

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
-    APPROVAL,
+    APPROVAL_COL,
+    APPROVAL_RATE,
     SEGMENT,
+    TOTAL_VALUE,
     TRANSACTIONS,
-    agg,
-    chart,
+    TRANSACTIONS_COL,
+    VALUE_COL,
+    bar,
     col,
     counter,
     multi_select,
+    ratio_of,
+    row_count,
+    segment_filter,
     table,
 )
 from dashboards.model import Dashboard, Dataset, layout
-from dashboards.sql import count, ratio, total
 
 SEGMENTS = Dataset(
     "segments",
@@ -39,6 +44,9 @@ ENTRY = Dataset(
 SELECT entry_system, flow_type, transactions, share_of_transactions, approval_rate, total_value_usd, avg_latency_ms
 FROM {v_entry_system_distribution}""",
 )
+MERCHANT_COUNT = row_count("Merchants")
+SIZE = col("merchant_size", "Size", "text")
+
 DASHBOARD = Dashboard(
     5,
     "merchant_performance",
@@ -48,40 +56,24 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter("merchants", "Merchants", MERCHANTS, agg("Merchants", count(), "int")),
+                counter("merchants", "Merchants", MERCHANTS, MERCHANT_COUNT),
                 counter("volume", "Transactions", SEGMENTS, TRANSACTIONS),
-                counter("approval", "Approval rate", SEGMENTS, APPROVAL),
-                counter("value", "Value (USD)", SEGMENTS, agg("Value", total("total_value_usd"), "usd"), width=2),
+                counter("approval", "Approval rate", SEGMENTS, APPROVAL_RATE),
+                counter("value", "Value (USD)", SEGMENTS, TOTAL_VALUE, width=2),
                 counter(
                     "ticket",
                     "Average ticket (USD)",
                     SEGMENTS,
-                    agg("Ticket", ratio("total_value_usd", "transactions"), "usd"),
+                    ratio_of("total_value_usd", "transactions", "Ticket", "usd"),
                 ),
             ],
             [
-                chart(
-                    "bar",
-                    "value_by_segment",
-                    "Value by segment (USD)",
-                    SEGMENTS,
-                    SEGMENT,
-                    agg("Value", total("total_value_usd"), "usd"),
-                ),
-                chart("bar", "approval_by_segment", "Approval rate by segment", SEGMENTS, SEGMENT, APPROVAL),
+                bar("value_by_segment", "Value by segment (USD)", SEGMENTS, SEGMENT, TOTAL_VALUE),
+                bar("approval_by_segment", "Approval rate by segment", SEGMENTS, SEGMENT, APPROVAL_RATE),
             ],
             [
-                chart(
-                    "bar",
-                    "merchants_by_size",
-                    "Merchants by size",
-                    MERCHANTS,
-                    col("merchant_size", "Size", "text"),
-                    agg("Merchants", count(), "int"),
-                    width=2,
-                ),
-                chart(
-                    "bar",
+                bar("merchants_by_size", "Merchants by size", MERCHANTS, SIZE, MERCHANT_COUNT, width=2),
+                bar(
                     "entry_systems",
                     "Transactions by entry system and flow",
                     ENTRY,
@@ -97,14 +89,14 @@ DASHBOARD = Dashboard(
                     "Top merchants by value",
                     MERCHANTS,
                     [
-                        col("merchant_id", "Merchant", "text"),
+                        ("merchant_id", "Merchant", "text"),
                         SEGMENT,
-                        col("merchant_country", "Country", "text"),
-                        col("merchant_size", "Size", "text"),
-                        col("transactions", "Transactions", "int"),
-                        col("approval_rate", "Approval", "pct"),
-                        col("total_value_usd", "Value", "usd"),
-                        col("last_seen_at", "Last seen", "datetime"),
+                        ("merchant_country", "Country", "text"),
+                        SIZE,
+                        TRANSACTIONS_COL,
+                        APPROVAL_COL,
+                        VALUE_COL,
+                        ("last_seen_at", "Last seen", "datetime"),
                     ],
                     order=(("total_value_usd", True), ("merchant_id", False)),
                     limit=15,
@@ -113,7 +105,7 @@ DASHBOARD = Dashboard(
         ]
     ),
     filters=(
-        multi_select("segment", "Merchant segment", "merchant_segment", SEGMENTS, MERCHANTS),
+        segment_filter(SEGMENTS, MERCHANTS),
         multi_select("country", "Merchant country", "merchant_country", MERCHANTS),
     ),
 )

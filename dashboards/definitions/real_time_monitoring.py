@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
-    APPROVAL,
+    APPROVAL_COL,
+    APPROVAL_RATE,
+    HOUR,
     NETWORK,
+    P95_COL,
     ROUTING,
     SOLUTION,
     TRANSACTIONS,
-    agg,
-    chart,
-    col,
+    TRANSACTIONS_COL,
+    VALUE_COL,
+    bar,
     counter,
-    multi_select,
+    line,
+    network_filter,
+    row_count,
+    solution_filter,
     table,
 )
 from dashboards.model import Dashboard, Dataset, layout
-from dashboards.sql import count
 
 LAST_HOUR = Dataset(
     "last_hour",
@@ -51,45 +56,33 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter(
-                    "last_hour_volume",
-                    "Transactions (last hour)",
-                    LAST_HOUR,
-                    col("transactions", "Transactions", "int"),
-                ),
-                counter(
-                    "last_hour_approval",
-                    "Approval rate (last hour)",
-                    LAST_HOUR,
-                    col("approval_rate", "Approval", "pct"),
-                ),
-                counter("last_hour_value", "Value, last hour (USD)", LAST_HOUR, col("total_value_usd", "Value", "usd")),
-                counter("last_hour_p95", "p95 latency (last hour)", LAST_HOUR, col("p95_latency_ms", "p95", "ms")),
-                counter("alerts", "Active alerts", ACTIVE_ALERTS, agg("Alerts", count(), "int"), width=2),
+                counter("last_hour_volume", "Transactions (last hour)", LAST_HOUR, TRANSACTIONS_COL),
+                counter("last_hour_approval", "Approval rate (last hour)", LAST_HOUR, APPROVAL_COL),
+                counter("last_hour_value", "Value, last hour (USD)", LAST_HOUR, VALUE_COL),
+                counter("last_hour_p95", "p95 latency (last hour)", LAST_HOUR, P95_COL),
+                counter("alerts", "Active alerts", ACTIVE_ALERTS, row_count("Alerts"), width=2),
             ],
             [
-                chart(
-                    "line",
+                line(
                     "approval_last_day",
                     "Approval rate per hour, last 24 hours with data",
                     LAST_DAY_HOURLY,
-                    col("event_hour", "Hour", "datetime"),
-                    APPROVAL,
+                    HOUR,
+                    APPROVAL_RATE,
                     width=3,
                 ),
-                chart(
-                    "bar",
+                bar(
                     "volume_last_day",
                     "Transactions per hour, last 24 hours with data",
                     LAST_DAY_HOURLY,
-                    col("event_hour", "Hour", "datetime"),
+                    HOUR,
                     TRANSACTIONS,
                     width=3,
                 ),
             ],
             [
-                chart("bar", "approval_by_solution", "Approval rate by payment solution", ROUTING, SOLUTION, APPROVAL),
-                chart("bar", "approval_by_network", "Approval rate by card network", ROUTING, NETWORK, APPROVAL),
+                bar("approval_by_solution", "Approval rate by payment solution", ROUTING, SOLUTION, APPROVAL_RATE),
+                bar("approval_by_network", "Approval rate by card network", ROUTING, NETWORK, APPROVAL_RATE),
             ],
             [
                 table(
@@ -97,23 +90,20 @@ DASHBOARD = Dashboard(
                     "Active alerts",
                     ACTIVE_ALERTS,
                     [
-                        col("alert_type", "Alert", "text"),
-                        col("severity", "Severity", "text"),
-                        col("metric", "Metric", "text"),
-                        col("current_value", "Now", "num"),
-                        col("baseline_value", "Baseline", "num"),
-                        col("threshold", "Threshold", "num"),
-                        col("transactions_last_hour", "Transactions", "int"),
-                        col("message", "Message", "text"),
+                        ("alert_type", "Alert", "text"),
+                        ("severity", "Severity", "text"),
+                        ("metric", "Metric", "text"),
+                        ("current_value", "Now", "num"),
+                        ("baseline_value", "Baseline", "num"),
+                        ("threshold", "Threshold", "num"),
+                        ("transactions_last_hour", "Transactions", "int"),
+                        ("message", "Message", "text"),
                     ],
                     height=3,
                 )
             ],
         ]
     ),
-    filters=(
-        multi_select("network", "Card network", "card_network", ROUTING),
-        multi_select("solution", "Payment solution", "payment_solution", ROUTING),
-    ),
+    filters=(network_filter(ROUTING), solution_filter(ROUTING)),
     notes=("Figures as of the last refresh of the dashboard tables; the live per-minute view is /dashboard.",),
 )

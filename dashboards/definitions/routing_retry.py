@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
-    APPROVAL,
+    APPROVAL_RATE,
+    CATEGORY,
+    ESTIMATED_IMPACT_COL,
     NETWORK,
+    PRIORITY_COL,
     REASON,
+    RECOMMENDATION,
     RECOMMENDATIONS,
     RETRY,
+    RETRY_SUCCESS_COL,
     ROUTING,
     SOLUTION,
     TRANSACTIONS,
-    agg,
-    chart,
+    bar,
     col,
     counter,
     multi_select,
+    network_filter,
+    ratio_of,
+    solution_filter,
     table,
+    total_of,
 )
 from dashboards.model import Dashboard, layout
-from dashboards.sql import ratio, total
+
+LIFT = col("lift_over_baseline", "Lift", "pp")
 
 DASHBOARD = Dashboard(
     6,
@@ -30,54 +39,43 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter("retries", "Retries", RETRY, agg("Retries", total("retries"), "int")),
-                counter("recovered", "Recovered", RETRY, agg("Recovered", total("recovered"), "int")),
-                counter("retry_success", "Retry success", RETRY, agg("Success", ratio("recovered", "retries"), "pct")),
+                counter("retries", "Retries", RETRY, total_of("retries", "Retries")),
+                counter("recovered", "Recovered", RETRY, total_of("recovered", "Recovered")),
+                counter("retry_success", "Retry success", RETRY, ratio_of("recovered", "retries", "Success")),
                 counter(
-                    "recovered_value", "Recovered value (USD)", RETRY, agg("Value", total("recovered_value_usd"), "usd")
+                    "recovered_value", "Recovered value (USD)", RETRY, total_of("recovered_value_usd", "Value", "usd")
                 ),
                 counter("routed", "Transactions routed", ROUTING, TRANSACTIONS),
-                counter("route_approval", "Approval rate", ROUTING, APPROVAL),
+                counter("route_approval", "Approval rate", ROUTING, APPROVAL_RATE),
             ],
             [
-                chart(
-                    "bar",
+                bar(
                     "approval_by_route",
                     "Approval rate by payment solution and network",
                     ROUTING,
                     SOLUTION,
-                    APPROVAL,
+                    APPROVAL_RATE,
                     NETWORK,
                     width=4,
                 ),
-                chart(
-                    "bar",
+                bar(
                     "value_by_solution",
                     "Approved value by solution (USD)",
                     ROUTING,
                     SOLUTION,
-                    agg("Approved value", total("approved_value_usd"), "usd"),
+                    total_of("approved_value_usd", "Approved value", "usd"),
                     width=2,
                     horizontal=True,
                 ),
             ],
             [
-                chart(
-                    "bar",
-                    "retry_lift",
-                    "Lift of waiting as advised over earlier retries",
-                    RETRY,
-                    REASON,
-                    col("lift_over_baseline", "Lift", "pp"),
-                    width=3,
-                ),
-                chart(
-                    "bar",
+                bar("retry_lift", "Lift of waiting as advised over earlier retries", RETRY, REASON, LIFT, width=3),
+                bar(
                     "retry_success_by_reason",
                     "Retry success by previous decline reason",
                     RETRY,
                     REASON,
-                    col("retry_success_rate", "Retry success", "pct"),
+                    RETRY_SUCCESS_COL,
                     width=3,
                 ),
             ],
@@ -88,14 +86,14 @@ DASHBOARD = Dashboard(
                     RETRY,
                     [
                         REASON,
-                        col("retries", "Retries", "int"),
-                        col("recovered", "Recovered", "int"),
-                        col("retry_success_rate", "Success", "pct"),
-                        col("advised_success_rate", "Waited as advised", "pct"),
-                        col("baseline_success_rate", "Retried earlier", "pct"),
-                        col("lift_over_baseline", "Lift", "pp"),
-                        col("avg_seconds_since_previous", "Average wait", "seconds"),
-                        col("recovered_value_usd", "Recovered value", "usd"),
+                        ("retries", "Retries", "int"),
+                        ("recovered", "Recovered", "int"),
+                        ("retry_success_rate", "Success", "pct"),
+                        ("advised_success_rate", "Waited as advised", "pct"),
+                        ("baseline_success_rate", "Retried earlier", "pct"),
+                        LIFT,
+                        ("avg_seconds_since_previous", "Average wait", "seconds"),
+                        ("recovered_value_usd", "Recovered value", "usd"),
                     ],
                     order=(("retries", True),),
                     height=4,
@@ -107,11 +105,11 @@ DASHBOARD = Dashboard(
                     "Recommendations",
                     RECOMMENDATIONS,
                     [
-                        col("priority", "Priority", "int"),
-                        col("category", "Category", "text"),
-                        col("recommendation", "Recommendation", "text"),
-                        col("estimated_impact_usd", "Estimated impact", "usd"),
-                        col("evidence_transactions", "Evidence (transactions)", "int"),
+                        PRIORITY_COL,
+                        CATEGORY,
+                        RECOMMENDATION,
+                        ESTIMATED_IMPACT_COL,
+                        ("evidence_transactions", "Evidence (transactions)", "int"),
                     ],
                     order=(("priority", False),),
                     limit=15,
@@ -120,8 +118,8 @@ DASHBOARD = Dashboard(
         ]
     ),
     filters=(
-        multi_select("network", "Card network", "card_network", ROUTING),
-        multi_select("solution", "Payment solution", "payment_solution", ROUTING),
+        network_filter(ROUTING),
+        solution_filter(ROUTING),
         multi_select("category", "Recommendation", "category", RECOMMENDATIONS),
     ),
 )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
-    agg,
-    chart,
+    bar,
     col,
     counter,
     date_range,
+    line,
     table,
+    total_of,
 )
 from dashboards.model import Dashboard, Dataset, layout
-from dashboards.sql import total
 
 INGESTION = Dataset(
     "ingestion_hourly",
@@ -53,6 +53,9 @@ CROSS JOIN (SELECT SUM(bronze_events) AS bronze_events, MIN(ingestion_hour) AS f
         MAX(last_ingested_at) AS last_ingested_at
       FROM {v_streaming_ingestion}) i""",
 )
+INGESTION_HOUR = col("ingestion_hour", "Ingestion hour", "datetime")
+CHECK = col("check_name", "Check", "text")
+
 DASHBOARD = Dashboard(
     11,
     "streaming_data_quality",
@@ -63,44 +66,39 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter("bronze", "Bronze events", INGESTION, agg("Bronze", total("bronze_events"), "int")),
-                counter("silver", "Silver rows", INGESTION, agg("Silver", total("silver_rows"), "int")),
-                counter("quarantined", "Quarantined", INGESTION, agg("Quarantined", total("quarantined_rows"), "int")),
-                counter("dead_letters", "Dead letters", INGESTION, agg("Dead letters", total("dead_letters"), "int")),
-                counter(
-                    "duplicates", "Duplicates dropped", INGESTION, agg("Duplicates", total("duplicates_dropped"), "int")
-                ),
+                counter("bronze", "Bronze events", INGESTION, total_of("bronze_events", "Bronze")),
+                counter("silver", "Silver rows", INGESTION, total_of("silver_rows", "Silver")),
+                counter("quarantined", "Quarantined", INGESTION, total_of("quarantined_rows", "Quarantined")),
+                counter("dead_letters", "Dead letters", INGESTION, total_of("dead_letters", "Dead letters")),
+                counter("duplicates", "Duplicates dropped", INGESTION, total_of("duplicates_dropped", "Duplicates")),
                 counter("history_days", "Days of history", RETENTION, col("days_with_data", "Days", "int")),
             ],
             [
-                chart(
-                    "line",
+                line(
                     "layers",
                     "Rows per ingestion hour: bronze vs silver",
                     INGESTION_LAYERS,
-                    col("ingestion_hour", "Ingestion hour", "datetime"),
-                    agg("Rows", total("layer_rows"), "int"),
+                    INGESTION_HOUR,
+                    total_of("layer_rows", "Rows"),
                     col("layer", "Layer", "text"),
                     width=4,
                 ),
-                chart(
-                    "bar",
+                bar(
                     "checks",
                     "Rows affected by check",
                     DATA_QUALITY,
-                    col("check_name", "Check", "text"),
-                    agg("Rows", total("affected_rows"), "int"),
+                    CHECK,
+                    total_of("affected_rows", "Rows"),
                     width=2,
                     horizontal=True,
                 ),
             ],
             [
-                chart(
-                    "line",
+                line(
                     "lag",
                     "p95 ingestion lag per hour",
                     INGESTION,
-                    col("ingestion_hour", "Ingestion hour", "datetime"),
+                    INGESTION_HOUR,
                     col("p95_ingestion_lag_s", "p95 lag", "seconds"),
                     width=3,
                 ),
@@ -109,11 +107,11 @@ DASHBOARD = Dashboard(
                     "History held",
                     RETENTION,
                     [
-                        col("oldest_event_date", "Oldest event day", "date"),
-                        col("newest_event_date", "Newest event day", "date"),
-                        col("silver_transactions", "Silver transactions", "int"),
-                        col("first_ingestion_hour", "First ingestion", "datetime"),
-                        col("last_ingested_at", "Last ingestion", "datetime"),
+                        ("oldest_event_date", "Oldest event day", "date"),
+                        ("newest_event_date", "Newest event day", "date"),
+                        ("silver_transactions", "Silver transactions", "int"),
+                        ("first_ingestion_hour", "First ingestion", "datetime"),
+                        ("last_ingested_at", "Last ingestion", "datetime"),
                     ],
                     width=3,
                     height=4,
@@ -125,10 +123,10 @@ DASHBOARD = Dashboard(
                     "Data-quality checks",
                     DATA_QUALITY,
                     [
-                        col("check_name", "Check", "text"),
-                        col("detail", "Detail", "text"),
-                        col("affected_rows", "Rows", "int"),
-                        col("affected_share", "Share of bronze", "pct"),
+                        CHECK,
+                        ("detail", "Detail", "text"),
+                        ("affected_rows", "Rows", "int"),
+                        ("affected_share", "Share of bronze", "pct"),
                     ],
                     order=(("affected_rows", True), ("check_name", False), ("detail", False)),
                     height=4,

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from dashboards.definitions.common import (
+    HOUR,
     HOURLY_KPIS,
     NETWORK,
+    P95_COL,
     ROUTING,
     SOLUTION,
+    TRANSACTIONS_COL,
     agg,
+    bar,
     chart,
     col,
     counter,
-    date_range,
-    multi_select,
+    dates_filter,
+    line,
+    network_filter,
+    solution_filter,
     table,
+    weighted_mean,
 )
 from dashboards.model import Dashboard, Dataset, layout
-from dashboards.sql import maximum, weighted
+from dashboards.sql import maximum
 
 LATENCY_HISTOGRAM = Dataset(
     "latency_histogram",
@@ -35,11 +42,7 @@ DASHBOARD = Dashboard(
         [
             [
                 counter(
-                    "avg_latency",
-                    "Average latency",
-                    ROUTING,
-                    agg("Average", weighted("avg_latency_ms", "transactions"), "ms"),
-                    width=2,
+                    "avg_latency", "Average latency", ROUTING, weighted_mean("avg_latency_ms", "Average", "ms"), width=2
                 ),
                 counter(
                     "worst_p95",
@@ -58,25 +61,17 @@ DASHBOARD = Dashboard(
                     "Processing-time histogram",
                     LATENCY_HISTOGRAM,
                     col("latency_bucket_ms", "Processing time (ms)", "text"),
-                    col("transactions", "Transactions", "int"),
+                    TRANSACTIONS_COL,
                 ),
-                chart(
-                    "line",
-                    "p95_hourly",
-                    "p95 latency per hour",
-                    HOURLY_KPIS,
-                    col("event_hour", "Hour", "datetime"),
-                    col("p95_latency_ms", "p95", "ms"),
-                ),
+                line("p95_hourly", "p95 latency per hour", HOURLY_KPIS, HOUR, P95_COL),
             ],
             [
-                chart(
-                    "bar",
+                bar(
                     "p95_by_route",
                     "p95 latency by payment solution and network",
                     ROUTING,
                     SOLUTION,
-                    col("p95_latency_ms", "p95", "ms"),
+                    P95_COL,
                     NETWORK,
                     width=6,
                 ),
@@ -89,21 +84,17 @@ DASHBOARD = Dashboard(
                     [
                         SOLUTION,
                         NETWORK,
-                        col("transactions", "Transactions", "int"),
-                        col("avg_latency_ms", "Average", "ms"),
-                        col("p50_latency_ms", "p50", "ms"),
-                        col("p95_latency_ms", "p95", "ms"),
-                        col("p99_latency_ms", "p99", "ms"),
-                        col("max_latency_ms", "Max", "ms"),
+                        TRANSACTIONS_COL,
+                        ("avg_latency_ms", "Average", "ms"),
+                        ("p50_latency_ms", "p50", "ms"),
+                        P95_COL,
+                        ("p99_latency_ms", "p99", "ms"),
+                        ("max_latency_ms", "Max", "ms"),
                     ],
                     order=(("p95_latency_ms", True), ("payment_solution", False), ("card_network", False)),
                 )
             ],
         ]
     ),
-    filters=(
-        multi_select("network", "Card network", "card_network", ROUTING),
-        multi_select("solution", "Payment solution", "payment_solution", ROUTING),
-        date_range("dates", "Dates", "event_date", HOURLY_KPIS),
-    ),
+    filters=(network_filter(ROUTING), solution_filter(ROUTING), dates_filter(HOURLY_KPIS)),
 )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dashboards.definitions.common import (
     NETWORK,
-    agg,
-    chart,
+    TRANSACTIONS_COL,
+    bar,
     col,
     counter,
-    multi_select,
+    network_filter,
+    ratio_of,
     table,
+    total_of,
 )
 from dashboards.model import Dashboard, Dataset, layout
-from dashboards.sql import ratio, total
 
 THREE_DS = Dataset(
     "three_ds_funnel",
@@ -42,52 +43,44 @@ DASHBOARD = Dashboard(
     widgets=layout(
         [
             [
-                counter(
-                    "requested",
-                    "3DS requested",
-                    THREE_DS,
-                    agg("Requested", total("three_ds_requested"), "int"),
-                    width=2,
-                ),
+                counter("requested", "3DS requested", THREE_DS, total_of("three_ds_requested", "Requested"), width=2),
                 counter(
                     "challenge",
                     "Challenge rate",
                     THREE_DS,
-                    agg("Challenged", ratio("three_ds_challenged", "three_ds_routed"), "pct"),
+                    ratio_of("three_ds_challenged", "three_ds_routed", "Challenged"),
                 ),
                 counter(
                     "authentication",
                     "Authentication rate",
                     THREE_DS,
-                    agg("Authenticated", ratio("three_ds_authenticated", "three_ds_routed"), "pct"),
+                    ratio_of("three_ds_authenticated", "three_ds_routed", "Authenticated"),
                 ),
                 counter(
                     "approval_after",
                     "Approved after authentication",
                     THREE_DS,
-                    agg("Approved", ratio("approved_after_authentication", "three_ds_authenticated"), "pct"),
+                    ratio_of("approved_after_authentication", "three_ds_authenticated", "Approved"),
                     width=2,
                 ),
             ],
             [
-                chart(
-                    "bar",
+                bar(
                     "funnel",
                     "Funnel",
                     THREE_DS_STAGES,
                     col("stage", "Stage", "text"),
-                    agg("Transactions", total("stage_transactions"), "int"),
+                    total_of("stage_transactions", "Transactions"),
                     order=(("stage", False),),
                     width=3,
                     height=5,
                 ),
-                chart(
-                    "bar",
+                bar(
                     "authentication_by_network",
                     "Authentication rate by card network",
                     THREE_DS,
                     NETWORK,
-                    agg("Authentication rate", ratio("three_ds_authenticated", "three_ds_routed"), "pct"),
+                    ratio_of("three_ds_authenticated", "three_ds_routed", "Authentication rate"),
                     width=3,
                     height=5,
                 ),
@@ -99,15 +92,15 @@ DASHBOARD = Dashboard(
                     THREE_DS,
                     [
                         NETWORK,
-                        col("transactions", "Transactions", "int"),
-                        col("three_ds_requested", "Requested", "int"),
-                        col("three_ds_routed", "Routed", "int"),
-                        col("three_ds_challenged", "Challenged", "int"),
-                        col("three_ds_authenticated", "Authenticated", "int"),
-                        col("approved_after_authentication", "Approved", "int"),
-                        col("challenge_rate", "Challenge rate", "pct"),
-                        col("authentication_rate", "Authentication rate", "pct"),
-                        col("approval_rate_after_authentication", "Approval after", "pct"),
+                        TRANSACTIONS_COL,
+                        ("three_ds_requested", "Requested", "int"),
+                        ("three_ds_routed", "Routed", "int"),
+                        ("three_ds_challenged", "Challenged", "int"),
+                        ("three_ds_authenticated", "Authenticated", "int"),
+                        ("approved_after_authentication", "Approved", "int"),
+                        ("challenge_rate", "Challenge rate", "pct"),
+                        ("authentication_rate", "Authentication rate", "pct"),
+                        ("approval_rate_after_authentication", "Approval after", "pct"),
                     ],
                     order=(("transactions", True),),
                     height=3,
@@ -115,5 +108,5 @@ DASHBOARD = Dashboard(
             ],
         ]
     ),
-    filters=(multi_select("network", "Card network", "card_network", THREE_DS, THREE_DS_STAGES),),
+    filters=(network_filter(THREE_DS, THREE_DS_STAGES),),
 )
