@@ -94,3 +94,21 @@ bench-%: install ## One benchmark: simulator, score, stream, etl, train, dashboa
 
 clean: down ## Remove local data (topics, tables, models); keeps caches
 	rm -rf .data
+
+# --- Databricks (bundle/, docs/deploy.md) ------------------------------------------------------------
+.PHONY: deploy bundle-build bundle-validate bundle-validate-cli bundle-resources
+deploy: web ## Deploy to Databricks: make deploy TARGET=dev [VARS="catalog=main kafka_bootstrap_servers=h:9092"] [RUN=first_run]
+	$(PYTHON_BOOTSTRAP) -m bundle.deploy --target $(or $(TARGET),dev) $(foreach v,$(VARS),--var $(v)) $(foreach r,$(RUN),--run $(r))
+
+bundle-validate: web ## Check the CLI and its sign-in, stage the build, `databricks bundle validate` (TARGET, VARS)
+	$(PYTHON_BOOTSTRAP) -m bundle.deploy --validate-only --target $(or $(TARGET),dev) $(foreach v,$(VARS),--var $(v))
+
+bundle-build: web ## Stage what a deploy uploads (apps, pins from requirements.lock); deploys run it themselves
+	$(PYTHON_BOOTSTRAP) -m bundle.build
+
+bundle-validate-cli: ## Build the pinned Databricks CLI (Go) into .cache, validate every target against a loopback server
+	$(PYTHON_BOOTSTRAP) -m bundle.cli_check
+
+bundle-resources: install-python ## Regenerate bundle/resources/*.dashboard.yml from the dashboard definitions
+	$(PY) -m bundle.generate
+LINT_PATHS += bundle

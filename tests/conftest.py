@@ -25,6 +25,16 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 RUN_ID = uuid.uuid4().hex[:8]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # here, not in tests/bundle/conftest.py: pytest only takes options from the root conftest of a run
+    parser.addoption(
+        "--bundle-schema",
+        default=None,
+        help="the official Databricks bundle JSON schema the bundle tests validate against "
+        "(default: $PA_BUNDLE_SCHEMA)",
+    )
+
+
 @pytest.fixture(scope="session")
 def platform_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("platform")
