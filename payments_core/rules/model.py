@@ -155,14 +155,30 @@ def starter_rule_set() -> RuleSet:
     return RuleSet.from_json(text)
 
 
+RULESET_NAME = "ruleset.json"
+VOLUMES = Path("/Volumes")  # where Databricks clusters mount Unity Catalog volumes
+
+
 def ruleset_file(data_dir: str | os.PathLike[str]) -> Path:
     """``<data_dir>/rules/ruleset.json``: where the control plane publishes the live rule set."""
-    return Path(data_dir) / "rules" / "ruleset.json"
+    return Path(data_dir) / "rules" / RULESET_NAME
 
 
-def ruleset_path(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """``ruleset_file`` of ``data_dir``, else of ``$PA_DATA_DIR``; None when neither is set."""
-    base = data_dir or os.environ.get("PA_DATA_DIR")
+def ruleset_path(
+    data_dir: str | os.PathLike[str] | None = None, rules_dir: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """The published rule set readers follow: ``<rules_dir>/ruleset.json`` when a rules directory is
+    configured (``PA_RULES_VOLUME_PATH``: a Unity Catalog volume folder on Databricks, which clusters
+    read as a file under ``/Volumes``), else ``ruleset_file`` of ``data_dir``. Without arguments the
+    same from the environment (``$PA_RULES_VOLUME_PATH``, else ``$PA_DATA_DIR``); None when none is set."""
+    if rules_dir:
+        return Path(rules_dir) / RULESET_NAME
+    if data_dir:
+        return ruleset_file(data_dir)
+    env_rules = os.environ.get("PA_RULES_VOLUME_PATH")
+    if env_rules:
+        return Path(env_rules) / RULESET_NAME
+    base = os.environ.get("PA_DATA_DIR")
     return ruleset_file(base) if base else None
 
 
@@ -175,15 +191,55 @@ def write_ruleset(rule_set: RuleSet, path: str | os.PathLike[str]) -> None:
     os.replace(tmp, path)
 
 
+class VolumeFile:
+    """A file of a Unity Catalog volume read with the Files API, for a process where ``/Volumes`` is not
+    mounted (a Databricks App; clusters and jobs read the path as a file). databricks-sdk's default
+    authentication chain; the client is made on first use."""
+
+    def __init__(self, path: Path):
+        self.path = path.as_posix()
+        self._client: Any = None
+
+    @staticmethod
+    def needed(path: Path | None) -> bool:
+        return path is not None and path.parts[:2] == ("/", "Volumes") and not VOLUMES.is_dir()
+
+    def _files(self) -> Any:
+        if self._client is None:
+            # only a process reading a volume without its mount loads databricks-sdk (seconds to import)
+            from databricks.sdk import WorkspaceClient  # noqa: PLC0415
+
+            self._client = WorkspaceClient()
+        return self._client.files
+
+    def stamp(self) -> tuple[Any, ...] | None:
+        """(last modified, length) of the file; None when it does not exist."""
+        from databricks.sdk.errors import NotFound  # noqa: PLC0415 - loaded with the client above
+
+        try:
+            meta = self._files().get_metadata(self.path)
+        except NotFound:
+            return None
+        return ("files-api", meta.last_modified, meta.content_length)
+
+    def read(self) -> bytes:
+        contents = self._files().download(self.path).contents
+        return contents.read() if contents is not None else b""
+
+
 class RuleSource:
     """The live rule set: ``path`` when it exists and is valid, else the starter set.
 
     ``current()`` re-reads the file only when its (mtime, size, inode) changed, so callers may ask
-    on every batch. An invalid file is logged and ignored (the previous rule set stays live).
+    on every batch. An invalid file is logged and ignored (the previous rule set stays live). A path
+    in a Unity Catalog volume that is not mounted here is followed through the Files API
+    (``VolumeFile``: last modified and length instead of the stat), and a workspace that does not
+    answer keeps the rule set in force.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = Path(path) if path else None
+        self._volume = VolumeFile(self.path) if self.path is not None and VolumeFile.needed(self.path) else None
         self._stamp: tuple[Any, ...] | None = None
         self._rules: RuleSet = starter_rule_set()
         self._lock = threading.Lock()
@@ -197,6 +253,13 @@ class RuleSource:
     def _file_stamp(self) -> tuple[Any, ...] | None:
         if self.path is None:
             return None
+        if self._volume is not None:
+            try:
+                return self._volume.stamp()
+            except Exception as exc:  # the workspace unreachable: the rule set in force stays, checked again later
+                self.last_error = f"{self.path}: {exc}"
+                log.warning("rule set not checked: %s", self.last_error)
+                return self._stamp
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -214,7 +277,8 @@ class RuleSource:
                 self._rules = starter_rule_set()
             else:
                 try:
-                    self._rules = RuleSet.from_json(self.path.read_bytes())  # type: ignore[union-attr]
+                    content = self._volume.read() if self._volume else self.path.read_bytes()  # type: ignore[union-attr]
+                    self._rules = RuleSet.from_json(content)
                     self.last_error = None
                 except Exception as exc:
                     self.last_error = f"{self.path}: {exc}"

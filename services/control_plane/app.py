@@ -1,7 +1,9 @@
 """Control-plane web app and API (FastAPI): pages for people, ``/api`` for the pages and scripts.
 
 The app talks to no other service's code: the scoring API over HTTP, Kafka with its own consumer,
-rules and models through ``payments_core`` and MLflow, the lakehouse through Delta reads.
+rules and models through ``payments_core`` and MLflow, the lakehouse through Delta reads. Steps,
+services, models, decisions and rule publication go through the backend ``PA_BACKEND`` names
+(``backends/``: this machine, or a Databricks workspace).
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from services.control_plane.backends import BackendError, make_backend
 from services.control_plane.db import make_engine, make_sessionmaker, migrate
-from services.control_plane.decision_feed import DecisionFeed
 from services.control_plane.deps import LoginRequired
-from services.control_plane.first_run import maybe_start_first_run
+from services.control_plane.first_run import close_interrupted_sequence, maybe_start_first_run
 from services.control_plane.routers import (
     alerts,
     audit_log,
@@ -34,7 +36,6 @@ from services.control_plane.routers import (
     runs,
     services,
 )
-from services.control_plane.runner import StepRunner
 from services.control_plane.security import ensure_admin, session_secret
 from services.control_plane.settings import ControlPlaneSettings, get_settings
 from services.control_plane.steps import STEPS, Step, StepCatalog
@@ -42,21 +43,6 @@ from services.control_plane.steps import STEPS, Step, StepCatalog
 log = logging.getLogger("control_plane")
 STATIC = Path(__file__).parent / "static"
 VENDOR = Path(__file__).parent / "web" / "dist"
-
-
-def step_environment(settings: ControlPlaneSettings) -> dict[str, str]:
-    """What every step's process gets on top of the control plane's own environment: the same data
-    folder, lakehouse, registry and Kafka as the control plane, however those were configured."""
-    env = {
-        "PA_DATA_DIR": str(settings.data_dir),
-        "PA_WAREHOUSE_DIR": str(settings.lakehouse_dir),
-        "PA_MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "PA_CATALOG": settings.catalog,
-        "PA_SCHEMA": settings.lakehouse_schema,
-        "PA_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PA_TOPIC_PREFIX": settings.topic_prefix,
-    }
-    return env
 
 
 def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, ...] = STEPS) -> FastAPI:
@@ -67,18 +53,18 @@ def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, 
         engine = make_engine(settings.database_url)
         migrate(engine)
         app.state.sessions = make_sessionmaker(engine)
-        app.state.runner = StepRunner(app.state.sessions, settings.job_log_dir, step_environment(settings))
-        app.state.runner.reconcile()
+        # the one choice of backend (PA_BACKEND): every router reaches it through deps.BackendDep
+        backend = make_backend(settings, app.state.sessions, app.state.steps.steps)
+        app.state.backend = backend
         with app.state.sessions() as db:
             password = ensure_admin(db, settings)
         if password:  # shown once; the database keeps only its hash
             log.warning("created the first admin: user 'admin', password %s (change it on /audit)", password)
-        app.state.feed = DecisionFeed(settings)
-        if settings.decision_feed:
-            app.state.feed.start()
-        maybe_start_first_run(app.state.runner, app.state.steps, settings)
+        backend.start()
+        close_interrupted_sequence(backend)
+        maybe_start_first_run(backend, app.state.steps, settings)
         yield
-        app.state.feed.stop()
+        backend.stop()
         engine.dispose()
 
     app = FastAPI(title="payment-analysis control plane", version="0.2.0", lifespan=lifespan)
@@ -93,13 +79,18 @@ def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, 
         https_only=settings.secure_cookies,
     )
 
+    @app.exception_handler(BackendError)
+    async def backend_error(_request: Request, exc: BackendError) -> JSONResponse:
+        """A backend that is not configured or does not answer: its message and status, never a 500."""
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
     @app.exception_handler(LoginRequired)
     async def to_login(_request: Request, exc: LoginRequired) -> RedirectResponse:
         return RedirectResponse(f"/login?next={quote(exc.next_url)}", status_code=303)
 
     @app.get("/health", tags=["platform"])
     def health() -> dict:
-        return {"status": "ok", "database": settings.database_url.split(":", 1)[0]}
+        return {"status": "ok", "database": settings.database_url.split(":", 1)[0], "backend": settings.backend}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     VENDOR.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,10 @@ class JobRun(Base):
     started_by: Mapped[str] = mapped_column(String(200), default="system")
     note: Mapped[str] = mapped_column(Text, default="")
     result: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON a step reports (backtest deltas)
+    # where the step ran: "local" (a child process) or "databricks" (a job run or a pipeline update)
+    backend: Mapped[str] = mapped_column(String(16), default="local")
+    remote_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # job run id / pipeline update id
+    remote_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # the run's page in the workspace
 
     @property
     def active(self) -> bool:
@@ -98,6 +102,9 @@ class JobRun(Base):
             "duration_s": duration,
             "note": self.note,
             "result": json.loads(self.result) if self.result else None,
+            "backend": self.backend or "local",
+            "remote_id": self.remote_id,
+            "remote_url": self.remote_url,
         }
 
 

@@ -1,4 +1,4 @@
-"""Request dependencies (``Annotated`` aliases): settings, database session, the signed-in user.
+"""Request dependencies (``Annotated`` aliases): settings, the backend, database session, the signed-in user.
 
 ``Viewer``: any signed-in user (reads). ``Admin``: an admin; on a mutating request from a browser the
 CSRF token is checked too. Pages use ``page_user`` and redirect to /login instead of answering 401.
@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
+from services.control_plane.backends import Backend
 from services.control_plane.security import CSRF_HEADER, SAFE_METHODS, Principal, check_csrf, principal_from_request
 from services.control_plane.settings import ControlPlaneSettings
 
@@ -21,6 +22,14 @@ def get_settings(request: Request) -> ControlPlaneSettings:
 
 
 SettingsDep = Annotated[ControlPlaneSettings, Depends(get_settings)]
+
+
+def get_backend(request: Request) -> Backend:
+    """The backend the app chose at start (``PA_BACKEND``): steps, services, models, decisions, rules."""
+    return request.app.state.backend
+
+
+BackendDep = Annotated[Backend, Depends(get_backend)]
 
 
 def get_db(request: Request) -> Iterator[Session]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.control_plane.runner import StepRunner
+from services.control_plane.backends import Backend
 from services.control_plane.settings import ControlPlaneSettings
 from services.control_plane.steps import Step, StepCatalog
 
@@ -27,13 +27,26 @@ def first_run_steps(catalog: StepCatalog, settings: ControlPlaneSettings) -> lis
     return out
 
 
-def is_fresh(settings: ControlPlaneSettings) -> bool:
-    """No lakehouse yet: nothing was ever run against this data folder."""
-    return not any(settings.lakehouse_dir.glob("*/*/silver_transactions/_delta_log"))
+def close_interrupted_sequence(backend: Backend) -> bool:
+    """At start: a sequence still marked running belongs to a control plane that stopped (its thread is
+    gone); it is marked failed, its running step ``interrupted``, so that /setup offers to run it again."""
+    state = backend.runner.get_state(FIRST_RUN_KEY)
+    if not state or state.get("status") != "running":
+        return False
+    for step in state.get("steps", []):
+        if step.get("status") == "running":
+            step["status"] = "interrupted"
+    state.update(status="failed", error="the control plane restarted while the sequence ran")
+    backend.runner.set_state(FIRST_RUN_KEY, state)
+    log.warning("the first-run sequence was interrupted by a restart; start it again on /setup")
+    return True
 
 
-def maybe_start_first_run(runner: StepRunner, catalog: StepCatalog, settings: ControlPlaneSettings) -> bool:
-    if not settings.first_run or runner.get_state(FIRST_RUN_KEY) is not None or not is_fresh(settings):
+def maybe_start_first_run(backend: Backend, catalog: StepCatalog, settings: ControlPlaneSettings) -> bool:
+    """Start the sequence when it never ran and the backend wants it (locally: a fresh data folder; on
+    Databricks the bundle's first_run job does it)."""
+    runner = backend.runner
+    if not settings.first_run or runner.get_state(FIRST_RUN_KEY) is not None or not backend.first_run_due():
         return False
     steps = first_run_steps(catalog, settings)
     if not steps:

@@ -90,6 +90,10 @@ class ModelRegistry:
         self._overview: tuple[float, dict] | None = None
         self._runs: dict[str, tuple[dict[str, float], dict[str, str]]] = {}  # run id -> (metrics, params)
 
+    @property
+    def unity_catalog(self) -> bool:
+        return self.registry_uri.startswith("databricks-uc")
+
     # ------------------------------------------------------------------------------ names and client
     def name(self, kind: str) -> str:
         if kind not in MODEL_KINDS:
@@ -192,6 +196,11 @@ class ModelRegistry:
             return self._empty(kind)
         aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
         found = self._call(f"listing the versions of {name}", client.search_model_versions, f"name='{name}'") or []
+        if self.unity_catalog:  # Unity Catalog's search answers without tags: read each version
+            found = [
+                self._call(f"reading {name} v{mv.version}", client.get_model_version, name, str(mv.version)) or mv
+                for mv in found
+            ]
         versions = sorted(found, key=lambda mv: int(mv.version), reverse=True)
         return {
             "kind": kind,

@@ -2,9 +2,11 @@
 newest ``rule_set_versions`` row), validation with the real parser (errors carry their position), diffs,
 activation, rollback and backtests of the draft.
 
-Publishing writes ``<data_dir>/rules/ruleset.json`` atomically; the scoring API and the stream read that
-file through ``RuleSource`` and pick a new set up within their refresh interval. The router stays thin:
-the semantics live here. Refusals raise ``RuleError`` (an HTTP status and a JSON-able detail).
+Publishing goes through the backend's ``RulePublisher``: locally ``<data_dir>/rules/ruleset.json``
+replaced atomically, on Databricks ``ruleset.json`` in the Unity Catalog volume folder
+``PA_RULES_VOLUME_PATH``; the scoring API and the stream read that file through ``RuleSource`` and pick
+a new set up within their refresh interval. The router stays thin: the semantics live here. Refusals
+raise ``RuleError`` (an HTTP status and a JSON-able detail).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, get_args
 
@@ -30,15 +31,12 @@ from payments_core.rules.model import (
     Rule,
     RuleSet,
     RuleType,
-    ruleset_file,
-    ruleset_path,
     starter_rule_set,
-    write_ruleset,
 )
 from services.control_plane import audit
+from services.control_plane.backends import BackendError, NotConfigured, RulePublisher, StepExecutor
 from services.control_plane.db import AppState, DraftRule, JobRun, RuleSetVersion, iso, utcnow
-from services.control_plane.runner import AlreadyRunning, StepRunner
-from services.control_plane.settings import ControlPlaneSettings
+from services.control_plane.runner import AlreadyRunning
 from services.control_plane.steps import Step
 
 log = logging.getLogger("control_plane.rules")
@@ -58,7 +56,6 @@ DRAFT_LABEL = "draft"
 SYSTEM = "system"
 BACKTEST_NOTE = "rules draft"  # prefix of the run note that marks a backtest of a draft
 BACKTEST_PARAMS = ("days", "max_rows")  # what a caller may set; the candidate file is ours
-CANDIDATES_KEPT = 50
 LOG_TAIL_BYTES = 4096
 
 # The metrics the page highlights: (metric, label, format, which direction is better; None = neither)
@@ -185,25 +182,30 @@ def rule_set_of(row: RuleSetVersion) -> RuleSet:
     return RuleSet.from_json(row.content)
 
 
-def initial_rule_set(settings: ControlPlaneSettings) -> tuple[RuleSet, str]:
+def initial_rule_set(publisher: RulePublisher) -> tuple[RuleSet, str]:
     """What is live before the control plane published anything: the published file when valid, else
     the starter set (what ``RuleSource`` serves then)."""
-    path = ruleset_path(settings.data_dir)
-    if path is not None and path.exists():
+    try:
+        content = publisher.read()
+    except NotConfigured:  # no place to publish to yet: nothing can have been published
+        content = None
+    except (BackendError, OSError) as exc:
+        raise RuleError(503, f"the published rule set {publisher.location} cannot be read: {exc}") from None
+    if content is not None:
         try:
-            return RuleSet.from_json(path.read_bytes()), f"initial: the published {path.name}"
-        except (ValueError, OSError) as exc:
-            log.warning("ignoring the invalid published rule set %s: %s", path, exc)
+            return RuleSet.from_json(content), f"initial: the published {Path(publisher.location).name}"
+        except ValueError as exc:
+            log.warning("ignoring the invalid published rule set %s: %s", publisher.location, exc)
     return starter_rule_set(), "initial: the starter rule set"
 
 
-def live_version(db: Session, settings: ControlPlaneSettings) -> RuleSetVersion:
+def live_version(db: Session, publisher: RulePublisher) -> RuleSetVersion:
     """The newest published version; on first use the initial set is recorded as v1."""
     with _publish_lock:
         row = db.scalar(select(RuleSetVersion).order_by(RuleSetVersion.id.desc()).limit(1))
         if row is not None:
             return row
-        rule_set, origin = initial_rule_set(settings)
+        rule_set, origin = initial_rule_set(publisher)
         # the content as it is, label and all: its full_version is what decisions already report
         row = RuleSetVersion(
             label="v1",
@@ -234,20 +236,19 @@ def version_dict(row: RuleSetVersion, rule_set: RuleSet | None = None) -> dict[s
     }
 
 
-def published_file(settings: ControlPlaneSettings) -> dict[str, Any]:
+def published_file(publisher: RulePublisher) -> dict[str, Any]:
     """What /score and the stream read (or fall back to) right now."""
-    path = ruleset_path(settings.data_dir)
-    if path is None or not path.exists():
-        return {"path": str(path), "exists": False, "full_version": starter_rule_set().full_version, "error": None}
+    path = publisher.location
     try:
-        return {
-            "path": str(path),
-            "exists": True,
-            "full_version": RuleSet.from_json(path.read_bytes()).full_version,
-            "error": None,
-        }
-    except (ValueError, OSError) as exc:
-        return {"path": str(path), "exists": True, "full_version": None, "error": str(exc)[:500]}
+        content = publisher.read()
+    except (BackendError, OSError) as exc:
+        return {"path": path, "exists": None, "full_version": None, "error": str(exc)[:500]}
+    if content is None:
+        return {"path": path, "exists": False, "full_version": starter_rule_set().full_version, "error": None}
+    try:
+        return {"path": path, "exists": True, "full_version": RuleSet.from_json(content).full_version, "error": None}
+    except ValueError as exc:
+        return {"path": path, "exists": True, "full_version": None, "error": str(exc)[:500]}
 
 
 # ------------------------------------------------------------------------------------------ diffs
@@ -299,11 +300,11 @@ def reset_draft(db: Session, rule_set: RuleSet, base_version_id: int) -> None:
         row.value, row.updated_at = json.dumps(state), utcnow()
 
 
-def _draft_rows(db: Session, settings: ControlPlaneSettings) -> list[DraftRule]:
+def _draft_rows(db: Session, publisher: RulePublisher) -> list[DraftRule]:
     """The draft's rows; a draft never started is a copy of the live set (an emptied draft stays empty)."""
     rows = list(db.scalars(select(DraftRule).order_by(DraftRule.rule_id)))
     if not rows and _draft_base(db) is None:
-        live = live_version(db, settings)
+        live = live_version(db, publisher)
         reset_draft(db, rule_set_of(live), live.id)
         db.commit()
         rows = list(db.scalars(select(DraftRule).order_by(DraftRule.rule_id)))
@@ -317,9 +318,9 @@ def _parse_row(row: DraftRule) -> tuple[Rule | None, str | None]:
         return None, str(exc)[:500]
 
 
-def draft_rule_set(db: Session, settings: ControlPlaneSettings) -> RuleSet:
+def draft_rule_set(db: Session, publisher: RulePublisher) -> RuleSet:
     rules, broken = [], []
-    for row in _draft_rows(db, settings):
+    for row in _draft_rows(db, publisher):
         rule, error = _parse_row(row)
         if rule is None:
             broken.append(f"{row.rule_id}: {error}")
@@ -338,14 +339,14 @@ def as_draft_set(rules: list[Rule]) -> RuleSet:
     return RuleSet(version=DRAFT_LABEL, rules=sorted(rules, key=lambda r: (r.priority, r.id)))
 
 
-def draft_view(db: Session, settings: ControlPlaneSettings) -> dict[str, Any]:
+def draft_view(db: Session, publisher: RulePublisher) -> dict[str, Any]:
     """Everything the page shows at once: live version, published file, draft rules with their status
     against live, the diff."""
-    live = live_version(db, settings)
+    live = live_version(db, publisher)
     live_set = rule_set_of(live)
     live_by_id = {r.id: r for r in live_set.rules}
     rules, valid_rules = [], []
-    for row in _draft_rows(db, settings):
+    for row in _draft_rows(db, publisher):
         rule, error = _parse_row(row)
         if rule is None:
             rules.append({**json.loads(row.body), "status": "invalid", "error": error, "changed_fields": []})
@@ -357,7 +358,7 @@ def draft_view(db: Session, settings: ControlPlaneSettings) -> dict[str, Any]:
         rules.append({**rule_dict(rule), "status": status, "changed_fields": fields})
     rules.sort(key=lambda r: (r.get("priority", 0), r.get("id", "")))
     diff = diff_rules(live_set.rules, valid_rules)
-    file = published_file(settings)
+    file = published_file(publisher)
     draft_set = as_draft_set(valid_rules)
     return {
         "live": {**version_dict(live, live_set), "file_in_sync": file["full_version"] == live.full_version},
@@ -369,8 +370,8 @@ def draft_view(db: Session, settings: ControlPlaneSettings) -> dict[str, Any]:
     }
 
 
-def create_rule(db: Session, settings: ControlPlaneSettings, body: dict[str, Any], actor: str) -> dict[str, Any]:
-    _draft_rows(db, settings)  # a new rule joins a copy of the live set, not an empty draft
+def create_rule(db: Session, publisher: RulePublisher, body: dict[str, Any], actor: str) -> dict[str, Any]:
+    _draft_rows(db, publisher)  # a new rule joins a copy of the live set, not an empty draft
     rule = _checked(body, version=1, updated_by=actor)
     if db.get(DraftRule, rule.id) is not None:
         raise RuleError(409, f"rule {rule.id!r} is already in the draft; edit it instead")
@@ -385,9 +386,9 @@ def create_rule(db: Session, settings: ControlPlaneSettings, body: dict[str, Any
 
 
 def update_rule(
-    db: Session, settings: ControlPlaneSettings, rule_id: str, body: dict[str, Any], actor: str
+    db: Session, publisher: RulePublisher, rule_id: str, body: dict[str, Any], actor: str
 ) -> dict[str, Any]:
-    _draft_rows(db, settings)
+    _draft_rows(db, publisher)
     row = db.get(DraftRule, rule_id)
     if row is None:
         raise RuleError(404, f"no rule {rule_id!r} in the draft")
@@ -407,8 +408,8 @@ def update_rule(
     return rule_dict(rule)
 
 
-def delete_rule(db: Session, settings: ControlPlaneSettings, rule_id: str, actor: str) -> dict[str, Any]:
-    _draft_rows(db, settings)
+def delete_rule(db: Session, publisher: RulePublisher, rule_id: str, actor: str) -> dict[str, Any]:
+    _draft_rows(db, publisher)
     row = db.get(DraftRule, rule_id)
     if row is None:
         raise RuleError(404, f"no rule {rule_id!r} in the draft")
@@ -419,10 +420,10 @@ def delete_rule(db: Session, settings: ControlPlaneSettings, rule_id: str, actor
     return {"deleted": rule_id}
 
 
-def discard_draft(db: Session, settings: ControlPlaneSettings, actor: str) -> dict[str, Any]:
+def discard_draft(db: Session, publisher: RulePublisher, actor: str) -> dict[str, Any]:
     """Throw the draft's changes away: the draft becomes the live set again."""
-    live = live_version(db, settings)
-    before = [json.loads(r.body) for r in _draft_rows(db, settings)]
+    live = live_version(db, publisher)
+    before = [json.loads(r.body) for r in _draft_rows(db, publisher)]
     reset_draft(db, rule_set_of(live), live.id)
     audit.record(
         db, actor, "rule.discard_draft", live.label, before=before, after={"reset_to": live.label}, commit=False
@@ -453,15 +454,20 @@ def _publish(
     return row, rule_set
 
 
-def _write_and_commit(db: Session, settings: ControlPlaneSettings, rule_set: RuleSet, previous: RuleSet) -> None:
-    """Write the file readers pick up, then commit; when the commit fails the previous file comes back."""
-    path = ruleset_file(settings.data_dir)
-    write_ruleset(rule_set, path)
+def _write_and_commit(db: Session, publisher: RulePublisher, rule_set: RuleSet, previous: RuleSet) -> None:
+    """Publish what readers pick up, then commit; when publishing fails nothing is committed, when the
+    commit fails the previous set is published again."""
+    try:
+        publisher.publish(rule_set)
+    except (BackendError, OSError) as exc:
+        db.rollback()
+        status = exc.status_code if isinstance(exc, BackendError) else 503
+        raise RuleError(status, f"the rule set was not published to {publisher.location}: {exc}") from None
     try:
         db.commit()
     except Exception:
         db.rollback()
-        write_ruleset(previous, path)
+        publisher.publish(previous)
         raise
 
 
@@ -482,18 +488,18 @@ def _with_versions(draft: RuleSet, live: RuleSet) -> list[Rule]:
 
 
 def activate(
-    db: Session, settings: ControlPlaneSettings, actor: str, comment: str = "", base_version_id: int | None = None
+    db: Session, publisher: RulePublisher, actor: str, comment: str = "", base_version_id: int | None = None
 ) -> dict[str, Any]:
     """Publish the draft as the next live version."""
     with _publish_lock:
-        live = live_version(db, settings)
+        live = live_version(db, publisher)
         if base_version_id is not None and base_version_id != live.id:
             raise RuleError(
                 409,
                 f"the live set moved to {live.label} since you loaded the page; reload and review the changes again",
             )
         live_set = rule_set_of(live)
-        draft = draft_rule_set(db, settings)
+        draft = draft_rule_set(db, publisher)
         diff = diff_rules(live_set.rules, draft.rules)
         if diff["identical"]:
             raise RuleError(409, f"nothing to activate: the draft is identical to the live set {live.label}")
@@ -508,19 +514,17 @@ def activate(
             after={"label": row.label, "full_version": row.full_version, "comment": row.comment, "diff": diff},
             commit=False,
         )
-        _write_and_commit(db, settings, published, live_set)
+        _write_and_commit(db, publisher, published, live_set)
         return {**version_dict(row, published), "diff": diff}
 
 
-def rollback(
-    db: Session, settings: ControlPlaneSettings, version_id: int, actor: str, comment: str = ""
-) -> dict[str, Any]:
+def rollback(db: Session, publisher: RulePublisher, version_id: int, actor: str, comment: str = "") -> dict[str, Any]:
     """Publish an earlier version's content again as the next version; the draft is reset to it."""
     with _publish_lock:
         target = db.get(RuleSetVersion, version_id)
         if target is None:
             raise RuleError(404, f"no rule-set version {version_id}")
-        live = live_version(db, settings)
+        live = live_version(db, publisher)
         live_set, target_set = rule_set_of(live), rule_set_of(target)
         diff = diff_rules(live_set.rules, target_set.rules)
         if target.id == live.id or diff["identical"]:
@@ -537,13 +541,13 @@ def rollback(
             after={"label": row.label, "full_version": row.full_version, "rolled_back_to": target.label, "diff": diff},
             commit=False,
         )
-        _write_and_commit(db, settings, published, live_set)
+        _write_and_commit(db, publisher, published, live_set)
         return {**version_dict(row, published), "diff": diff}
 
 
-def list_versions(db: Session, settings: ControlPlaneSettings, limit: int = 50) -> list[dict[str, Any]]:
+def list_versions(db: Session, publisher: RulePublisher, limit: int = 50) -> list[dict[str, Any]]:
     """Newest first, each with its diff against the version before it."""
-    live = live_version(db, settings)
+    live = live_version(db, publisher)
     rows = list(db.scalars(select(RuleSetVersion).order_by(RuleSetVersion.id.desc()).limit(limit + 1)))
     sets = [rule_set_of(r) for r in rows]
     labels = {r.id: r.label for r in rows}
@@ -578,39 +582,30 @@ def get_version(db: Session, version_id: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ backtest
-def candidates_dir(settings: ControlPlaneSettings) -> Path:
-    return Path(settings.data_dir) / "rules" / "candidates"
-
-
-def write_candidate(rule_set: RuleSet, settings: ControlPlaneSettings) -> Path:
-    folder = candidates_dir(settings)
-    path = folder / f"{uuid.uuid4().hex}.json"
-    write_ruleset(rule_set, path)
-    # keep the newest files only (a backtest reads its file when it starts)
-    for old in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[CANDIDATES_KEPT:]:
-        old.unlink(missing_ok=True)
-    return path
-
-
 def start_backtest(
-    db: Session, settings: ControlPlaneSettings, runner: StepRunner, step: Step, given: dict[str, Any], actor: str
+    db: Session, publisher: RulePublisher, runner: StepExecutor, step: Step, given: dict[str, Any], actor: str
 ) -> dict[str, Any]:
     """Replay the draft against the live set with the backtest step; the run's ``result`` gets the
     comparison."""
     unknown = sorted(set(given) - set(BACKTEST_PARAMS))
     if unknown:
         raise RuleError(422, f"unknown backtest parameter(s) {', '.join(unknown)}; known: {', '.join(BACKTEST_PARAMS)}")
-    if not step.available:
-        raise RuleError(409, f"the backtest step is not available in this build ({step.module} missing)")
     try:
         params = step.resolve(given)
     except ValueError as exc:
         raise RuleError(422, str(exc)) from None
-    live = live_version(db, settings)
-    draft = draft_rule_set(db, settings)
+    unavailable = runner.unavailable(step)
+    if unavailable:
+        raise RuleError(409, unavailable)
+    live = live_version(db, publisher)
+    draft = draft_rule_set(db, publisher)
     diff = diff_rules(rule_set_of(live).rules, draft.rules)
-    path = write_candidate(draft, settings)
-    params["candidate_rules"] = str(path)
+    try:
+        candidate = publisher.write_candidate(draft)
+    except (BackendError, OSError) as exc:
+        status = exc.status_code if isinstance(exc, BackendError) else 503
+        raise RuleError(status, f"the candidate rule set could not be handed to the backtest: {exc}") from None
+    params["candidate_rules"] = candidate
     try:
         run = runner.start(
             step,
@@ -618,9 +613,9 @@ def start_backtest(
             started_by=actor,
             note=f"{BACKTEST_NOTE} {draft.full_version} vs {live.label} ({live.full_version})",
         )
-    except AlreadyRunning as exc:
-        path.unlink(missing_ok=True)
-        raise RuleError(409, str(exc)) from None
+    except (AlreadyRunning, BackendError) as exc:
+        publisher.discard_candidate(candidate)
+        raise RuleError(exc.status_code if isinstance(exc, BackendError) else 409, str(exc)) from None
     audit.record(
         db,
         actor,

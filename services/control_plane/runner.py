@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from services.control_plane.backends import BackendError
 from services.control_plane.db import ACTIVE_STATUSES, AppState, JobRun, utcnow
 from services.control_plane.steps import Step
 
@@ -36,6 +37,11 @@ class AlreadyRunning(Exception):
 
 
 class StepRunner:
+    """The local backend's runner; ``backends.databricks.DatabricksStepRunner`` keeps the same rows, logs
+    and sequence and replaces the child process by a job run or a pipeline update."""
+
+    backend = "local"
+
     def __init__(self, sessions: sessionmaker, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.sessions = sessions
         self.log_dir = log_dir
@@ -45,20 +51,31 @@ class StepRunner:
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
 
+    # ---------------------------------------------------------------------------------- what runs where
+    def unavailable(self, step: Step) -> str | None:
+        """Why ``step`` cannot run here (None: it can)."""
+        return None if step.available else f"step {step.id!r} is not available in this build ({step.module} missing)"
+
+    def describe(self, step: Step) -> dict[str, Any]:
+        """The step as the page lists it: what runs and whether it can."""
+        return {**step.as_dict(), "unavailable_reason": self.unavailable(step)}
+
+    def close(self) -> None:
+        """The app stops: nothing to release for child processes (they finish or are reconciled)."""
+
     # ---------------------------------------------------------------------------------- start
-    def start(
-        self,
-        step: Step,
-        params: dict[str, Any] | None = None,
-        started_by: str = "system",
-        note: str = "",
-        on_done: Callable[[JobRun], None] | None = None,
-    ) -> JobRun:
-        """Start ``step`` (params already resolved). Raises AlreadyRunning when a run is active."""
+    def _insert(self, step: Step, params: dict[str, Any], started_by: str, note: str, status: str) -> JobRun:
+        """The run's row (its log path set); AlreadyRunning when the step has an active run."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        params = dict(params or {})
         with self.sessions() as db:
-            run = JobRun(step=step.id, status="running", params=json.dumps(params), started_by=started_by, note=note)
+            run = JobRun(
+                step=step.id,
+                status=status,
+                params=json.dumps(params),
+                started_by=started_by,
+                note=note,
+                backend=self.backend,
+            )
             db.add(run)
             try:
                 db.commit()
@@ -68,6 +85,19 @@ class StepRunner:
                 raise AlreadyRunning(step.id, active) from None
             run.log_path = str(self.log_dir / f"{run.id:06d}-{step.id}.log")
             db.commit()
+        return run
+
+    def start(
+        self,
+        step: Step,
+        params: dict[str, Any] | None = None,
+        started_by: str = "system",
+        note: str = "",
+        on_done: Callable[[JobRun], None] | None = None,
+    ) -> JobRun:
+        """Start ``step`` (params already resolved). Raises AlreadyRunning when a run is active."""
+        params = dict(params or {})
+        run = self._insert(step, params, started_by, note, "running")
         argv = step.argv(params)
         result_path = None
         if step.result_flag:
@@ -183,9 +213,14 @@ class StepRunner:
                     progress["steps"][i].update(status="skipped", run_id=exc.run_id)
                     self.set_state(state_key, progress)
                     continue
+                except BackendError as exc:  # e.g. no job configured for the step: said, not swallowed
+                    progress["steps"][i].update(status="failed", error=str(exc))
+                    progress.update(status="failed", error=str(exc))
+                    self.set_state(state_key, progress)
+                    return
                 progress["steps"][i].update(status="running", run_id=run.id)
                 self.set_state(state_key, progress)
-                if run.status == "running":
+                if run.active:
                     done.wait()
                 final = self.get(run.id).status
                 progress["steps"][i]["status"] = final

@@ -6,9 +6,35 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from payments_core.settings import CommonSettings
+
+# Steps and services that are Databricks jobs (the etl step is the pipeline: PA_DATABRICKS_PIPELINE_ID).
+DATABRICKS_JOB_STEPS = ("backfill", "gold_views", "bootstrap", "train", "backtest", "simulator", "stream_processor")
+
+
+def parse_job_ids(text: str) -> dict[str, int]:
+    """``backfill=123,train=456`` -> {"backfill": 123, "train": 456}; ValueError naming a bad entry."""
+    out: dict[str, int] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        step, sep, job = (part.strip() for part in entry.partition("="))
+        if not sep or not step or not job:
+            raise ValueError(f"PA_DATABRICKS_JOB_IDS: {entry!r} is not step=job_id")
+        if step == "etl":
+            raise ValueError("PA_DATABRICKS_JOB_IDS: etl is the Lakeflow pipeline; set PA_DATABRICKS_PIPELINE_ID")
+        if step not in DATABRICKS_JOB_STEPS:
+            raise ValueError(
+                f"PA_DATABRICKS_JOB_IDS: unknown step {step!r}; expected one of {', '.join(DATABRICKS_JOB_STEPS)}"
+            )
+        if not job.isdigit():
+            raise ValueError(f"PA_DATABRICKS_JOB_IDS: the job id of {step} must be a number, not {job!r}")
+        if step in out:
+            raise ValueError(f"PA_DATABRICKS_JOB_IDS: {step} is given twice")
+        out[step] = int(job)
+    return out
 
 
 class ControlPlaneSettings(CommonSettings):
@@ -48,6 +74,39 @@ class ControlPlaneSettings(CommonSettings):
     first_run_events_per_day: int = 30_000
     decision_buffer: int = Field(2000, ge=10, description="Recent decisions kept in memory for /decisions")
     decision_feed: bool = Field(True, description="Consume payments.decisions for the live page")
+
+    # where Setup & Run, the services, models, decisions and rules live: this machine or a workspace
+    backend: Literal["local", "databricks"] = Field(
+        "local",
+        description="local: steps as child processes, supervisord, the MLflow registry, Kafka, a rules file; "
+        "databricks: the Jobs and Pipelines APIs, Unity Catalog models, the SQL warehouse, a volume "
+        "(workspace auth from databricks-sdk's default chain: DATABRICKS_HOST and DATABRICKS_TOKEN, or an "
+        "App's DATABRICKS_CLIENT_ID / DATABRICKS_CLIENT_SECRET)",
+    )
+    databricks_pipeline_id: str = Field("", description="databricks: the Lakeflow ETL pipeline the etl step updates")
+    databricks_job_ids: str = Field(
+        "",
+        description="databricks: comma-separated step=job id pairs for "
+        + ", ".join(DATABRICKS_JOB_STEPS)
+        + " (the bundle sets them from ${resources.jobs.<key>.id})",
+    )
+    databricks_warehouse_id: str = Field(
+        "", description="databricks: SQL warehouse the decisions view reads the decision log through"
+    )
+    databricks_poll_seconds: float = Field(
+        5.0, gt=0, description="databricks: how often runs, pipeline updates and new decisions are polled"
+    )
+
+    @field_validator("databricks_job_ids")
+    @classmethod
+    def _check_job_ids(cls, value: str) -> str:
+        parse_job_ids(value)  # refuses a malformed list at start, naming the entry
+        return value
+
+    @property
+    def job_ids(self) -> dict[str, int]:
+        """``PA_DATABRICKS_JOB_IDS`` as step id -> job id."""
+        return parse_job_ids(self.databricks_job_ids)
 
     @property
     def database_url(self) -> str:

@@ -1,5 +1,7 @@
 """The Setup & Run steps, in the seed demo's order: each a local command (a Spark job or a service
-CLI) with typed parameters, run by the control plane as a child process (``runner.py``)."""
+CLI) with typed parameters, run by the control plane as a child process (``runner.py``), or on the
+Databricks backend as the run of the step's job (the etl step: an update of the Lakeflow pipeline) with
+the same parameters as job parameters (``backends/databricks.py``)."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def scoring_config(
     settings: StreamProcessorSettings, *, velocity: bool | None = None, publish: bool = False
 ) -> ScoringConfig:
     """``publish``: the Python workers publish the records themselves (``score_publish_udf``)."""
-    rules = ruleset_path(settings.data_dir)
+    rules = ruleset_path(settings.data_dir, settings.rules_volume_path)
     use_velocity = settings.stream_velocity if velocity is None else velocity
     return ScoringConfig(
         decisions_topic=settings.topics.decisions,

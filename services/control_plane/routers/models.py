@@ -6,7 +6,6 @@ moves ``champion`` back to the version it held before its last change, read from
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Literal
@@ -18,25 +17,19 @@ from sqlalchemy.orm import Session
 
 from payments_core.models import CHALLENGER, CHAMPION
 from services.control_plane import audit
-from services.control_plane.deps import Admin, DbSession, PageUser, Viewer
+from services.control_plane.deps import Admin, BackendDep, DbSession, PageUser, Viewer
 from services.control_plane.model_registry import ModelRegistry, RegistryError
 from services.control_plane.templating import render
 
 router = APIRouter(tags=["models"])
-_registry_lock = threading.Lock()
 # audit actions that move the champion alias (both record {"alias", "version"} before and after)
 CHAMPION_MOVES = ("model.promote", "model.rollback")
 
 
-def get_registry(request: Request) -> ModelRegistry:
-    """The app's registry client, created on first use from the settings."""
-    with _registry_lock:
-        registry = getattr(request.app.state, "model_registry", None)
-        if registry is None:
-            settings = request.app.state.settings
-            registry = ModelRegistry(settings.tracking_uri, settings.uc_catalog, settings.uc_schema)
-            request.app.state.model_registry = registry
-        return registry
+def get_registry(backend: BackendDep) -> ModelRegistry:
+    """The backend's registry: the MLflow registry of ``PA_MLFLOW_TRACKING_URI`` locally, Unity Catalog
+    (``databricks-uc``) on Databricks."""
+    return backend.registry
 
 
 Registry = Annotated[ModelRegistry, Depends(get_registry)]

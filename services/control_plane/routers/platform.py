@@ -1,4 +1,4 @@
-"""Platform status: the scoring API's health and the topics' sizes."""
+"""Platform status: the scoring API's health, the topics' sizes, and the backend in use."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from fastapi import APIRouter
 
-from services.control_plane.deps import SettingsDep, Viewer
+from services.control_plane.deps import BackendDep, SettingsDep, Viewer
 from services.control_plane.kafka_status import topic_status
 
 router = APIRouter(tags=["platform"])
@@ -23,4 +23,17 @@ async def platform(settings: SettingsDep, _user: Viewer) -> dict:
     except httpx.HTTPError:
         pass
     kafka = await asyncio.to_thread(topic_status, settings.kafka_bootstrap, settings.topic_prefix)
-    return {"scoring_api": api, "kafka": kafka, "catalog": settings.catalog, "schema": settings.lakehouse_schema}
+    return {
+        "scoring_api": api,
+        "kafka": kafka,
+        "catalog": settings.catalog,
+        "schema": settings.lakehouse_schema,
+        "backend": settings.backend,
+    }
+
+
+@router.get("/api/backend")
+async def backend_info(backend: BackendDep, _user: Viewer, check: bool = False) -> dict:
+    """Where steps, services, models, decisions and rules go, and what is not configured; ``check``
+    also asks the workspace who the control plane is (Databricks)."""
+    return await asyncio.to_thread(backend.info, check)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.control_plane import rule_store
-from services.control_plane.deps import Admin, DbSession, PageUser, SettingsDep, Viewer
+from services.control_plane.deps import Admin, BackendDep, DbSession, PageUser, Viewer
 from services.control_plane.templating import render
 
 router = APIRouter(tags=["rules"])
@@ -73,9 +73,9 @@ def rules_page(request: Request, user: PageUser):
 
 
 @router.get("/api/rules")
-def draft(db: DbSession, settings: SettingsDep, _user: Viewer) -> dict:
+def draft(db: DbSession, backend: BackendDep, _user: Viewer) -> dict:
     """Live version, the published file, the draft rules (each with its status against live) and the diff."""
-    return _call(rule_store.draft_view, db, settings)
+    return _call(rule_store.draft_view, db, backend.rules)
 
 
 @router.get("/api/rules/meta")
@@ -92,37 +92,38 @@ def validate(body: RuleBody, _user: Viewer) -> dict:
 
 
 @router.post("/api/rules", status_code=status.HTTP_201_CREATED)
-def create_rule(body: RuleBody, db: DbSession, settings: SettingsDep, user: Admin) -> dict:
-    return _call(rule_store.create_rule, db, settings, body, user.name)
+def create_rule(body: RuleBody, db: DbSession, backend: BackendDep, user: Admin) -> dict:
+    return _call(rule_store.create_rule, db, backend.rules, body, user.name)
 
 
 @router.put("/api/rules/{rule_id}")
-def update_rule(rule_id: str, body: RuleBody, db: DbSession, settings: SettingsDep, user: Admin) -> dict:
-    return _call(rule_store.update_rule, db, settings, rule_id, body, user.name)
+def update_rule(rule_id: str, body: RuleBody, db: DbSession, backend: BackendDep, user: Admin) -> dict:
+    return _call(rule_store.update_rule, db, backend.rules, rule_id, body, user.name)
 
 
 @router.delete("/api/rules/{rule_id}")
-def delete_rule(rule_id: str, db: DbSession, settings: SettingsDep, user: Admin) -> dict:
-    return _call(rule_store.delete_rule, db, settings, rule_id, user.name)
+def delete_rule(rule_id: str, db: DbSession, backend: BackendDep, user: Admin) -> dict:
+    return _call(rule_store.delete_rule, db, backend.rules, rule_id, user.name)
 
 
 @router.post("/api/rules/draft/discard")
-def discard_draft(db: DbSession, settings: SettingsDep, user: Admin) -> dict:
+def discard_draft(db: DbSession, backend: BackendDep, user: Admin) -> dict:
     """Reset the draft to the live set."""
-    return _call(rule_store.discard_draft, db, settings, user.name)
+    return _call(rule_store.discard_draft, db, backend.rules, user.name)
 
 
 @router.post("/api/rules/activate", status_code=status.HTTP_201_CREATED)
-def activate(db: DbSession, settings: SettingsDep, user: Admin, body: Publication | None = None) -> dict:
-    """Publish the draft as the next live version (409 when it is identical to the live set)."""
+def activate(db: DbSession, backend: BackendDep, user: Admin, body: Publication | None = None) -> dict:
+    """Publish the draft as the next live version (409 when it is identical to the live set): the file
+    locally, the Unity Catalog volume (``PA_RULES_VOLUME_PATH``) on Databricks."""
     body = body or Publication()
-    return _call(rule_store.activate, db, settings, user.name, body.comment, body.base_version_id)
+    return _call(rule_store.activate, db, backend.rules, user.name, body.comment, body.base_version_id)
 
 
 @router.get("/api/rules/versions")
-def versions(db: DbSession, settings: SettingsDep, _user: Viewer, limit: int = 50) -> list[dict]:
+def versions(db: DbSession, backend: BackendDep, _user: Viewer, limit: int = 50) -> list[dict]:
     """Every published version, newest first, with who, when, the comment and the diff to its predecessor."""
-    return _call(rule_store.list_versions, db, settings, min(max(limit, 1), 500))
+    return _call(rule_store.list_versions, db, backend.rules, min(max(limit, 1), 500))
 
 
 @router.get("/api/rules/versions/{version_id}")
@@ -131,21 +132,21 @@ def version(version_id: int, db: DbSession, _user: Viewer) -> dict:
 
 
 @router.post("/api/rules/versions/{version_id}/rollback", status_code=status.HTTP_201_CREATED)
-def rollback(version_id: int, db: DbSession, settings: SettingsDep, user: Admin, body: Rollback | None = None) -> dict:
+def rollback(version_id: int, db: DbSession, backend: BackendDep, user: Admin, body: Rollback | None = None) -> dict:
     """Publish that version's content again as the next version; the draft is reset to it."""
-    return _call(rule_store.rollback, db, settings, version_id, user.name, (body or Rollback()).comment)
+    return _call(rule_store.rollback, db, backend.rules, version_id, user.name, (body or Rollback()).comment)
 
 
 @router.post("/api/rules/backtest", status_code=status.HTTP_202_ACCEPTED)
 def backtest(
-    request: Request, db: DbSession, settings: SettingsDep, user: Admin, body: BacktestRequest | None = None
+    request: Request, db: DbSession, backend: BackendDep, user: Admin, body: BacktestRequest | None = None
 ) -> dict:
     """Replay the draft against the live set with the backtest step (one run at a time)."""
     step = request.app.state.steps.by_id.get("backtest")
     if step is None:
         raise HTTPException(409, "this control plane has no backtest step")
     given = (body or BacktestRequest()).model_dump(exclude_none=True)
-    return _call(rule_store.start_backtest, db, settings, request.app.state.runner, step, given, user.name)
+    return _call(rule_store.start_backtest, db, backend.rules, backend.runner, step, given, user.name)
 
 
 @router.get("/api/rules/backtests")

@@ -15,18 +15,14 @@ from sqlalchemy import select
 
 from services.control_plane import audit
 from services.control_plane.db import JobRun
-from services.control_plane.deps import Admin, DbSession, PageUser, Viewer
+from services.control_plane.deps import Admin, BackendDep, DbSession, PageUser, Viewer
 from services.control_plane.first_run import FIRST_RUN_KEY, first_run_steps
-from services.control_plane.runner import AlreadyRunning, StepRunner
+from services.control_plane.runner import AlreadyRunning
 from services.control_plane.steps import StepCatalog
 from services.control_plane.templating import render
 
 router = APIRouter(tags=["setup"])
 LOG_POLL_S = 0.3
-
-
-def _runner(request: Request) -> StepRunner:
-    return request.app.state.runner
 
 
 def _catalog(request: Request) -> StepCatalog:
@@ -39,11 +35,13 @@ def setup_page(request: Request, user: PageUser):
 
 
 @router.get("/api/steps")
-def list_steps(request: Request, db: DbSession, _user: Viewer) -> list[dict]:
+def list_steps(request: Request, db: DbSession, backend: BackendDep, _user: Viewer) -> list[dict]:
+    """The steps in order, each with what it runs on this backend (``command``, ``available``) and its
+    last run."""
     latest: dict[str, dict] = {}
     for row in db.scalars(select(JobRun).order_by(JobRun.id.desc()).limit(500)):
         latest.setdefault(row.step, row.as_dict())
-    return [{**s.as_dict(), "last_run": latest.get(s.id)} for s in _catalog(request).steps]
+    return [{**backend.runner.describe(s), "last_run": latest.get(s.id)} for s in _catalog(request).steps]
 
 
 @router.post("/api/steps/{step_id}/run", status_code=status.HTTP_202_ACCEPTED)
@@ -51,6 +49,7 @@ def run_step(
     step_id: str,
     request: Request,
     db: DbSession,
+    backend: BackendDep,
     user: Admin,
     params: Annotated[dict[str, Any] | None, Body(embed=True)] = None,
 ) -> dict:
@@ -58,8 +57,9 @@ def run_step(
     step = catalog.by_id.get(step_id)
     if step is None:
         raise HTTPException(404, f"unknown step {step_id!r}; known: {', '.join(catalog.by_id)}")
-    if not step.available:
-        raise HTTPException(409, f"step {step_id!r} is not available in this build ({step.module} missing)")
+    unavailable = backend.runner.unavailable(step)
+    if unavailable:
+        raise HTTPException(409, unavailable)
     hidden = {p.name for p in step.params if p.hidden}
     if hidden & set(params or {}):
         raise HTTPException(
@@ -72,7 +72,7 @@ def run_step(
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     try:
-        run = _runner(request).start(step, resolved, started_by=user.name)
+        run = backend.runner.start(step, resolved, started_by=user.name)
     except AlreadyRunning as exc:
         raise HTTPException(409, str(exc)) from None
     audit.record(db, user.name, "step.run", step_id, after={"run_id": run.id, "params": resolved})
@@ -80,14 +80,14 @@ def run_step(
 
 
 @router.post("/api/runs/{run_id}/cancel")
-def cancel_run(run_id: int, request: Request, db: DbSession, user: Admin) -> dict:
+def cancel_run(run_id: int, db: DbSession, backend: BackendDep, user: Admin) -> dict:
     run = db.get(JobRun, run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id}")
     if not run.active:
         raise HTTPException(409, f"run {run_id} is not running ({run.status})")
-    if not _runner(request).cancel(run_id):
-        raise HTTPException(409, f"run {run_id} is not a process of this control plane")
+    if not backend.runner.cancel(run_id):
+        raise HTTPException(409, f"run {run_id} is not a run this control plane follows ({run.backend} backend)")
     audit.record(db, user.name, "step.cancel", run.step, after={"run_id": run_id})
     return {"id": run_id, "status": "cancelling"}
 
@@ -111,10 +111,11 @@ def get_run(run_id: int, db: DbSession, _user: Viewer, tail: int = 200) -> dict:
 
 
 @router.get("/api/runs/{run_id}/log", response_class=EventSourceResponse)
-async def follow_log(run_id: int, request: Request, _user: Viewer, tail: int = 200):
+async def follow_log(run_id: int, request: Request, backend: BackendDep, _user: Viewer, tail: int = 200):
     """The run's log as server-sent events: the last ``tail`` lines, then each new line as it is
-    written (event ``line``), then ``end`` with the final status."""
-    runner = _runner(request)
+    written (event ``line``), then ``end`` with the final status. A Databricks run's log is what the
+    control plane writes while it follows the run: state changes, pipeline events, task outputs."""
+    runner = backend.runner
     run = runner.get(run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id}")
@@ -154,14 +155,14 @@ async def follow_log(run_id: int, request: Request, _user: Viewer, tail: int = 2
 
 
 @router.get("/api/first-run")
-def first_run_state(request: Request, _user: Viewer) -> dict:
-    state = _runner(request).get_state(FIRST_RUN_KEY)
+def first_run_state(backend: BackendDep, _user: Viewer) -> dict:
+    state = backend.runner.get_state(FIRST_RUN_KEY)
     return state or {"status": "not_started", "steps": []}
 
 
 @router.post("/api/first-run", status_code=status.HTTP_202_ACCEPTED)
-def start_first_run(request: Request, db: DbSession, user: Admin) -> dict:
-    runner = _runner(request)
+def start_first_run(request: Request, db: DbSession, backend: BackendDep, user: Admin) -> dict:
+    runner = backend.runner
     state = runner.get_state(FIRST_RUN_KEY)
     if state and state.get("status") == "running":
         raise HTTPException(409, "the first-run sequence is already running")

@@ -1,5 +1,5 @@
 """Long-running services on /setup: simulator and stream processor (start, stop, status, rate) and the
-simulator's scenario switch."""
+simulator's scenario switch. Start and stop go through the backend's ``ServiceControl``."""
 
 from __future__ import annotations
 
@@ -11,16 +11,9 @@ from pydantic import BaseModel, Field
 
 from payments_core.contract.control import DESCRIPTIONS, SCENARIOS, ScenarioName, ScenarioSwitch
 from services.control_plane import audit
-from services.control_plane.deps import Admin, DbSession, SettingsDep, Viewer
+from services.control_plane.deps import Admin, BackendDep, DbSession, SettingsDep, Viewer
 from services.control_plane.kafka_status import topic_status
-from services.control_plane.supervision import (
-    MANAGED,
-    RateMeter,
-    Supervisor,
-    SupervisorUnavailable,
-    publish_scenario,
-    rate_topic,
-)
+from services.control_plane.supervision import MANAGED, RateMeter, publish_scenario, rate_topic
 
 router = APIRouter(tags=["services"])
 
@@ -32,16 +25,14 @@ def _meter(request: Request) -> RateMeter:
 
 
 @router.get("/api/services")
-async def list_services(request: Request, settings: SettingsDep, _user: Viewer) -> dict:
+async def list_services(request: Request, settings: SettingsDep, backend: BackendDep, _user: Viewer) -> dict:
+    """The simulator and the stream processor: state (supervisord programs locally, Databricks jobs on
+    Databricks), throughput from the topics' watermarks, and the scenarios."""
     kafka = await asyncio.to_thread(topic_status, settings.kafka_bootstrap, settings.topic_prefix, 1.0)
     highs = {t["topic"]: t.get("high_watermark", 0) for t in kafka["topics"] if t.get("exists")}
     rates = _meter(request).update(highs)
-    try:
-        supervisor = Supervisor(settings.supervisor_url)
-        infos = {name: await asyncio.to_thread(supervisor.info, name) for name in MANAGED}
-        managed, error = True, None
-    except SupervisorUnavailable as exc:
-        infos, managed, error = {}, False, str(exc)
+    state = await asyncio.to_thread(backend.services.status)
+    infos, managed, error = state.infos, state.managed, state.error
     services = []
     for name, (title, _topic) in MANAGED.items():
         topic = rate_topic(name, settings.topic_prefix)
@@ -56,6 +47,7 @@ async def list_services(request: Request, settings: SettingsDep, _user: Viewer) 
         )
     return {
         "managed": managed,
+        "controlled_by": backend.services.kind,
         "error": error,
         "services": services,
         "scenarios": [{"name": n, "description": DESCRIPTIONS[n]} for n in SCENARIOS],
@@ -64,17 +56,13 @@ async def list_services(request: Request, settings: SettingsDep, _user: Viewer) 
 
 @router.post("/api/services/{name}/{action}")
 async def control_service(
-    name: str, action: Literal["start", "stop"], db: DbSession, settings: SettingsDep, user: Admin
+    name: str, action: Literal["start", "stop"], db: DbSession, backend: BackendDep, user: Admin
 ) -> dict:
+    """Start or stop a service (supervisord locally; on Databricks run-now / cancel all runs of its job)."""
     if name not in MANAGED:
         raise HTTPException(404, f"unknown service {name!r}; known: {', '.join(MANAGED)}")
-    try:
-        supervisor = Supervisor(settings.supervisor_url)
-        await asyncio.to_thread(getattr(supervisor, action), name)
-        info = await asyncio.to_thread(supervisor.info, name)
-    except SupervisorUnavailable as exc:
-        raise HTTPException(503, str(exc)) from None
-    audit.record(db, user.name, f"service.{action}", name, after={"state": info["state"]})
+    info = await asyncio.to_thread(backend.services.control, name, action)
+    audit.record(db, user.name, f"service.{action}", name, after={"state": info["state"], "by": backend.services.kind})
     return {"name": name, **info}
 
 
