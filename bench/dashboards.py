@@ -207,7 +207,7 @@ def server_renders(client: httpx.Client, rounds: int) -> dict[str, Any]:
     }
 
 
-def browser_renders(base: str, rounds: int) -> dict[str, Any]:
+def browser_renders(base: str, rounds: int, screenshots: Path | None = None) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only for this measurement
 
     times: list[float] = []
@@ -220,13 +220,15 @@ def browser_renders(base: str, rounds: int) -> dict[str, Any]:
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_load_state()
-        for _ in range(rounds):
+        for r in range(rounds):
             for d in DASHBOARDS:
                 page.goto(f"{base}/dashboards/{d.id}")
                 page.wait_for_selector("#dash-grid[data-ready='1']", timeout=30_000)
                 ms = page.evaluate("performance.now()")  # since this document's navigation started
                 times.append(ms)
                 per_dashboard[d.id].append(ms)
+                if screenshots and r == rounds - 1:  # after the timing: what the user saw, page by page
+                    page.screenshot(path=str(screenshots / f"{d.number:02d}_{d.id}.png"), full_page=True)
         browser.close()
     return {
         "browser_p95_ms": pct(times, 95),
@@ -243,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=20, help="server-side rounds of the 12 pages")
     p.add_argument("--browser-rounds", type=int, default=5, help="browser rounds of the 12 pages")
     p.add_argument("--workdir", default=None, help="keep the generated lakehouse and logs here")
+    p.add_argument(
+        "--screenshots",
+        default="bench/results/dashboards",
+        help="full-page screenshot of each dashboard from the last browser round (git-ignored folder)",
+    )
     args = p.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dashboards-"))
@@ -276,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             figures |= server_renders(client, args.rounds)
         finally:
             client.close()
-        figures |= browser_renders(base, args.browser_rounds)
+        shots = Path(args.screenshots) if args.screenshots else None
+        if shots:
+            shots.mkdir(parents=True, exist_ok=True)
+        figures |= browser_renders(base, args.browser_rounds, shots)
     finally:
         stop_process(proc)
     figures["meets_goal"] = figures["p95_ms"] <= GOAL_MS and figures["browser_p95_ms"] <= GOAL_MS
