@@ -45,6 +45,7 @@ RUN --mount=type=cache,target=/app/.cache/m2 python -m launcher jars
 
 COPY services/ services/
 COPY dashboards/ dashboards/
+COPY agents/ agents/
 COPY --from=web /web/dist/ services/control_plane/web/dist/
 
 # Run as an unprivileged user; /data (the lakehouse volume) and /mlflow (the tracking server's volume)

@@ -78,7 +78,7 @@ backfill: install ## History for dashboards/training: make backfill DAYS=7
 test: install ## Unit + integration tests against real Kafka, Redis, PostgreSQL, Spark, Delta, MLflow
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-LINT_PATHS := payments_core services spark launcher bench tests dashboards
+LINT_PATHS := payments_core services spark launcher bench tests dashboards agents
 lint: install-python ## ruff (rules and format) and mypy (targets in pyproject.toml); what CI and pre-commit run
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)

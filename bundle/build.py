@@ -32,7 +32,7 @@ REQUIREMENTS_DIR = BUNDLE_DIR / ".build" / "requirements"
 LOCK_FILE = REPO_ROOT / "requirements.lock"
 STAGED_README = "README.md"  # the one committed file of an app folder (it explains the folder)
 
-FIRST_PARTY = ("payments_core", "services", "spark", "dashboards", "launcher", "bench", "bundle")
+FIRST_PARTY = ("payments_core", "services", "spark", "dashboards", "agents", "launcher", "bench", "bundle")
 # Packages of independent parts: a unit is one of their subpackages, not the whole top-level package
 # (the scoring API does not carry the control plane, the pipeline does not carry the training code).
 SPLIT_PACKAGES = ("services", "spark", "bundle")

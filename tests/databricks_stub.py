@@ -17,6 +17,9 @@ databricks-sdk (and MLflow's Unity Catalog registry client) call, with bodies sh
   with a presigned URL the stub also serves (the SDK's download path).
 * MLflow Unity Catalog registry (``mlflow/unity-catalog/registered-models|model-versions``, aliases) and
   ``mlflow/runs/get`` for the versions' metrics.
+* Genie spaces (``genie/spaces``: list with pages, create, get with ``include_serialized_space``, update
+  with an etag that must match, trash): ``serialized_space`` is checked as the API checks a version-2
+  space (ids 32 lowercase hex and unique, lists sorted, fully qualified tables, a known warehouse).
 * ``preview/scim/v2/Me``, host metadata
   (``/.well-known/databricks-config``) and OAuth machine-to-machine (``/oidc/...``: client id and secret
   for a bearer token, as a Databricks App's service principal signs in).
@@ -191,6 +194,8 @@ class DatabricksStub:
         self._pending: dict[str, tuple[int, dict[str, Any]]] = {}
         self.models: dict[str, dict[str, Any]] = {}  # name -> {"versions": {n: StubModelVersion}, "aliases": {}}
         self.mlflow_runs: dict[str, dict[str, Any]] = {}
+        self.genie_spaces: dict[str, dict[str, Any]] = {}  # space id -> the space as the API returns it
+        self.genie_page_size = 100  # the most spaces one list page holds
         self.server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------------------------ setup
@@ -674,6 +679,113 @@ class DatabricksStub:
             }
         raise ApiError(404, "ENDPOINT_NOT_FOUND", f"no {method} {path}")
 
+    # ------------------------------------------------------------------------------------ genie
+    def add_genie_space(self, title: str, serialized: dict[str, Any] | None = None) -> str:
+        """A space made elsewhere (by hand in the workspace); returns its id."""
+        with self.lock:
+            return self._new_space({"title": title, "warehouse_id": WAREHOUSE_ID}, serialized or _EMPTY_SPACE)
+
+    def _new_space(self, body: dict[str, Any], serialized: dict[str, Any]) -> str:
+        space_id = uuid.uuid4().hex
+        now = _iso(_ms())
+        self.genie_spaces[space_id] = {
+            "space_id": space_id,
+            "title": body.get("title") or "New space",
+            "description": body.get("description"),
+            "warehouse_id": body["warehouse_id"],
+            "parent_path": body.get("parent_path") or "/Workspace/Users/stub",
+            "serialized_space": json.dumps(serialized),
+            "etag": uuid.uuid4().hex[:12],
+            "create_time": now,
+            "update_time": now,
+        }
+        return space_id
+
+    def _check_space(self, text: Any) -> dict[str, Any]:
+        try:
+            space = json.loads(text)
+        except (TypeError, ValueError):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "serialized_space is not valid JSON") from None
+        if not isinstance(space, dict) or space.get("version") != 2:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "serialized_space: version must be 2")
+        ids: list[str] = []
+
+        def listed(*keys: str) -> list[dict[str, Any]]:
+            node: Any = space
+            for k in keys:
+                node = node.get(k, {}) if isinstance(node, dict) else {}
+            return node if isinstance(node, list) else []
+
+        for keys, sort_key in (
+            (("config", "sample_questions"), "id"),
+            (("instructions", "text_instructions"), "id"),
+            (("instructions", "example_question_sqls"), "id"),
+            (("data_sources", "tables"), "identifier"),
+        ):
+            items = listed(*keys)
+            order = [i.get(sort_key) for i in items]
+            if order != sorted(order):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"{'.'.join(keys)} must be sorted by {sort_key}")
+            if sort_key == "id":
+                ids += order
+        for item_id in ids:
+            if not isinstance(item_id, str) or not re.fullmatch(r"[0-9a-f]{32}", item_id):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"id {item_id!r} is not 32 lowercase hex characters")
+        if len(set(ids)) != len(ids):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "ids must be unique")
+        for q in listed("config", "sample_questions") + listed("instructions", "example_question_sqls"):
+            if not (isinstance(q.get("question"), list) and all(isinstance(x, str) for x in q["question"])):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "question must be a list of strings")
+        for table in listed("data_sources", "tables"):
+            if len(str(table.get("identifier", "")).split(".")) != 3:
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE", f"table {table.get('identifier')!r} is not catalog.schema.table"
+                )
+        if len(listed("data_sources", "tables")) > 30:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "a space holds at most 30 tables")
+        return space
+
+    def genie_api(self, method: str, path: str, q: dict[str, str], body: dict[str, Any]) -> Any:
+        base = "/api/2.0/genie/spaces"
+        if path == base and method == "GET":
+            spaces = sorted(self.genie_spaces.values(), key=lambda s: s["create_time"])
+            size = min(int(q.get("page_size") or self.genie_page_size), self.genie_page_size)
+            start = int(q.get("page_token") or 0)
+            page = [{k: v for k, v in s.items() if k != "serialized_space"} for s in spaces[start : start + size]]
+            out: dict[str, Any] = {"spaces": page} if page else {}
+            if start + size < len(spaces):
+                out["next_page_token"] = str(start + size)
+            return out
+        if path == base and method == "POST":
+            if body.get("warehouse_id") not in self.warehouses:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"warehouse {body.get('warehouse_id')!r} not found")
+            space_id = self._new_space(body, self._check_space(body.get("serialized_space")))
+            return {k: v for k, v in self.genie_spaces[space_id].items() if k != "serialized_space"}
+        space_id = path.removeprefix(base + "/")
+        space = self.genie_spaces.get(space_id)
+        if "/" in space_id or space is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Genie space {space_id} does not exist.")
+        if method == "GET":
+            full = q.get("include_serialized_space") in ("true", "True")
+            return {k: v for k, v in space.items() if full or k != "serialized_space"}
+        if method == "PATCH":
+            if body.get("etag") and body["etag"] != space["etag"]:
+                raise ApiError(409, "ABORTED", "The space was modified since it was read (etag mismatch).")
+            if "serialized_space" in body:
+                space["serialized_space"] = json.dumps(self._check_space(body["serialized_space"]))
+            if "warehouse_id" in body and body["warehouse_id"] not in self.warehouses:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"warehouse {body['warehouse_id']!r} not found")
+            for key in ("title", "description", "warehouse_id", "parent_path"):
+                if key in body:
+                    space[key] = body[key]
+            space["etag"] = uuid.uuid4().hex[:12]
+            space["update_time"] = _iso(_ms())
+            return {k: v for k, v in space.items() if k != "serialized_space"}
+        if method == "DELETE":
+            del self.genie_spaces[space_id]
+            return {}
+        raise ApiError(404, "ENDPOINT_NOT_FOUND", f"no {method} {path}")
+
     # ------------------------------------------------------------------------------------ routing
     def handle(self, method: str, url: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any, str]:
         """(status, body, content type) for one request; bytes bodies are sent as they are."""
@@ -735,6 +847,8 @@ class DatabricksStub:
             return 200, {}, ""
         if path.startswith("/api/2.0/mlflow/"):
             return 200, self.mlflow_api(method, path, q, body), ""
+        if path.startswith("/api/2.0/genie/spaces"):
+            return 200, self.genie_api(method, path, q, body), ""
         if path == "/api/2.0/preview/scim/v2/Me" and method == "GET":
             return (
                 200,
@@ -761,6 +875,9 @@ class DatabricksStub:
         with self.lock:
             self.tokens.add(token)
         return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis"}, ""
+
+
+_EMPTY_SPACE: dict[str, Any] = {"version": 2, "config": {"sample_questions": []}, "data_sources": {"tables": []}}
 
 
 def _parse_ts(text: str) -> datetime:

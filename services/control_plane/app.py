@@ -23,6 +23,7 @@ from services.control_plane.db import make_engine, make_sessionmaker, migrate
 from services.control_plane.deps import LoginRequired
 from services.control_plane.first_run import close_interrupted_sequence, maybe_start_first_run
 from services.control_plane.routers import (
+    agents,
     alerts,
     audit_log,
     auth,
@@ -63,7 +64,9 @@ def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, 
         backend.start()
         close_interrupted_sequence(backend)
         maybe_start_first_run(backend, app.state.steps, settings)
+        agents.on_start(app)  # runs cut short by a restart are marked interrupted; the optional scheduler
         yield
+        agents.on_stop(app)
         backend.stop()
         engine.dispose()
 
@@ -107,6 +110,7 @@ def create_app(settings: ControlPlaneSettings | None = None, steps: tuple[Step, 
         dashboard,
         dashboards,
         alerts,
+        agents,
         audit_log,
     ):
         app.include_router(module.router)

@@ -97,6 +97,24 @@ class ControlPlaneSettings(CommonSettings):
         5.0, gt=0, description="databricks: how often runs, pipeline updates and new decisions are polled"
     )
 
+    # analyst agents (/agents): without an endpoint they answer deterministically, with templated text
+    llm_endpoint: str = Field(
+        "",
+        description="LLM for the agents: an OpenAI-compatible base URL (POST <url>/chat/completions), a full "
+        ".../chat/completions URL, or a Databricks serving endpoint's .../serving-endpoints/<name>/invocations; "
+        "empty: no LLM",
+    )
+    llm_model: str = Field("", description="Model name sent with each request (empty: none, e.g. a serving endpoint)")
+    llm_api_key: SecretStr = Field(SecretStr(""), description="Bearer token of the LLM endpoint")
+    llm_timeout_s: float = Field(30.0, gt=0, le=600, description="Timeout of one LLM request")
+    llm_max_rounds: int = Field(6, ge=1, le=50, description="LLM requests in one agent run")
+    llm_max_tool_calls: int = Field(12, ge=1, le=200, description="Tool calls executed for the LLM in one run")
+    agents_max_backtests: int = Field(3, ge=0, le=20, description="Backtests (Spark jobs) one agent run may start")
+    agents_backtest_timeout_s: float = Field(1800.0, gt=0, description="How long an agent waits for one backtest")
+    agents_schedule_minutes: float = Field(
+        0.0, ge=0, description="Run every specialist this often, as the scheduler (0: never)"
+    )
+
     @field_validator("databricks_job_ids")
     @classmethod
     def _check_job_ids(cls, value: str) -> str:

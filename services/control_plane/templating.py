@@ -22,7 +22,7 @@ NAVIGATION: tuple[tuple[str, str, str | None], ...] = (
     ("/rules", "Rules", None),
     ("/models", "Models", None),
     ("/alerts", "Alerts", None),
-    ("/agents", "Agents", "the analyst agents (issue 19)"),
+    ("/agents", "Agents", None),
     ("/audit", "Audit", None),
 )
 
