@@ -2,9 +2,10 @@
 
 What runs (all real, throwaway, on free ports):
 
-* Redis (``launcher.local.redis``), an MLflow sqlite registry with four small trained models
-  (champion aliases), the scoring API as ``python -m services.scoring_api serve --workers K
-  --no-consumer`` (PA_ENV=dev, as ``make up``), and a BARE FastAPI app served by the same uvicorn
+* Redis (``launcher.local.redis``), Kafka (``launcher.local.kafka``: the API publishes every decision
+  to payments.decisions), an MLflow sqlite registry with four small trained models (champion
+  aliases), the scoring API as ``python -m services.scoring_api serve --workers K --no-consumer``
+  (PA_ENV=dev, as ``make up``; with an API key, rate limit off), and a BARE FastAPI app served by the same uvicorn
   settings whose ``POST /score`` validates the same ``TransactionRequest`` and returns a constant:
   the ceiling of the HTTP stack.
 * A load generator in its own process: asyncio + uvloop, keep-alive HTTP/1.1 connections, every
@@ -52,6 +53,7 @@ from bench.common import print_table, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
+from launcher.topics import ensure_topics
 from payments_core.contract.events import TransactionRequest
 from payments_core.engine import DecisionEngine
 from payments_core.model_features import feature_matrix
@@ -91,11 +93,14 @@ def _templates(n: int, seed: int = 42) -> list[bytes]:
     return out
 
 
+BENCH_KEY = "bench-api-key"
+
+
 def _request_bytes(template: bytes, txn: bytes, port: int) -> bytes:
     body = template.replace(PLACEHOLDER, txn)
     return (
         b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % (port, len(body))
+        b"X-API-Key: %s\r\nContent-Length: %d\r\n\r\n" % (port, BENCH_KEY.encode(), len(body))
     ) + body
 
 
@@ -369,8 +374,13 @@ def main() -> None:
 
     rates = [float(r) for r in args.rates.split(",")]
     ctx = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="pa-bench-score-") as tmp, local.redis(Path(tmp)) as redis_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="pa-bench-score-") as tmp,
+        local.redis(Path(tmp)) as redis_url,
+        local.kafka(Path(tmp)) as bootstrap,
+    ):
         work = Path(tmp)
+        ensure_topics(bootstrap, "")
         print("training and registering models ...", flush=True)
         uri = _register_models(work, args.models)
         micro = {"heuristic": micro_benchmark(None), args.models: micro_benchmark(uri)}
@@ -382,6 +392,9 @@ def main() -> None:
             "PA_MLFLOW_TRACKING_URI": uri,
             "PA_DATA_DIR": str(work),
             "PA_REDIS_PREFIX": "bench",
+            "PA_KAFKA_BOOTSTRAP": bootstrap,
+            "PA_API_KEYS": BENCH_KEY,
+            "PA_RATE_LIMIT": "off",
         }
         runs: dict[str, Any] = {}
         compare: dict[str, Any] = {}

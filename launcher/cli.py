@@ -92,11 +92,14 @@ def up(
     try:
         system.check_tools()
         services.ensure_dirs(s)
+        api_key, api_key_created, api_key_file = services.ensure_api_key(s)
         programs = services.infrastructure(s) + services.applications(s)
         _check_ports(programs)
     except PrerequisiteError as exc:
         _fail(exc)
     conf = s.data_dir / "run" / "supervisord.conf"
+    conf.touch(mode=0o600)
+    conf.chmod(0o600)  # it holds the control plane's API key
     conf.write_text(services.supervisord_conf(s, programs, foreground=not detach))
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], cwd=REPO_ROOT, start_new_session=detach
@@ -110,6 +113,15 @@ def up(
         )
         if sign_in:
             typer.secho(f"  {sign_in}", fg=typer.colors.GREEN, bold=True)
+        if api_key_created:
+            typer.secho(
+                f"  scoring API key: {api_key}   (shown once; kept in {api_key_file}; "
+                "send it as 'Authorization: Bearer <key>')",
+                fg=typer.colors.GREEN,
+                bold=True,
+            )
+        else:
+            typer.echo(f"  scoring API key: in {api_key_file}")
         if services_:
             typer.echo(
                 "  On a fresh data folder the control plane runs backfill, ETL, gold views, bootstrap and "

@@ -179,6 +179,9 @@ def redis_server(data_dir: Path, host: str, port: int, persist: bool = True) -> 
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     save = ["--save", "60 1000"] if persist else ["--save", ""]
+    # persistent (`make up`): an append-only file too (fsync every second, Redis's default), so the
+    # idempotency keys, velocity windows and the scoring API's decision outbox survive a restart up to
+    # the last second, as under docker compose
     return ServerSpec(
         "redis",
         [
@@ -191,7 +194,7 @@ def redis_server(data_dir: Path, host: str, port: int, persist: bool = True) -> 
             str(data_dir),
             *save,
             "--appendonly",
-            "no",
+            "yes" if persist else "no",
             "--protected-mode",
             "yes",
             "--daemonize",

@@ -89,11 +89,34 @@ def applications(settings: PlatformSettings) -> list[Program]:
             "control_plane",
             [py, "-m", "services.control_plane", "serve", "--port", str(settings.control_plane_port)],
             settings.control_plane_port,
-            env,
+            {**env, **control_plane_key(settings)},
             group="services",
         ),
     ]
     return [p for p in programs if module_available(p.argv[2])]
+
+
+def control_plane_key(settings: PlatformSettings) -> dict[str, str]:
+    """The local API key (``ensure_api_key``) for the control plane's calls to /score, unless
+    PA_SCORING_API_KEY is set in the environment. Only the control plane gets it: the scoring API
+    reads the key file itself."""
+    # imported here: the image runs `python -m launcher jars` before the services are copied in
+    from services.scoring_api.keyfile import read_local_key  # noqa: PLC0415
+
+    key = read_local_key(settings.data_dir)
+    if not key or os.environ.get("PA_SCORING_API_KEY"):
+        return {}
+    return {"PA_SCORING_API_KEY": key}
+
+
+def ensure_api_key(settings: PlatformSettings) -> tuple[str, bool, Path]:
+    """Auth is on in every mode: the first `make up` creates the local API key the scoring API
+    requires (``<data_dir>/scoring_api.key``, mode 600, git-ignored like the whole data folder).
+    Returns (key, created now, where)."""
+    from services.scoring_api.keyfile import ensure_local_key, local_key_path  # noqa: PLC0415 - as above
+
+    key, created = ensure_local_key(settings.data_dir)
+    return key, created, local_key_path(settings.data_dir)
 
 
 def control_plane_init(settings: PlatformSettings) -> list[str] | None:

@@ -326,6 +326,8 @@ class ModelSource:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._lock = threading.Lock()
         self._client: MlflowClient | None = None
+        # "<kind>@<alias>" -> why the version the alias points to could not be loaded (class: message)
+        self.errors: dict[str, str] = {}
 
     @classmethod
     def from_env(cls) -> ModelSource:
@@ -375,7 +377,7 @@ class ModelSource:
                 )
             local = Path(
                 download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}",
+                    artifact_uri=self._artifact_uri(client, name, version),
                     tracking_uri=self.tracking_uri,
                     registry_uri=self.registry_uri,
                     dst_path=str(self._dst(kind, version)) if self.cache_dir else None,
@@ -391,6 +393,21 @@ class ModelSource:
             log.warning("%s v%s: %s has no fast path; using predict_proba", name, version, type(estimator).__name__)
         threshold = float(tags["pa.threshold"]) if "pa.threshold" in tags else None
         return ScoringModel(kind, str(version), fast, threshold=threshold, name=name, alias=alias)
+
+    def _artifact_uri(self, client: MlflowClient, name: str, version: str) -> str:
+        """Where the model version's files are, resolved through THIS source's registry.
+
+        MLflow resolves a ``models:/`` URI of an open-source registry through its process-wide
+        registry URI (``mlflow.get_registry_uri()``), not the ``registry_uri`` given to
+        ``download_artifacts``: in a process that never called ``mlflow.set_registry_uri`` (the
+        scoring API, the backtest) it opens ``sqlite:///mlflow.db`` in the working directory (creating
+        it) and fails with "Registered Model ... not found". So the download URI of the version
+        (``file:``, ``mlflow-artifacts:``, ``s3:``...) is asked from our own client instead. Unity
+        Catalog and Databricks registries resolve ``models:/`` with the registry URI they are given,
+        and need their own repositories (credentials per request): those keep the ``models:/`` URI."""
+        if str(self.registry_uri or "").startswith("databricks"):
+            return f"models:/{name}/{version}"
+        return client.get_model_version_download_uri(name, version)
 
     def _dst(self, kind: str, version: str) -> Path:
         assert self.cache_dir is not None
@@ -412,8 +429,11 @@ class ModelSource:
                 prev = (
                     (previous.champions if alias == CHAMPION else previous.challengers).get(kind) if previous else None
                 )
+                slot = f"{kind}@{alias}"
                 if version is None:
+                    self.errors.pop(slot, None)
                     if alias == CHAMPION:
+                        log.warning("no %s model registered as %s: the heuristic fallback decides", kind, CHAMPION)
                         target[kind] = heuristic_model(kind)
                     continue
                 if prev is not None and prev.version == version:
@@ -421,12 +441,17 @@ class ModelSource:
                     continue
                 try:
                     target[kind] = self.load(kind, version, alias)
+                    self.errors.pop(slot, None)
                 except Exception as exc:  # keep deciding with what we had
-                    log.error("could not load %s@%s v%s: %s", kind, alias, version, exc)
+                    self.errors[slot] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
                     if prev is not None:
+                        log.error("could not load %s v%s, v%s keeps deciding: %s", slot, version, prev.version, exc)
                         target[kind] = prev
                     elif alias == CHAMPION:
+                        log.error("could not load %s v%s, the heuristic fallback decides: %s", slot, version, exc)
                         target[kind] = heuristic_model(kind)
+                    else:
+                        log.error("could not load %s v%s: %s", slot, version, exc)
         return ModelBundle(champions, challengers)
 
 

@@ -13,10 +13,27 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from payments_core.contract.clock import DEFAULT_MAX_EVENT_SKEW_SECONDS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class CommonSettings(BaseSettings):
+class EventTimeSettings(BaseSettings):
+    """The one setting the event contract itself reads (``payments_core.contract.clock``), on its own so
+    the contract loads only it; every service has it through ``CommonSettings``."""
+
+    model_config = SettingsConfigDict(env_prefix="PA_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    max_event_skew_seconds: int = Field(
+        DEFAULT_MAX_EVENT_SKEW_SECONDS,
+        ge=0,
+        le=7 * 86_400,
+        description="How far an event_timestamp may be ahead of the server clock: later ones are refused "
+        "(422 from POST /score, the DLQ in the stream), so a wrong client clock cannot wipe velocity history",
+    )
+
+
+class CommonSettings(EventTimeSettings):
     model_config = SettingsConfigDict(env_prefix="PA_", env_file=".env", extra="ignore", populate_by_name=True)
 
     env: Literal["dev", "test", "prod"] = Field(
@@ -34,6 +51,11 @@ class CommonSettings(BaseSettings):
     uc_schema: str | None = Field(None, description="Unity Catalog schema of the registered models")
     catalog: str = Field("main", description="Lakehouse catalog (Unity Catalog on Databricks)")
     lakehouse_schema: str = Field("payment_analysis", validation_alias="PA_SCHEMA", description="Lakehouse schema")
+    rules_volume_path: str | None = Field(
+        None,
+        description="Directory of the published rule set when it is not <data_dir>/rules: on Databricks a "
+        "Unity Catalog volume folder, /Volumes/<catalog>/<schema>/<volume>/rules (ruleset.json inside)",
+    )
 
     @property
     def warehouse(self) -> Path:

@@ -23,16 +23,19 @@ batch). Counts come from ``ZCOUNT``; sums from the members themselves when a win
 (``scan_limit``, or fewer than the buckets it would take), otherwise from the buckets of the whole
 seconds/ten seconds/minutes/hours inside the window plus the members of the partial seconds at its
 edges: still exact, but bounded work for a merchant taking hundreds of payments a second. Members older
-than the largest window plus ``grace_seconds`` (relative to the transaction being recorded) are
-trimmed (and taken out of their buckets), and keys expire after the largest window plus grace of
-inactivity.
+than the largest window plus ``grace_seconds`` (relative to the transaction being recorded, or to the
+Redis server's clock when that is earlier) are trimmed (and taken out of their buckets), and keys
+expire after the largest window plus grace of inactivity. The clock cap is defence in depth: a
+transaction dated far in the future would otherwise trim an entity's whole history (the contract
+already refuses event times ahead of the server clock, ``payments_core.contract.clock``).
 
 Batches (``features_batch`` / ``features_frame``) first record every transaction of the batch, then
 compute features, all in ONE pipelined round trip; so within a batch the result is the same as if
 the transactions had been recorded one by one in event-time order.
 
 ``InMemoryVelocityStore`` has the same semantics without Redis (backtests, tests), trimming
-included; only the key expiry (wall-clock inactivity) has no equivalent. Events later than the
+(and its cap by this machine's clock) included; only the key expiry (wall-clock inactivity) has no
+equivalent. Events later than the
 grace period (relative to a newer event of the same entity) are not counted: keep ``grace_seconds``
 above the stream's allowed lateness.
 """
@@ -40,6 +43,7 @@ above the stream's allowed lateness.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -264,6 +268,7 @@ class InMemoryVelocityStore:
 
     def record(self, tx: Mapping[str, Any]) -> None:
         ts = event_millis(tx["event_timestamp"])
+        now_ms = int(time.time() * 1000)
         member = member_of(tx)
         for e in ENTITIES:
             key = (e, str(tx[ENTITY_FIELDS[e]]))
@@ -273,7 +278,8 @@ class InMemoryVelocityStore:
                 members.add(member)
                 bisect.insort(items, (ts, member))
             if self.grace_ms is not None:
-                cut = bisect.bisect_left(items, (ts - max(VELOCITY_WINDOWS[e]) * 1000 - self.grace_ms, ""))
+                base = min(ts, now_ms)  # never relative to a time past the clock (as the Lua scripts)
+                cut = bisect.bisect_left(items, (base - max(VELOCITY_WINDOWS[e]) * 1000 - self.grace_ms, ""))
                 for _, m in items[:cut]:
                     members.discard(m)
                 del items[:cut]

@@ -9,7 +9,8 @@ window is scanned once per transaction of that merchant. Here the batch goes as 
 1. record: one ``ZADD`` per key with all of the batch's members of that key (``ZMSCORE`` first, or
    the answer of ``ZADD`` for a key with one member in the batch: the members not stored yet go into
    the amount buckets of ``velocity.py`` when the set has them), then one trim (relative to the key's
-   newest event of the batch; trimmed members leave their buckets; for cards and devices it reads the
+   newest event of the batch, or to the Redis server's clock when that is earlier: a future-dated
+   event never trims the present; trimmed members leave their buckets; for cards and devices it reads the
    whole set once, which then serves the read too), the buckets kept complete iff the set holds
    ``velocity.BUCKET_MIN_MEMBERS``, and one ``PEXPIRE`` of the set and of its buckets;
 2. read: per key ONE ``ZRANGEBYSCORE`` over ``[oldest - largest window, newest)`` of the batch,

@@ -17,7 +17,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from payments_core.contract.clock import clock_of
 
 SCHEMA_VERSION: Final = 1
 
@@ -84,7 +86,11 @@ class TransactionRequest(_Model):
     transaction_id: str = Field(
         pattern=r"^txn_[0-9a-f]{16}$", description="Unique id", examples=["txn_00c0ffee00c0ffee"]
     )
-    event_timestamp: datetime = Field(strict=False, description="When the transaction was attempted (UTC)")
+    event_timestamp: datetime = Field(
+        strict=False,
+        description="When the transaction was attempted (UTC); at most PA_MAX_EVENT_SKEW_SECONDS (default 300) "
+        "later than the server's clock",
+    )
     merchant_id: str = Field(min_length=1, max_length=64, examples=["m_000123"])
     merchant_segment: MerchantSegment
     cardholder_id: str = Field(min_length=1, max_length=64, examples=["ch_0004567"])
@@ -119,6 +125,12 @@ class TransactionRequest(_Model):
     fraud_score: SCORE = Field(description="Upstream fraud score, 0 (safe) to 1 (fraud)")
     aml_risk_score: SCORE
     device_trust_score: SCORE = Field(description="1 = fully trusted device")
+
+    @field_validator("event_timestamp")
+    @classmethod
+    def _not_ahead_of_the_server_clock(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # a future event time would trim the velocity windows of the present (see contract.clock)
+        return clock_of(info.context).check(value)
 
 
 class TransactionEvent(TransactionRequest):

@@ -22,6 +22,13 @@ TRANSACTIONS_DLQ = TopicSpec(
     "Malformed or invalid transaction events with the reason, raw bytes and source offset",
 )
 DECISIONS = TopicSpec("payments.decisions", 6, "transaction_id", "One decision event per transaction")
+DECISIONS_DLQ = TopicSpec(
+    "payments.decisions.dlq",
+    1,
+    "source offset",
+    "Invalid records of payments.decisions (not a valid decision, or a broken pa.context header) with the "
+    "reason, raw bytes, source offset and the consumer that refused them",
+)
 SIMULATOR_CONTROL = TopicSpec(
     "payments.simulator.control",
     1,
@@ -30,7 +37,7 @@ SIMULATOR_CONTROL = TopicSpec(
     (("cleanup.policy", "compact"),),
 )
 
-TOPICS: tuple[TopicSpec, ...] = (TRANSACTIONS, TRANSACTIONS_DLQ, DECISIONS, SIMULATOR_CONTROL)
+TOPICS: tuple[TopicSpec, ...] = (TRANSACTIONS, TRANSACTIONS_DLQ, DECISIONS, DECISIONS_DLQ, SIMULATOR_CONTROL)
 
 
 def prefixed(spec: TopicSpec, prefix: str) -> str:

@@ -116,7 +116,7 @@ for k, list in pairs(by_key) do
     if t < lo_ts then lo_ts = t end
     if t > hi_ts then hi_ts = t end
   end
-  local thr = hi_ts - maxw - grace
+  local thr = vel_trim_base(hi_ts) - maxw - grace  -- (never relative to a time past the server clock)
   local items = nil  -- the members read (full sets: the whole set, read once for the trim and the read)
   local card_now = nil  -- members after this batch's write
   if record then

@@ -2,6 +2,20 @@
 -- [lo, hi) of a key. __BUCKET_MIN__ is replaced by velocity.BUCKET_MIN_MEMBERS when loaded.
 local function vel_amount(m) return tonumber(string.match(m, '|(%d+)$')) or 0 end
 
+-- The time a write trims relative to: the event time, but never later than the Redis server's clock.
+-- Members older than (this - largest window - grace) are trimmed, so an event dated in the future (a
+-- client clock gone wrong; the contract refuses them, this is defence in depth) must not take the
+-- windows of the present with it. (TIME in a script: Redis 5+ replicates a script's effects.)
+local vel_now_ms = nil
+local function vel_trim_base(ts)
+  if vel_now_ms == nil then
+    local t = redis.call('TIME')
+    vel_now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  if ts > vel_now_ms then return vel_now_ms end
+  return ts
+end
+
 -- the bucket fields of the second of an event time: 's<second>', 't<ten seconds>', 'm<minute>', 'h<hour>'
 -- (one table per second for the whole script call: a batch has many events in few seconds; read only)
 local vel_fields_of_second = {}

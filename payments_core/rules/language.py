@@ -29,6 +29,11 @@ from payments_core.contract.events import TransactionRequest
 from payments_core.features import AMOUNT_BUCKETS, RISK_TIERS, VELOCITY_FEATURES
 
 MAX_CONDITION_LENGTH = 4000
+# Levels of nesting a condition may have: NOT, parentheses around an operator, and each further term of
+# an AND/OR chain (a chain is a nested pair of operations) count. Type-checking and both evaluators
+# recurse once or twice per level; without a bound a 4,000-character condition ("NOT NOT ...", a long
+# "a AND b AND ...") overflowed Python's stack with a RecursionError instead of a positioned error.
+MAX_NESTING = 100
 
 
 # ------------------------------------------------------------------------------------------ fields
@@ -143,7 +148,7 @@ def parse(text: str) -> Tree:
     if len(text) > MAX_CONDITION_LENGTH:
         raise RuleSyntaxError(f"condition longer than {MAX_CONDITION_LENGTH} characters", 1, 1)
     try:
-        return _parser().parse(text)
+        tree = _parser().parse(text)
     except UnexpectedCharacters as exc:
         pos = exc.pos_in_stream
         ch = text[pos] if pos is not None and pos < len(text) else ""
@@ -171,6 +176,34 @@ def parse(text: str) -> Tree:
         ) from None
     except UnexpectedInput as exc:  # pragma: no cover - other lark errors
         raise RuleSyntaxError(str(exc), getattr(exc, "line", 1), getattr(exc, "column", 1), text) from None
+    _check_nesting(tree, text)
+    return tree
+
+
+def _position(tree: Tree) -> tuple[int, int]:
+    """Line and column where ``tree`` starts (its first token's, when lark kept no position for it)."""
+    if not tree.meta.empty:
+        return tree.meta.line, tree.meta.column
+    for tok in tree.scan_values(lambda v: isinstance(v, Token)):
+        return tok.line or 1, tok.column or 1
+    return 1, 1
+
+
+def _check_nesting(tree: Tree, text: str) -> None:
+    """Refuse a tree more than ``MAX_NESTING`` levels deep, at the first node too deep (no recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            line, column = _position(node)
+            raise RuleSyntaxError(
+                f"condition nested more than {MAX_NESTING} levels deep (NOT, parentheses and AND/OR terms "
+                "count); simplify it, e.g. with IN (...), or split the rule",
+                line,
+                column,
+                text,
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
 
 
 # ------------------------------------------------------------------------------------------ typed AST

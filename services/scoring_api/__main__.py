@@ -88,7 +88,9 @@ def serve(
     """Serve the API (and the decision consumer)."""
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    Settings().check()
+    Settings().check()  # refuses a bad configuration; creates (and prints once) the local API key if none
+    if consumer:  # the workers' /ready then requires the consumer's status
+        os.environ["PA_DECISIONS_CONSUMER"] = "true"
     prom_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prom_dir = tempfile.mkdtemp(prefix="pa-scoring-prom-")

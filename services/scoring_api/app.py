@@ -1,17 +1,22 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Hot path of ``POST /score``: pydantic validation of the request (FastAPI), ONE Redis command (a Lua
-script reading the stored decision for idempotency and computing the velocity features while
-recording the transaction), the decision core (derived features, fast model scorers, compiled rules,
-policy), then the answer. The decision's SET NX is written behind (``WriteBehindDecisions``: kept in
-process until Redis acknowledges it). Redis commands of concurrent requests share one pipeline per
-event-loop turn (``AutoPipeline``): one socket write and read for all of them.
+Hot path of ``POST /score``: API key and rate limit (``auth``), pydantic validation of the request
+(FastAPI), ONE Redis command (a Lua script reading the stored decision for idempotency and, for a new
+transaction, computing the velocity features while recording it), the decision core (derived
+features, fast model scorers, compiled rules, policy), ONE more Redis command storing the decision
+with its request fingerprint and putting it in this process's outbox (``store``), the hand-over to
+the Kafka producer (``publisher``: no broker round trip), then the answer. Redis commands of
+concurrent requests share one pipeline per event-loop turn (``AutoPipeline``): one socket write and
+read for all of them. The Redis part of a request has a budget (``PA_REDIS_TIMEOUT_MS``): a stalled
+or unreachable Redis is a 503 within it, never a hang, and error bodies never carry internal
+addresses or exception text (those go to the log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -22,23 +27,36 @@ import redis.asyncio
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Path, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payments_core.contract.events import DecisionEvent, TransactionRequest
 from payments_core.engine import DecisionEngine
-from payments_core.models import ModelSource
+from payments_core.models import CHAMPION, ModelSource
+from payments_core.rules import starter_rule_set
 from payments_core.rules.model import RuleSource, ruleset_path
 from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
-from services.scoring_api import metrics, registry_poll
-from services.scoring_api.auth import Authenticated
+from services.scoring_api import metrics, registry_poll, similar
+from services.scoring_api.auth import Authenticated, KeyOnly, RateLimiter, parse_rate
+from services.scoring_api.consumer_status import describe, read_status, redact, status_key
 from services.scoring_api.middleware import LimitAndMeasure
 from services.scoring_api.pipelining import AutoPipeline, eval_script
+from services.scoring_api.publisher import DecisionPublisher, context_of, member_of
 from services.scoring_api.settings import Settings, get_settings
-from services.scoring_api.store import DecisionStore, WriteBehindDecisions
+from services.scoring_api.store import (
+    EXISTS,
+    LOOKUP_LUA,
+    OUTBOX_FULL,
+    STORE_LUA,
+    DecisionStore,
+    fingerprint,
+    pack,
+    unpack,
+)
 
 log = logging.getLogger("scoring_api")
 
@@ -62,11 +80,57 @@ class Problem(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing API key (auth on)"},
+    401: {"model": Problem, "description": "Missing API key"},
     403: {"model": Problem, "description": "Invalid API key"},
+    409: {"model": Problem, "description": "transaction_id already decided for a different request"},
     413: {"model": Problem, "description": "Request body too large"},
-    503: {"model": Problem, "description": "Redis unavailable"},
+    429: {"model": Problem, "description": "Rate limit of the API key exceeded (header Retry-After)"},
+    503: {"model": Problem, "description": "Decision store (Redis) unavailable or too slow (header Retry-After)"},
 }
+UNAVAILABLE = "decision store unavailable; retry later"
+_last_unavailable_log = [0.0]
+
+
+def _unavailable(exc: BaseException | None, what: str = "Redis") -> HTTPException:
+    """The 503 of a failed or too slow Redis: the details go to the log (at most once a second),
+    never to the client."""
+    metrics.REDIS_UNAVAILABLE.inc()
+    now = time.monotonic()
+    if now - _last_unavailable_log[0] > 1.0:
+        _last_unavailable_log[0] = now
+        reason = "no answer within PA_REDIS_TIMEOUT_MS" if isinstance(exc, TimeoutError) else exc
+        log.warning("%s unavailable, answering 503: %s", what, reason)
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, UNAVAILABLE, headers={"Retry-After": "1"})
+
+
+async def _within(awaitable: Any, deadline: float) -> Any:
+    """``awaitable`` if Redis answers before ``deadline`` (perf_counter), else a 503."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout=max(deadline - time.perf_counter(), 0.001))
+    except (TimeoutError, RedisError, OSError) as exc:
+        raise _unavailable(exc) from None
+
+
+def _conflict(transaction_ids: list[str]) -> HTTPException:
+    metrics.IDEMPOTENCY_CONFLICTS.inc()
+    more = len(transaction_ids) - 5
+    shown = ", ".join(transaction_ids[:5]) + (f" and {more} more" if more > 0 else "")
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        f"transaction_id {shown} already decided for a different request: a transaction_id is an "
+        "idempotency key, the same id must carry the same request (amount, merchant, every field). "
+        "Send the original request again to get its decision, or use a new transaction_id.",
+    )
+
+
+def _replay(value: bytes, fp: bytes, transaction_id: str) -> Response:
+    stored_fp, body = unpack(value)
+    if stored_fp is not None and stored_fp != fp:
+        raise _conflict([transaction_id])
+    metrics.REPLAYS.inc()
+    return Response(body, media_type=JSON, headers={"Idempotent-Replay": "true"})
+
+
 _EXAMPLES = {
     "typical": {"summary": "A typical domestic e-commerce payment", "value": EXAMPLE_REQUEST},
     "risky": {
@@ -86,8 +150,9 @@ _EXAMPLES = {
     },
 }
 
-router = APIRouter()  # decisions (API key when auth is on)
-public = APIRouter()  # health, readiness, metrics (never behind the key)
+router = APIRouter()  # decisions (API key and rate limit)
+public = APIRouter()  # health, readiness (never behind the key)
+private = APIRouter()  # metrics (behind the key with PA_PRIVATE_METRICS)
 
 
 @router.post(
@@ -96,30 +161,42 @@ public = APIRouter()  # health, readiness, metrics (never behind the key)
     responses=_ERRORS,
     summary="Decide one transaction",
     description="Returns the decision for the transaction. Idempotent by transaction_id: scoring the "
-    "same id again returns the stored decision (header `Idempotent-Replay: true`).",
+    "same id again with the same request returns the stored decision (header `Idempotent-Replay: true`); "
+    "the same id with a different request is a 409. Every decision returned is also published to "
+    "payments.decisions (source api).",
 )
 async def score(request: Request, tx: Annotated[TransactionRequest, Body(openapi_examples=_EXAMPLES)]) -> Response:
     state = request.app.state
     started = request.scope.get("state", {}).get("started") or time.perf_counter()
+    deadline = started + state.redis_budget
     txn = tx.transaction_id
-    written: WriteBehindDecisions = state.written
-    stored = written.local(txn)
-    if stored is None:
-        data = tx.model_dump()
-        keys, args = state.velocity.lookup_keys_args(state.decisions.key(txn), data)
-        try:
-            stored, velocity = state.velocity.parse_lookup(
-                await eval_script(state.pipeline, state.velocity.script, keys, args)
-            )
-        except RedisError as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis unavailable: {exc}") from None
-        stored = stored or written.local(txn)  # a concurrent request of this worker decided meanwhile
-    if stored is not None:
-        metrics.REPLAYS.inc()
-        return Response(stored, media_type=JSON, headers={"Idempotent-Replay": "true"})
+    data = tx.model_dump()
+    fp = fingerprint(data)
+    key = state.decisions.key(txn)
+    keys, args = state.velocity.lookup_keys_args(key, data)
+    reply = await _within(eval_script(state.pipeline, state.lookup_script, keys, args), deadline)
+    if reply[0]:  # decided before: replay, or 409 for a different request (nothing was recorded)
+        return _replay(reply[0], fp, txn)
+    velocity = state.velocity.parse(reply[1:])
     decision = state.engine.decide_dumped(data, velocity, source="api", started=started)
-    body = _DECISION_JSON.to_json(decision)
-    written.put(txn, body)
+    plain = _DECISION_JSON.to_json(decision)
+    body = similar.enrich_decision(state, data, plain)  # as is unless PA_SIMILAR_ENRICH
+    publisher: DecisionPublisher = state.publisher
+    member = member_of(context_of(data), plain)
+    stored = await _within(
+        eval_script(
+            state.pipeline,
+            state.store_script,
+            [key, publisher.outbox_key],
+            [pack(fp, body), state.decisions.ttl, member, int(time.time() * 1000), state.settings.decisions_outbox_max],
+        ),
+        deadline,
+    )
+    if stored[0] == OUTBOX_FULL:
+        raise _unavailable(RuntimeError("decision outbox full: payments.decisions unreachable"), "Kafka")
+    if stored[0] == EXISTS:  # decided concurrently (another request, worker or the stream)
+        return _replay(stored[1], fp, txn)
+    publisher.publish(txn, member)
     metrics.DECISIONS.labels(decision.outcome).inc()
     return Response(body, media_type=JSON)
 
@@ -129,12 +206,15 @@ async def score(request: Request, tx: Annotated[TransactionRequest, Body(openapi
     response_model=BatchResponse,
     responses=_ERRORS,
     summary="Decide many transactions",
-    description="One decision per transaction, in order. Idempotent per transaction_id like /score.",
+    description="One decision per transaction, in order. Idempotent per transaction_id like /score (a "
+    "transaction_id already decided for a different request, or given twice with different requests, "
+    "is a 409 for the whole batch, which then records nothing).",
 )
 async def score_batch(request: Request, batch: BatchRequest) -> Response:
     state = request.app.state
     settings: Settings = state.settings
     started = request.scope.get("state", {}).get("started") or time.perf_counter()
+    deadline = started + state.redis_budget
     txs = batch.transactions
     if len(txs) > settings.max_batch:
         raise RequestValidationError(
@@ -147,46 +227,67 @@ async def score_batch(request: Request, batch: BatchRequest) -> Response:
                 }
             ]
         )
-    unique: dict[str, TransactionRequest] = {}
+    unique: dict[str, tuple[TransactionRequest, dict[str, Any], bytes]] = {}
+    clashes: list[str] = []
     for tx in txs:
-        unique.setdefault(tx.transaction_id, tx)
+        data = tx.model_dump()
+        fp = fingerprint(data)
+        seen = unique.setdefault(tx.transaction_id, (tx, data, fp))
+        if seen[2] != fp and tx.transaction_id not in clashes:
+            clashes.append(tx.transaction_id)
+    if clashes:
+        raise _conflict(clashes)
     ids = list(unique)
-    rows = [unique[i].model_dump() for i in ids]
-    try:
+    pipe = state.redis.pipeline(transaction=False)
+    for i in ids:
+        pipe.get(state.decisions.key(i))
+    stored = await _within(pipe.execute(), deadline)
+    bodies: dict[str, bytes] = {}
+    conflicts: list[str] = []
+    for txn, value in zip(ids, stored, strict=True):
+        if value is not None:
+            stored_fp, body = unpack(value)
+            if stored_fp is not None and stored_fp != unique[txn][2]:
+                conflicts.append(txn)
+            bodies[txn] = body
+    if conflicts:
+        raise _conflict(conflicts)
+    metrics.REPLAYS.inc(len(bodies))
+    new_ids = [txn for txn in ids if txn not in bodies]
+    if new_ids:
+        rows = [unique[txn][1] for txn in new_ids]
         pipe = state.redis.pipeline(transaction=False)
-        for i in ids:
-            pipe.get(state.decisions.key(i))
         for row in rows:  # record the whole batch first, then read (order-independent features)
             state.velocity.add_to_pipeline(pipe, row, mode="2")
         for row in rows:
             state.velocity.add_to_pipeline(pipe, row, mode="0")
-        replies = await pipe.execute()
-        n = len(ids)
-        stored = replies[:n]
-        vel = replies[2 * n :]
-        bodies: dict[str, bytes] = {}
-        new: list[tuple[str, bytes]] = []
-        for k, txn in enumerate(ids):
-            if stored[k] is not None:
-                bodies[txn] = stored[k]
-                metrics.REPLAYS.inc()
+        vel = (await _within(pipe.execute(), deadline))[len(rows) :]
+        publisher: DecisionPublisher = state.publisher
+        now_ms = int(time.time() * 1000)
+        new: list[tuple[str, bytes, str]] = []
+        pipe = state.redis.pipeline(transaction=False)
+        for txn, row, features in zip(new_ids, rows, vel, strict=True):
+            decision = state.engine.decide_dumped(row, state.velocity.parse(features), source="api", started=started)
+            body = _DECISION_JSON.to_json(decision)
+            member = member_of(context_of(row), body)
+            new.append((txn, member, decision.outcome))
+            bodies[txn] = body
+            await state.store_script(
+                keys=[state.decisions.key(txn), publisher.outbox_key],
+                args=[pack(unique[txn][2], body), state.decisions.ttl, member, now_ms, settings.decisions_outbox_max],
+                client=pipe,
+            )
+        results = await _within(pipe.execute(), deadline)
+        if any(r[0] == OUTBOX_FULL for r in results):
+            raise _unavailable(RuntimeError("decision outbox full: payments.decisions unreachable"), "Kafka")
+        for (txn, member, outcome), result in zip(new, results, strict=True):
+            if result[0] == EXISTS:  # decided concurrently
+                stored_fp, bodies[txn] = unpack(result[1])
+                if stored_fp is not None and stored_fp != unique[txn][2]:
+                    raise _conflict([txn])
                 continue
-            decision = state.engine.decide(unique[txn], state.velocity.parse(vel[k]), source="api", started=started)
-            metrics.DECISIONS.labels(decision.outcome).inc()
-            bodies[txn] = _DECISION_JSON.to_json(decision)
-            new.append((txn, bodies[txn]))
-        if new:
-            pipe = state.redis.pipeline(transaction=False)
-            for txn, body in new:
-                pipe.set(state.decisions.key(txn), body, nx=True, ex=state.decisions.ttl)
-            for txn, _ in new:
-                pipe.get(state.decisions.key(txn))
-            results = await pipe.execute()
-            for (txn, _), winner in zip(new, results[len(new) :], strict=True):
-                if winner is not None:
-                    bodies[txn] = winner
-    except RedisError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis unavailable: {exc}") from None
+            publisher.publish(txn, member)
+            metrics.DECISIONS.labels(outcome).inc()
     out = b'{"decisions":[' + b",".join(bodies[tx.transaction_id] for tx in txs) + b"]}"
     return Response(out, media_type=JSON)
 
@@ -203,10 +304,9 @@ async def get_decision(
     request: Request,
     transaction_id: Annotated[str, Path(pattern=r"^txn_[0-9a-f]{16}$", examples=["txn_00c0ffee00c0ffee"])],
 ) -> Response:
-    try:
-        body = request.app.state.written.local(transaction_id) or await request.app.state.decisions.get(transaction_id)
-    except RedisError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis unavailable: {exc}") from None
+    state = request.app.state
+    started = request.scope.get("state", {}).get("started") or time.perf_counter()
+    body = await _within(state.decisions.get(transaction_id), started + state.redis_budget)
     if body is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no decision for {transaction_id}")
     return Response(body, media_type=JSON)
@@ -214,6 +314,22 @@ async def get_decision(
 
 class Health(BaseModel):
     status: str
+
+
+class ModelState(BaseModel):
+    source: str = Field(description="registry: a registered model decides; fallback: the built-in heuristic")
+    name: str | None = Field(None, description="Registered model name")
+    version: str = Field(description="Registry version in use, or heuristic")
+    alias: str | None = None
+    registry_version: str | None = Field(None, description="Version the registry's champion alias points to")
+    reason: str | None = Field(None, description="Why the fallback decides")
+
+
+class RulesState(BaseModel):
+    version: str
+    source: str = Field(description="file, volume (a Unity Catalog volume) or starter (the built-in rule set)")
+    path: str | None = None
+    error: str | None = None
 
 
 class Readiness(BaseModel):
@@ -224,6 +340,10 @@ class Readiness(BaseModel):
     models_heuristic: bool | None = None
     rules_error: str | None = None
     consumer_heartbeat_age_s: float | None = None
+    models: dict[str, ModelState] = {}
+    rules: RulesState | None = None
+    consumer: dict[str, Any] = {}
+    publisher: dict[str, Any] = {}
 
 
 @public.get("/health", response_model=Health, summary="Liveness")
@@ -231,40 +351,130 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@functools.cache
+def _starter_version() -> str:
+    return starter_rule_set().full_version
+
+
+def model_states(engine: DecisionEngine) -> dict[str, ModelState]:
+    """Per kind: the registered model that decides, or the heuristic fallback and why."""
+    aliases = engine.snapshot.alias_versions
+    source = engine.model_source
+    out = {}
+    for kind, model in engine.bundle.champions.items():
+        registered = aliases.get((kind, CHAMPION))
+        if not model.is_heuristic:
+            out[kind] = ModelState(
+                source="registry",
+                name=model.name,
+                version=model.version,
+                alias=model.alias,
+                registry_version=registered,
+            )
+            continue
+        if source is None:
+            reason = "no model registry configured (PA_MLFLOW_TRACKING_URI)"
+        elif registered is None:
+            reason = "no champion registered (or the registry did not answer)"
+        else:
+            failure = source.errors.get(f"{kind}@{CHAMPION}")
+            reason = f"registered version {registered} could not be loaded"
+            if failure:
+                reason += f" ({redact(failure)})"
+        out[kind] = ModelState(source="fallback", version=model.version, registry_version=registered, reason=reason)
+    return out
+
+
+def rules_state(engine: DecisionEngine) -> RulesState:
+    rs = engine.rule_source
+    version = engine.rule_set_version
+    path = rs.path if rs is not None else None
+    if path is None or version == _starter_version():
+        source = "starter"
+    elif str(path).startswith("/Volumes/"):
+        source = "volume"
+    else:
+        source = "file"
+    return RulesState(
+        version=version, source=source, path=str(path) if path else None, error=rs.last_error if rs else None
+    )
+
+
+def report_fallbacks(app: FastAPI) -> None:
+    """Fallback models and starter rules as metrics (``pa_model_fallback``, ``pa_rules_fallback``) and,
+    when they start, a WARNING line: never silent."""
+    engine: DecisionEngine = app.state.engine
+    before: dict[str, Any] = app.state.fallbacks
+    for kind, model in model_states(engine).items():
+        fallback = model.source == "fallback"
+        metrics.MODEL_FALLBACK.labels(kind).set(1 if fallback else 0)
+        if fallback and before.get(kind) != model.reason:
+            log.warning("model %s: the heuristic fallback decides: %s", kind, model.reason)
+        elif not fallback and before.get(kind):
+            log.info("model %s: registered version %s decides again", kind, model.version)
+        before[kind] = model.reason if fallback else None
+    rules = rules_state(engine)
+    starter = rules.source == "starter"
+    metrics.RULES_FALLBACK.set(1 if starter else 0)
+    now = ("starter", rules.error) if starter else ("published", rules.version)
+    if starter and before.get("rules") != now:
+        where = rules.path or "no rules folder (PA_DATA_DIR / PA_RULES_VOLUME_PATH)"
+        why = f": {rules.error}" if rules.error else ": not published"
+        log.warning("rules: the starter rule set decides (%s%s)", where, why)
+    before["rules"] = now
+
+
 @public.get(
     "/ready",
     response_model=Readiness,
     responses={503: {"model": Readiness}},
-    summary="Readiness: rules and models loaded, Redis reachable",
+    summary="Readiness: what decides (models, rules), Redis, the decisions consumer and publisher",
+    description="Ready (200) when the engine is loaded, Redis answers, the decisions consumer (when `serve` "
+    "runs one) is running and not failing, and the decision outbox is not full. Fallback models and "
+    "starter rules do not make it red: they are reported here, in /metrics and in the log.",
 )
 async def ready(request: Request) -> JSONResponse:
     state = request.app.state
+    settings: Settings = state.settings
     engine: DecisionEngine | None = getattr(state, "engine", None)
     redis_ok = False
-    age = None
+    status_raw = beat = None
     try:
         pipe = state.redis.pipeline(transaction=False)
         pipe.ping()
-        pipe.get(f"{state.settings.redis_prefix}:consumer:heartbeat")
-        pong, beat = await asyncio.wait_for(pipe.execute(), timeout=1.0)
+        pipe.get(status_key(settings.redis_prefix))
+        pipe.get(f"{settings.redis_prefix}:consumer:heartbeat")
+        pong, status_raw, beat = await asyncio.wait_for(pipe.execute(), timeout=max(state.redis_budget, 0.5))
         redis_ok = bool(pong)
-        if beat is not None:
-            age = round(time.time() - float(beat), 3)
     except (TimeoutError, RedisError, OSError):
         redis_ok = False
+    consumer_ok, consumer = read_status(status_raw, settings.decisions_consumer)
+    if not redis_ok:
+        consumer = {"expected": settings.decisions_consumer, "running": None}
+        consumer_ok = not settings.decisions_consumer
+    age = consumer.get("heartbeat_age_s")
+    if age is None and beat is not None:
+        age = round(time.time() - float(beat), 3)
+    publisher: DecisionPublisher | None = getattr(state, "publisher", None)
+    published = publisher.status() if publisher else {}
+    outbox_ok = not publisher or publisher.outbox_size < settings.decisions_outbox_max
     body = Readiness(
-        ready=bool(engine) and redis_ok,
+        ready=bool(engine) and redis_ok and consumer_ok and outbox_ok,
         redis=redis_ok,
         rule_set_version=engine.rule_set_version if engine else None,
         model_versions=engine.model_versions if engine else {},
         models_heuristic=engine.bundle.all_heuristic if engine else None,
         rules_error=engine.rule_source.last_error if engine and engine.rule_source else None,
         consumer_heartbeat_age_s=age,
+        models=model_states(engine) if engine else {},
+        rules=rules_state(engine) if engine else None,
+        consumer=consumer,
+        publisher=published,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@public.get(
+@private.get(
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
@@ -277,7 +487,7 @@ async def prometheus_metrics() -> Response:
 
 # --------------------------------------------------------------------------------------------- app
 def build_engine(settings: Settings) -> DecisionEngine:
-    rules = RuleSource(ruleset_path(settings.data_dir) if settings.data_dir else None)
+    rules = RuleSource(ruleset_path(settings.data_dir, settings.rules_volume_path) if settings.data_dir else None)
     models = (
         ModelSource(settings.mlflow_tracking_uri, settings.uc_catalog, settings.uc_schema)
         if settings.mlflow_tracking_uri
@@ -306,6 +516,7 @@ async def _refresher(app: FastAPI) -> None:
                     )
                 if await asyncio.to_thread(engine.refresh, alias_versions=versions):
                     metrics.show_versions(engine.model_versions, engine.rule_set_version)
+                    report_fallbacks(app)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let the refresher die (a broken helper process is replaced)
@@ -346,19 +557,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.exception("registry poller did not answer at startup")
     app.state.engine = engine
     metrics.show_versions(engine.model_versions, engine.rule_set_version)
+    report_fallbacks(app)
+    # requests give up on Redis after PA_REDIS_TIMEOUT_MS (a 503); the sockets' own timeouts only free
+    # the connections of a stalled server
+    budget = app.state.redis_budget
     client = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        settings.redis_url,
+        socket_timeout=max(1.0, 4 * budget),
+        socket_connect_timeout=max(0.25, budget),
+        health_check_interval=30,
     )
     app.state.redis = client
     app.state.velocity = AsyncRedisVelocityStore(client, prefix=f"{settings.redis_prefix}:vel")
     app.state.decisions = DecisionStore(client, settings.redis_prefix, settings.decision_ttl_seconds)
     app.state.pipeline = AutoPipeline(client)
-    app.state.written = WriteBehindDecisions(app.state.decisions, app.state.pipeline)
+    app.state.lookup_script = client.register_script(LOOKUP_LUA)
+    app.state.store_script = client.register_script(STORE_LUA)
+    app.state.publisher = DecisionPublisher(settings, client, app.state.pipeline)
+    await app.state.publisher.start()
     log.info(
-        "scoring_api ready: rules=%s models=%s auth=%s",
+        "scoring_api ready: rules=%s models=%s auth=%s rate limit=%s decisions -> %s",
         engine.rule_set_version,
         engine.model_versions,
-        "on" if settings.auth_enabled else "off",
+        "on" if settings.auth_enabled else "OFF (PA_AUTH=off)",
+        settings.rate_limit if settings.auth_enabled else "-",
+        app.state.publisher.topic,
     )
     task = asyncio.create_task(_refresher(app))
     # the heap is large after importing MLflow/sklearn: keep those objects out of the collector's
@@ -372,7 +595,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        with contextlib.suppress(Exception):  # the decisions written behind reach Redis before we stop
+        try:  # flush the producer; what Kafka has not acknowledged stays in the outbox
+            await app.state.publisher.stop()
+        except Exception as exc:
+            log.warning("decision publisher did not stop cleanly: %s", describe(exc))
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(app.state.pipeline.drain(), timeout=5)
         await client.aclose()
 
@@ -386,13 +613,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Real-time payment decisions: approve, challenge_3ds, review or decline, with approval "
         "probability, risk score, recommended route, retry advice and reason codes.",
         lifespan=lifespan,
+        docs_url=None if settings.private_docs else "/docs",
+        redoc_url=None if settings.private_docs else "/redoc",
+        openapi_url=None if settings.private_docs else "/openapi.json",
     )
     app.state.settings = settings
     app.state.api_keys = tuple(settings.keys)
-    # The API-key check is a dependency of the routes only when auth is on (then the OpenAPI document
-    # shows the security schemes); with auth off (dev) no per-request dependency runs at all.
+    app.state.rate_limiter = RateLimiter(rate) if (rate := parse_rate(settings.rate_limit)) else None
+    app.state.redis_budget = settings.redis_timeout_ms / 1000
+    app.state.fallbacks = {}
+    if not settings.auth_enabled:
+        log.warning("scoring_api: API-key auth is OFF (PA_AUTH=off, PA_ENV=%s): anyone can call /score", settings.env)
+    # The API-key check is a dependency of the routes when auth is on (then the OpenAPI document
+    # shows the security schemes); with PA_AUTH=off (dev/test only) no per-request dependency runs at all.
     app.include_router(router, dependencies=[Authenticated] if settings.auth_enabled else [])
+    app.include_router(similar.router, dependencies=[Authenticated] if settings.auth_enabled else [])
     app.include_router(public)
+    private_deps = [KeyOnly] if settings.auth_enabled else []
+    app.include_router(private, dependencies=private_deps if settings.private_metrics else [])
+    if settings.private_docs:
+        _private_docs(app, private_deps)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_errors(request: Request, exc: StarletteHTTPException) -> Response:
@@ -410,6 +650,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def _private_docs(app: FastAPI, dependencies: list[Any]) -> None:
+    """/openapi.json, /docs and /redoc behind the API key (PA_PRIVATE_DOCS): for a client that sends
+    the key itself (curl, a proxy adding the header); the pages fetch /openapi.json with the browser's
+    own headers, so they need that too."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=dependencies)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=dependencies)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=dependencies)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def app_factory() -> FastAPI:

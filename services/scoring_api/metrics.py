@@ -29,6 +29,34 @@ MODEL_INFO = Gauge(
     "pa_model_version_info", "Model version in use (value 1)", ["kind", "version"], multiprocess_mode="liveall"
 )
 RULES_INFO = Gauge("pa_rule_set_info", "Rule set version in use (value 1)", ["version"], multiprocess_mode="liveall")
+MODEL_FALLBACK = Gauge(
+    "pa_model_fallback",
+    "1 when the model of this kind decides with the built-in heuristic instead of a registered model",
+    ["kind"],
+    multiprocess_mode="liveall",
+)
+RULES_FALLBACK = Gauge(
+    "pa_rules_fallback",
+    "1 when the starter rule set decides (no published rule set, or it could not be read)",
+    multiprocess_mode="liveall",
+)
+RATE_LIMITED = Counter("pa_rate_limited_total", "Requests refused with 429 (per-key rate limit)")
+REDIS_UNAVAILABLE = Counter(
+    "pa_redis_unavailable_total", "Requests answered 503 because Redis failed or exceeded PA_REDIS_TIMEOUT_MS"
+)
+IDEMPOTENCY_CONFLICTS = Counter(
+    "pa_idempotency_conflicts_total", "Requests refused with 409: a transaction_id reused for a different request"
+)
+PUBLISHED = Counter("pa_decisions_published_total", "API decisions acknowledged by Kafka on payments.decisions")
+PUBLISH_ERRORS = Counter(
+    "pa_decision_publish_errors_total", "API decisions Kafka did not acknowledge (kept in the outbox, sent again)"
+)
+REPUBLISHED = Counter(
+    "pa_decisions_republished_total", "Outbox decisions sent again (not acknowledged in time, or of a dead process)"
+)
+OUTBOX = Gauge(
+    "pa_decisions_outbox", "API decisions answered and not yet acknowledged by Kafka", multiprocess_mode="livesum"
+)
 
 _shown: dict[str, tuple[str, ...]] = {}
 

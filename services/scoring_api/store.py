@@ -1,11 +1,78 @@
-"""Decisions in Redis, one key per transaction: ``{prefix}:decision:{transaction_id}`` -> the
-DecisionEvent JSON. First writer wins (SET NX), whether the API or the stream decided, which makes
-decisions idempotent by transaction_id; entries expire after ``ttl_seconds``."""
+"""Decisions in Redis, one key per transaction: ``{prefix}:decision:{transaction_id}``.
+
+First writer wins (SET NX), whether the API or the stream decided, which makes decisions idempotent by
+transaction_id; entries expire after ``ttl_seconds``.
+
+A decision the API made is stored with the fingerprint of its request (SHA-256 of the canonical
+request: ``TransactionRequest.model_dump`` as sorted-key JSON, so ``...Z`` and ``+00:00`` are the same
+request) in front of the JSON: ``sha256:<64 hex>\\n{...}``. Scoring the same transaction_id again with
+the same request replays the decision; with a different request (another amount, merchant, any
+field) it is a 409, like a payment API's idempotency key. Decisions the stream published (consumed
+into Redis by ``consumer.py``) carry no fingerprint: the API replays them for any request of that id.
+``unpack`` gives (fingerprint or None, decision JSON) of a stored value.
+
+Writing a new API decision (``STORE_LUA``, awaited before the answer, one pipelined command) also adds
+it to this API process's outbox (``publisher.py``): the decision is in Redis before the client has it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
+
+import orjson
+
+from payments_core.velocity import lua_script
+
+FINGERPRINT_PREFIX = b"sha256:"
+_FP_LEN = len(FINGERPRINT_PREFIX) + 64
+
+
+def fingerprint(request: dict[str, Any]) -> bytes:
+    """Hex SHA-256 of the canonical request (a ``TransactionRequest.model_dump()``; times in UTC, so
+    one instant written with two offsets is one request)."""
+    canonical = orjson.dumps(
+        {k: v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo else v for k, v in request.items()},
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z,
+    )
+    return hashlib.sha256(canonical).hexdigest().encode()
+
+
+def pack(fp: bytes, body: bytes) -> bytes:
+    return FINGERPRINT_PREFIX + fp + b"\n" + body
+
+
+def unpack(value: bytes) -> tuple[bytes | None, bytes]:
+    """(fingerprint or None, decision JSON) of a stored value."""
+    if value.startswith(FINGERPRINT_PREFIX) and value[_FP_LEN : _FP_LEN + 1] == b"\n":
+        return value[len(FINGERPRINT_PREFIX) : _FP_LEN], value[_FP_LEN + 1 :]
+    return None, value
+
+
+# Reading the stored decision and computing the velocity features (recording the transaction) in one
+# call: the velocity script of payments_core (its KEYS[1] is the lookup key when ARGV[5] is 'lookup'),
+# except that a transaction already decided returns at once with the stored value, recording
+# nothing: a replay changes nothing anyway, and a conflicting request (409) must not record its amount.
+LOOKUP_LUA = (
+    "if ARGV[5] == 'lookup' then\n"
+    "  local stored = redis.call('GET', KEYS[1])\n"
+    "  if stored then return {stored} end\n"
+    "end\n" + lua_script("velocity.lua")
+)
+
+# KEYS: decision key, outbox. ARGV: packed value, ttl (s), outbox member, now (ms), outbox max.
+# -> {1} stored (and in the outbox), {0, existing value} someone decided first, {2} outbox full.
+STORE_LUA = """
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {2} end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  return {1}
+end
+return {0, redis.call('GET', KEYS[1])}
+"""
+STORED, EXISTS, OUTBOX_FULL = 1, 0, 2
 
 
 class DecisionStore:
@@ -18,15 +85,9 @@ class DecisionStore:
         return f"{self.prefix}:decision:{transaction_id}"
 
     async def get(self, transaction_id: str) -> bytes | None:
-        return await self.client.get(self.key(transaction_id))
-
-    async def put(self, transaction_id: str, body: bytes) -> tuple[bytes, bool]:
-        """Store unless present; returns (what is stored, whether it is ours)."""
-        key = self.key(transaction_id)
-        if await self.client.set(key, body, nx=True, ex=self.ttl):
-            return body, True
-        stored = await self.client.get(key)
-        return (stored, False) if stored is not None else (body, True)
+        """The stored decision JSON (fingerprint removed), or None."""
+        value = await self.client.get(self.key(transaction_id))
+        return None if value is None else unpack(value)[1]
 
     async def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
         """SET NX every (transaction_id, body); returns how many were new."""
@@ -38,35 +99,3 @@ class DecisionStore:
         if not n:
             return 0
         return sum(1 for r in await pipe.execute() if r)
-
-
-class WriteBehindDecisions:
-    """The API's own decisions: answered at once, written to Redis (SET NX) in the next automatic
-    pipeline, and kept in process until Redis has acknowledged them, so a re-score or a GET of the
-    same transaction_id in between still finds the decision.
-
-    A concurrent re-score of the same id on ANOTHER worker within that window (about one Redis round
-    trip) decides again; the decision is the same (deterministic engine; velocity recording is
-    idempotent and excludes the transaction itself) apart from ``decided_at``/``latency_ms``, and the
-    first write wins in Redis."""
-
-    def __init__(self, store: DecisionStore, pipeline: Any):
-        self.store = store
-        self.pipeline = pipeline
-        self._unacked: dict[str, bytes] = {}
-
-    def local(self, transaction_id: str) -> bytes | None:
-        return self._unacked.get(transaction_id)
-
-    def put(self, transaction_id: str, body: bytes) -> None:
-        self._unacked[transaction_id] = body
-
-        def done(reply: Any) -> None:  # stored, or refused (NX: the stream decided first), or failed
-            if self._unacked.get(transaction_id) is body:
-                del self._unacked[transaction_id]
-
-        self.pipeline.send("SET", self.store.key(transaction_id), body, "NX", "EX", self.store.ttl, on_done=done)
-
-    @property
-    def unacknowledged(self) -> int:
-        return len(self._unacked)

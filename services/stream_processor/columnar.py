@@ -13,7 +13,8 @@ The fast path only ever ACCEPTS. A record it does not accept -- the batch read f
 integer), a value breaks a constraint, a non-nullable field is null (a missing field with a default
 is filled with it: Arrow reads both as null, so the raw record is searched for an explicit null),
 the record does not start
-with ``{``, or the timestamp is not in the plain RFC 3339 form -- is handed back to
+with ``{``, the timestamp is not in the plain RFC 3339 form, or it is later than a bound the caller
+passes (``validate(latest=...)``: the event-time bound, which moves with the clock) -- is handed back to
 the caller, who validates it with the pydantic model: the contract decides it, with its reasons.
 So a record is valid here only if the model accepts it, with the same values
 (``tests/services/stream_processor/test_columnar.py`` checks both on every kind of deviation).
@@ -22,8 +23,9 @@ So a record is valid here only if the model accepts it, with the same values
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -176,9 +178,15 @@ class ColumnarValidator:
             b = self._read_rows(values, rows[mid:])
             return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
-    def validate(self, values: pa.Array) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    def validate(
+        self, values: pa.Array, latest: Mapping[str, datetime] | None = None
+    ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         """``(table, accepted, other)``: the accepted records as a table in the contract's Arrow types,
-        their row numbers (ascending), and the row numbers of every other record (for pydantic)."""
+        their row numbers (ascending), and the row numbers of every other record (for pydantic).
+
+        ``latest``: upper bounds of timestamp fields that are not in the JSON Schema because they move
+        with the clock (the contract's ``event_timestamp`` bound, ``payments_core.contract.clock``): a
+        later value goes to pydantic, which refuses it with the contract's reason."""
         n = len(values)
         screened = pc.match_substring_regex(values, _RECORD)
         screened = screened.fill_null(False).to_numpy(zero_copy_only=False)
@@ -219,6 +227,15 @@ class ColumnarValidator:
             except (pa.ArrowInvalid, ValueError):  # e.g. 2026-02-30: pydantic says why
                 others.append(table_rows)
                 continue
+            if latest:
+                late = np.zeros(good.num_rows, dtype=bool)
+                for name, bound in latest.items():
+                    col = good.column(name)
+                    later = pc.greater(col, pa.scalar(bound, type=col.type)).fill_null(False)
+                    late |= later.to_numpy(zero_copy_only=False)
+                if late.any():  # to pydantic (below, with the other refused rows)
+                    good = good.filter(pa.array(~late))
+                    ok[np.flatnonzero(ok)[late]] = False
             accepted_tables.append(good)
             accepted_rows.append(table_rows[ok])
             others.append(table_rows[~ok])

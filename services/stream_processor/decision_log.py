@@ -5,6 +5,11 @@ so a decision may appear twice on the topic (the scoring API's Redis consumer is
 ``transaction_id`` and does not care). The decision log must not have duplicates, so this separate
 micro-batch query (``foreachBatch``) turns the topic into the table idempotently:
 
+0. check each record against the contract (``contract.decision_records.check_decision_record``, in a
+   Python UDF: the ``DecisionEvent`` model itself and the ``pa.context`` header's); a record that is not
+   a valid decision -- a forged or broken one, an outcome outside the enum, an amount that is not
+   integer minor units -- is counted, logged and sent to ``payments.decisions.dlq`` with the reasons,
+   never written to the log (where it would win over the real decision of its transaction);
 1. parse each record with the contract's ``DecisionEvent`` schema, plus the ``pa.context`` header
    (event time, source offset and a few transaction facts) the scoring query attaches;
 2. keep the first record of each ``transaction_id`` within the batch (by Kafka timestamp, offset);
@@ -27,14 +32,19 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.functions import arrow_udf
 
+from payments_core.contract.dead_letters import dead_letter
+from payments_core.contract.decision_records import CONTEXT_FIELDS, CONTEXT_HEADER, check_decision_record
 from payments_core.contract.events import DecisionEvent, TransactionEvent
+from payments_core.contract.topics import DECISIONS
 from services.stream_processor.metrics import MetricsWriter
-from services.stream_processor.scoring import CONTEXT_FIELDS, CONTEXT_HEADER
 from services.stream_processor.tables import DeltaTarget
 from spark.common.schema import struct_type_for
 
@@ -55,9 +65,98 @@ CONTEXT_SCHEMA = T.StructType(
 _LEADING = ("transaction_id", "event_timestamp", "decided_at", "published_at", "event_date", "outcome")
 
 
+REFUSED_BY = "decision_log"
+
+
+def _context_value() -> Column:
+    """The value of a Kafka record's ``pa.context`` header (null without one)."""
+    return F.element_at(F.filter("headers", lambda h: h["key"] == F.lit(CONTEXT_HEADER)), 1)["value"]
+
+
+def _refuse(
+    key: pa.Array,
+    value: pa.Array,
+    context: pa.Array,
+    topic: pa.Array,
+    partition: pa.Array,
+    offset: pa.Array,
+    timestamp: pa.Array,
+) -> pa.Array:
+    """Per record: null for a valid decision record, else its dead letter (JSON) with the reasons."""
+    now = datetime.now(UTC)
+    values, contexts = value.to_pylist(), context.to_pylist()
+    out: list[bytes | None] = [None] * len(values)
+    for i, (raw, ctx) in enumerate(zip(values, contexts, strict=True)):
+        checked = check_decision_record(raw, ctx)
+        if isinstance(checked, DecisionEvent):
+            continue
+        letter = dead_letter(
+            checked,
+            raw=raw,
+            topic=topic[i].as_py(),
+            partition=partition[i].as_py(),
+            offset=offset[i].as_py(),
+            timestamp=timestamp[i].as_py(),
+            key=key[i].as_py(),
+            now=now,
+            refused_by=REFUSED_BY,
+        )
+        out[i] = letter.model_dump_json().encode()
+    return pa.array(out, pa.binary())
+
+
+# pyspark's overloads of arrow_udf do not cover a returnType given without functionType
+refusal_udf = arrow_udf(_refuse, returnType=T.BinaryType())  # type: ignore[call-overload]
+
+
+def _column(frame: DataFrame, name: str, kind: str) -> Column:
+    return F.col(name) if name in frame.columns else F.lit(None).cast(kind)
+
+
+def with_refusals(kafka_rows: DataFrame, topic: str = DECISIONS.name) -> DataFrame:
+    """The decisions-topic records plus ``_refused``: null for a valid decision record, else its dead
+    letter (``topic`` names the source in it when the frame has no ``topic`` column)."""
+    topic_col = F.col("topic") if "topic" in kafka_rows.columns else F.lit(topic)
+    return kafka_rows.withColumn(
+        "_refused",
+        refusal_udf(
+            _column(kafka_rows, "key", "binary"),
+            F.col("value"),
+            _context_value(),
+            topic_col,
+            F.col("partition"),
+            F.col("offset"),
+            F.col("timestamp"),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetterSink:
+    """Where the decision log sends the records it refuses: a Kafka topic (``kafka.``-prefixed client
+    options of Spark's Kafka sink)."""
+
+    topic: str
+    kafka_options: dict[str, str]
+
+    def write(self, refused: DataFrame) -> None:
+        # keyed like every dead letter: <topic>/<partition>/<offset> of the refused record
+        letter = F.col("_refused").cast("string")
+        key = F.concat_ws(
+            "/", *(F.get_json_object(letter, f"$.source_{part}") for part in ("topic", "partition", "offset"))
+        )
+        (
+            refused.select(key.cast("binary").alias("key"), F.col("_refused").alias("value"))
+            .write.format("kafka")
+            .options(**self.kafka_options)
+            .option("topic", self.topic)
+            .save()
+        )
+
+
 def decision_rows(kafka_rows: DataFrame) -> DataFrame:
     """Kafka records of the decisions topic (``value``, ``headers``, offsets) -> decision-log rows."""
-    context_value = F.element_at(F.filter("headers", lambda h: h["key"] == F.lit(CONTEXT_HEADER)), 1)["value"]
+    context_value = _context_value()
     parsed = kafka_rows.select(
         F.from_json(F.col("value").cast("string"), DECISION_SCHEMA).alias("d"),
         F.from_json(context_value.cast("string"), CONTEXT_SCHEMA).alias("c"),
@@ -114,6 +213,10 @@ class DecisionLogWriter:
     # Refresh the minute metrics at most this often (0 = every batch); the decided_at range of the
     # batches in between accumulates, so no minute is skipped.
     metrics_interval_s: float = 0.0
+    # where refused records go (payments.decisions.dlq); without one they are only counted and logged
+    dead_letters: DeadLetterSink | None = None
+    # records refused since this writer started (invalid decision records; see the module docstring)
+    refused_total: int = field(default=0, init=False)
     _pending: tuple[int, int] | None = field(default=None, init=False, repr=False)
     _refreshed_at: float | None = field(default=None, init=False, repr=False)
     _app_id: str | None = field(default=None, init=False, repr=False)
@@ -137,6 +240,33 @@ class DecisionLogWriter:
         if not self._bound.wait(120):
             raise RuntimeError("DecisionLogWriter.bind(query.id) was not called")
         started = time.perf_counter()
+        checked = with_refusals(batch).persist()
+        try:
+            self._refuse(checked.where(F.col("_refused").isNotNull()), batch_id)
+            self._append(spark, checked.where(F.col("_refused").isNull()).drop("_refused"), batch_id, started)
+        finally:
+            checked.unpersist()
+
+    def _refuse(self, refused: DataFrame, batch_id: int) -> None:
+        """Count the refused records, send them to the dead-letter topic (before the batch's append: a
+        replay after a crash sends them again, under the same key, rather than never)."""
+        n = refused.count()
+        if not n:
+            return
+        if self.dead_letters is not None:
+            self.dead_letters.write(refused)
+        self.refused_total += n
+        example = refused.select("_refused").first()
+        log.warning(
+            "decision log batch %d: %d records are not valid decisions, not logged%s (%d since start); e.g. %s",
+            batch_id,
+            n,
+            f", sent to {self.dead_letters.topic}" if self.dead_letters else "",
+            self.refused_total,
+            bytes(example[0]).decode()[:300] if example else "",
+        )
+
+    def _append(self, spark: SparkSession, batch: DataFrame, batch_id: int, started: float) -> None:
         first = Window.partitionBy("transaction_id").orderBy("published_at", "decision_partition", "decision_offset")
         rows = decision_rows(batch).withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n").persist()
         try:

@@ -8,8 +8,9 @@
 
 ``decision_log`` (micro-batch; Delta is not a real-time-mode sink)::
 
-    Kafka payments.decisions ─► foreachBatch: idempotent append to the Delta decision log (exactly one row per
-        transaction) ─► recompute the touched minutes of stream_metrics_1m and stream_alerts
+    Kafka payments.decisions ─► foreachBatch: records that are not valid decisions ─► payments.decisions.dlq;
+        idempotent append to the Delta decision log (exactly one row per transaction)
+        ─► recompute the touched minutes of stream_metrics_1m and stream_alerts
 
 Every builder takes the parts tests swap: the source DataFrame (``source=``), topic names and paths
 (through ``StreamProcessorSettings``), the trigger and the checkpoint. ``start`` builds the real
@@ -28,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from payments_core.rules.model import ruleset_path
-from services.stream_processor.decision_log import DecisionLogWriter
+from services.stream_processor.decision_log import DeadLetterSink, DecisionLogWriter
 from services.stream_processor.metrics import AlertThresholds, MetricsWriter
 from services.stream_processor.scoring import (
     INPUT_COLUMNS,
@@ -116,6 +117,8 @@ def scoring_config(
         uc_catalog=settings.uc_catalog,
         uc_schema=settings.uc_schema,
         publish=tuple(sorted(settings.worker_producer_options().items())) if publish else None,
+        max_event_skew_seconds=settings.max_event_skew_seconds,
+        redis_retry_seconds=settings.stream_redis_retry_seconds,
     )
 
 
@@ -256,7 +259,10 @@ def decision_log_writer(
     )
     interval = settings.stream_metrics_interval_seconds if metrics_interval_s is None else metrics_interval_s
     return DecisionLogWriter(
-        target(DECISION_LOG), MetricsWriter(target(METRICS_1M), target(ALERTS), thresholds), metrics_interval_s=interval
+        target(DECISION_LOG),
+        MetricsWriter(target(METRICS_1M), target(ALERTS), thresholds),
+        metrics_interval_s=interval,
+        dead_letters=DeadLetterSink(settings.topics.decisions_dlq, settings.kafka_client_options()),
     )
 
 
@@ -267,9 +273,12 @@ def start_decision_log(
     source: DataFrame | None = None,
     available_now: bool = False,
     query_name: str = LOG_QUERY,
+    writer: DecisionLogWriter | None = None,
 ) -> StreamingQuery:
+    """``writer``: the foreachBatch body (default ``decision_log_writer``: the log, its dead letters and
+    the one-minute metrics)."""
     # availableNow runs end after their last batch: refresh the metrics on every batch then
-    writer_fn = decision_log_writer(settings, 0.0 if available_now else None)
+    writer_fn = writer or decision_log_writer(settings, 0.0 if available_now else None)
     writer_fn.ensure(spark)
     if source is None:
         source = kafka_source(
@@ -279,18 +288,18 @@ def start_decision_log(
             include_headers=True,
             max_offsets_per_trigger=settings.stream_log_max_offsets_per_trigger,
         )
-    writer = (
+    stream_writer = (
         source.writeStream.foreachBatch(writer_fn)
         .option("checkpointLocation", settings.checkpoint(query_name))
         .queryName(query_name)
     )
-    writer = (
-        writer.trigger(availableNow=True)
+    stream_writer = (
+        stream_writer.trigger(availableNow=True)
         if available_now
-        else writer.trigger(processingTime=settings.stream_log_interval)
+        else stream_writer.trigger(processingTime=settings.stream_log_interval)
     )
     _in_pool(spark, "decision_log")
-    query = writer.start()
+    query = stream_writer.start()
     writer_fn.bind(query.id)
     _WRITERS[query.id] = writer_fn  # Running.stop flushes its pending metrics
     log.info("query %s started", query_name)

@@ -49,10 +49,13 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import redis
 from confluent_kafka import Producer
 from pyspark.sql import types as T
 from pyspark.sql.functions import arrow_udf
 
+from payments_core.contract.clock import DEFAULT_MAX_EVENT_SKEW_SECONDS, EventClock
+from payments_core.contract.decision_records import CONTEXT_FIELDS, CONTEXT_HEADER
 from payments_core.engine import DecisionEngine
 from payments_core.features import VELOCITY_FEATURES
 from payments_core.models import ModelSource
@@ -63,22 +66,8 @@ from services.stream_processor.parse import Parsed, dead_letter, dead_letter_key
 
 log = logging.getLogger(__name__)
 
-CONTEXT_HEADER = "pa.context"
-# Transaction facts carried next to each decision (header ``pa.context``) for the decision log, the
-# one-minute metrics and the latency figures. Never the hidden ``is_fraud`` label.
-CONTEXT_FIELDS: tuple[str, ...] = (
-    "merchant_id",
-    "merchant_segment",
-    "amount_minor",
-    "currency",
-    "card_network",
-    "payment_solution",
-    "geo_country",
-    "is_approved",
-    "fraud_score",
-    "processing_time_ms",
-)
-
+# The ``pa.context`` header of each decision record (transaction facts for the decision log, the
+# one-minute metrics and the latency figures) is part of the contract: ``contract.decision_records``.
 OUTPUT_DDL = "topic string, key binary, value binary, headers array<struct<key:string,value:binary>>"
 _HEADER_TYPE = pa.struct([pa.field("key", pa.string()), pa.field("value", pa.binary())])
 OUTPUT_ARROW = pa.struct(
@@ -113,6 +102,11 @@ class ScoringConfig:
     # ``score_publish_udf``: Kafka producer settings of the worker's own producer (sorted pairs,
     # librdkafka names; hashable, as the config keys the per-process runtimes)
     publish: tuple[tuple[str, str], ...] | None = None
+    # how far an event time may be ahead of the worker's clock (PA_MAX_EVENT_SKEW_SECONDS)
+    max_event_skew_seconds: float = DEFAULT_MAX_EVENT_SKEW_SECONDS
+    # how long a velocity call is retried while Redis is unreachable (restart, failover) before the
+    # task fails (PA_STREAM_REDIS_RETRY_SECONDS)
+    redis_retry_seconds: float = 120.0
 
 
 class Publisher:
@@ -200,6 +194,36 @@ class Runtime:
             self._refreshed = time.monotonic()
             self.engine.refresh()
 
+    def velocity_features(
+        self, tids: list[str], ts_ms: list[int], amounts: list[int], entities: list[list[str]]
+    ) -> np.ndarray:
+        """``BatchRedisVelocity.features_arrays``, retried while Redis cannot be reached.
+
+        A Redis restart or failover must not fail the batch (a failed task fails the query, and the
+        processor with it). The call is idempotent -- recording is keyed by transaction_id and the
+        features are read after the whole batch is recorded -- so a call that reached Redis before
+        the connection broke gives the same result when repeated. Retried with backoff for at most
+        ``redis_retry_seconds``; then the error fails the task as before."""
+        assert self.velocity is not None
+        give_up = time.monotonic() + self.config.redis_retry_seconds
+        pause, attempt = 0.05, 0
+        while True:
+            try:
+                return self.velocity.features_arrays(tids, ts_ms, amounts, entities)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                attempt += 1
+                if time.monotonic() + pause > give_up:
+                    raise
+                if attempt == 1 or attempt % 20 == 0:
+                    print(  # noqa: T201 - a Python worker has no logging set up; its stderr is the executor's log
+                        f"[score pid={os.getpid()}] velocity store unreachable ({type(exc).__name__}: {exc}); "
+                        f"retrying the batch's velocity call (attempt {attempt})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
 
 _PROFILE = bool(os.environ.get("PA_STREAM_PROFILE"))
 _RUNTIMES: dict[ScoringConfig, Runtime] = {}
@@ -233,10 +257,15 @@ def process_arrays(
     rt.maybe_refresh()
     t0 = time.perf_counter()
     n = len(value)
+    at = (now or (lambda: datetime.now(UTC)))()
+    # event times later than this worker's clock plus the allowed skew are refused (the contract's rule)
+    clock = EventClock(at, config.max_event_skew_seconds)
     # a few rows (real-time mode): pydantic models and the engine's one-row path, no per-batch
     # set-up; more: the columnar validation and the vectorised batch path
     small = n <= SMALL_BATCH_ROWS
-    parsed: Parsed = parse_values(value.to_pylist(), table=False) if small else parse_array(value)
+    parsed: Parsed = (
+        parse_values(value.to_pylist(), table=False, clock=clock) if small else parse_array(value, clock=clock)
+    )
     t1 = t2 = t3 = time.perf_counter()
     out_topic: list[str | None] = [None] * n
     out_key: list[bytes | None] = [None] * n
@@ -263,7 +292,7 @@ def process_arrays(
             entities = [table.column(c).to_pylist() for c in ENTITY_COLUMNS]
             ctx_cols = [table.column(name).to_pylist() for name in CONTEXT_FIELDS]
         t1 = time.perf_counter()
-        feats = rt.velocity.features_arrays(tids, ts_ms, amounts, entities) if rt.velocity is not None else None
+        feats = rt.velocity_features(tids, ts_ms, amounts, entities) if rt.velocity is not None else None
         t2 = time.perf_counter()
         if small:
             zero = dict.fromkeys(VELOCITY_FEATURES, 0)
@@ -298,7 +327,6 @@ def process_arrays(
         keys = key.to_pylist()
         topics = topic.to_pylist()
         stamps = timestamp.to_pylist()
-        at = (now or (lambda: datetime.now(UTC)))()
         for i, reasons in parsed.invalid.items():
             letter = dead_letter(
                 reasons,

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from payments_core.contract.topics import DECISIONS, TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
+from payments_core.contract.topics import DECISIONS, DECISIONS_DLQ, TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
 from payments_core.settings import CommonSettings
 
 # Bump when a change makes old checkpoints unusable (new query shape, new state): the processor
@@ -87,6 +87,12 @@ class StreamProcessorSettings(CommonSettings):
         True,
         description="Read/record velocity in the online Redis store. Diagnostics only: without it "
         "velocity features are 0 and decisions differ from POST /score",
+    )
+    stream_redis_retry_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long a scoring batch retries its velocity call while Redis is unreachable (a "
+        "restart, a failover) before the task, and with it the query, fails",
     )
     stream_engine_refresh_seconds: float = Field(
         10.0, ge=0, description="How often each Python worker asks for new champion models / rule sets"
@@ -178,6 +184,7 @@ class StreamProcessorSettings(CommonSettings):
             prefixed(TRANSACTIONS, self.topic_prefix),
             self.stream_dlq_topic or prefixed(TRANSACTIONS_DLQ, self.topic_prefix),
             self.stream_decisions_topic or prefixed(DECISIONS, self.topic_prefix),
+            prefixed(DECISIONS_DLQ, self.topic_prefix),
         )
 
     def worker_producer_options(self) -> dict[str, str]:
@@ -195,10 +202,15 @@ class StreamProcessorSettings(CommonSettings):
 
 
 class Topics:
-    __slots__ = ("decisions", "dlq", "transactions")
+    __slots__ = ("decisions", "decisions_dlq", "dlq", "transactions")
 
-    def __init__(self, transactions: str, dlq: str, decisions: str):
+    def __init__(self, transactions: str, dlq: str, decisions: str, decisions_dlq: str):
         self.transactions, self.dlq, self.decisions = transactions, dlq, decisions
+        # records of the decisions topic the decision log refuses (not a valid decision record)
+        self.decisions_dlq = decisions_dlq
 
     def __repr__(self) -> str:
-        return f"Topics(transactions={self.transactions!r}, dlq={self.dlq!r}, decisions={self.decisions!r})"
+        return (
+            f"Topics(transactions={self.transactions!r}, dlq={self.dlq!r}, decisions={self.decisions!r}, "
+            f"decisions_dlq={self.decisions_dlq!r})"
+        )

@@ -39,6 +39,9 @@ def test_up_status_down_infrastructure(tmp_path):
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         assert "created topics: payments.transactions" in up.stdout
+        key = (tmp_path / "data" / "scoring_api.key").read_text().strip()
+        assert f"scoring API key: {key}" in up.stdout  # printed once, on the first `up`
+        assert (tmp_path / "data" / "run" / "supervisord.conf").stat().st_mode & 0o777 == 0o600
         status = _launcher(env, "status")
         assert status.returncode == 0
         assert "infra:kafka" in status.stdout and "RUNNING" in status.stdout
@@ -93,3 +96,27 @@ def test_spark_jars_leave_out_what_pyspark_ships():
     assert any(n.startswith("spark-sql-kafka-0-10_2.13-4.2.0") for n in names)
     assert any(n.startswith("delta-spark_4.2_2.13-") for n in names)
     assert not any(n.startswith(("scala-library", "hadoop-client", "jackson-", "slf4j-api")) for n in names)
+
+
+def test_first_up_creates_the_api_key_once_and_hands_it_to_the_control_plane(tmp_path, monkeypatch):
+    """Auth is on under `make up` too: the key the scoring API requires (``<data_dir>/scoring_api.key``,
+    mode 600) is created once, and the control plane (which calls /score) gets it."""
+    monkeypatch.delenv("PA_SCORING_API_KEY", raising=False)
+    settings = PlatformSettings(data_dir=tmp_path, with_postgres=False)
+    key, created, path = services.ensure_api_key(settings)
+    assert created and path == tmp_path / "scoring_api.key" and path.read_text().strip() == key
+    assert path.stat().st_mode & 0o777 == 0o600 and len(key) >= 40
+    assert services.ensure_api_key(settings) == (key, False, path)  # printed once: only when created
+    programs = {p.name: p for p in services.applications(settings)}
+    assert programs["control_plane"].env["PA_SCORING_API_KEY"] == key
+    assert "PA_SCORING_API_KEY" not in programs["scoring_api"].env  # it reads the key file itself
+    assert "PA_SCORING_API_KEY" not in services.service_env(settings)  # not every service
+    monkeypatch.setenv("PA_SCORING_API_KEY", "mine")  # the operator's own key wins
+    assert "PA_SCORING_API_KEY" not in {p.name: p for p in services.applications(settings)}["control_plane"].env
+
+
+def test_make_up_runs_redis_with_an_append_only_file(tmp_path):
+    argv = infra.redis_server(tmp_path, "127.0.0.1", 6390).argv()
+    assert argv[argv.index("--appendonly") + 1] == "yes"  # `make up`: persistent
+    throwaway = infra.redis_server(tmp_path, "127.0.0.1", 6391, persist=False).argv()
+    assert throwaway[throwaway.index("--appendonly") + 1] == "no"  # the tests' servers

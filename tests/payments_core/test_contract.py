@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from payments_core.contract import (
+    CONTEXT_HEADER,
+    DEFAULT_MAX_EVENT_SKEW_SECONDS,
     DecisionEvent,
+    EventClock,
     TransactionEvent,
     TransactionRequest,
+    check_decision_record,
+    configure_max_event_skew,
     from_minor_units,
     json_schemas,
     to_minor_units,
 )
+from payments_core.contract.decision_records import context_header
 from payments_core.contract.serde import DEFAULT_SERDE
+from payments_core.settings import CommonSettings
 from spark.common.schema import struct_type_for
 
 
@@ -93,3 +101,97 @@ def test_serde_round_trip():
     assert back == event
     assert back.event_timestamp == datetime(2026, 11, 27, 10, tzinfo=UTC)
     assert back.schema_version == 1
+
+
+# ------------------------------------------------------------------------------------------ event time
+def _stamp(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).isoformat()
+
+
+def test_an_event_time_ahead_of_the_server_clock_is_refused_naming_the_field():
+    with pytest.raises(ValidationError) as err:
+        TransactionRequest(**sample_request(event_timestamp=_stamp(timedelta(days=1))))
+    error = err.value.errors()[0]
+    assert error["loc"] == ("event_timestamp",) and error["type"] == "event_in_future"
+    assert "ahead of the server clock" in error["msg"] and "300 s" in error["msg"]
+    # the event as it flows on the topic too, and a naive time (read as UTC) the same way
+    with pytest.raises(ValidationError, match="event_timestamp"):
+        TransactionEvent(
+            **sample_request(event_timestamp=_stamp(timedelta(hours=2))), is_approved=True, processing_time_ms=1
+        )
+    naive = (datetime.now(UTC) + timedelta(hours=2)).replace(tzinfo=None).isoformat()
+    with pytest.raises(ValidationError, match="event_timestamp"):
+        TransactionRequest(**sample_request(event_timestamp=naive))
+    # within the allowed skew, and the past, are fine
+    TransactionRequest(**sample_request(event_timestamp=_stamp(timedelta(seconds=200))))
+    TransactionRequest(**sample_request(event_timestamp="2020-01-01T00:00:00Z"))
+
+
+def test_the_skew_comes_from_the_setting_or_the_validation_context(monkeypatch):
+    ahead = sample_request(event_timestamp=_stamp(timedelta(minutes=20)))
+    monkeypatch.delenv("PA_MAX_EVENT_SKEW_SECONDS", raising=False)
+    assert CommonSettings(_env_file=None).max_event_skew_seconds == DEFAULT_MAX_EVENT_SKEW_SECONDS == 300
+    try:
+        monkeypatch.setenv("PA_MAX_EVENT_SKEW_SECONDS", "3600")
+        configure_max_event_skew(None)  # read the environment again
+        assert TransactionRequest(**ahead).transaction_id  # 20 minutes ahead: within an hour
+        configure_max_event_skew(60)  # what a service sets from its settings
+        with pytest.raises(ValidationError, match="at most 60 s"):
+            TransactionRequest(**ahead)
+    finally:
+        configure_max_event_skew(None)
+    # a clock passed in the validation context wins (one reading for a whole batch)
+    clock = EventClock(datetime.now(UTC) + timedelta(hours=1), 0)
+    assert TransactionRequest.model_validate(ahead, context=clock.context()).transaction_id
+    with pytest.raises(ValidationError, match="event_timestamp"):
+        TransactionRequest.model_validate(ahead, context=EventClock(datetime.now(UTC), 0).context())
+
+
+# ------------------------------------------------------------------------------------------ decision records
+def _decision(**changes) -> dict:
+    base = {
+        "decision_id": "d1",
+        "transaction_id": "txn_0123456789abcdef",
+        "outcome": "approve",
+        "approval_probability": 0.9,
+        "risk_score": 0.1,
+        "recommended_route": "standard",
+        "reason_codes": [],
+        "rule_set_version": "rs-1",
+        "model_versions": {"approval": "1"},
+        "latency_ms": 1.5,
+        "decided_at": "2026-11-27T10:00:00Z",
+        "source": "stream",
+    }
+    base.update(changes)
+    return base
+
+
+def test_decision_records_are_checked_against_the_contract_value_and_header():
+    valid = orjson.dumps(_decision())
+    context = orjson.dumps({"merchant_id": "m_1", "amount_minor": 5400, "currency": "BRL", "event_timestamp_ms": 1})
+    assert isinstance(check_decision_record(valid), DecisionEvent)
+    assert isinstance(check_decision_record(valid, context), DecisionEvent)
+    assert isinstance(check_decision_record(valid, b'{"a_field_added_later": 1}'), DecisionEvent)
+    refused = {
+        b"{not json": ("$", "json_invalid"),
+        orjson.dumps(_decision(outcome="steal")): ("outcome", "literal_error"),
+        orjson.dumps({k: v for k, v in _decision().items() if k != "decision_id"}): ("decision_id", "missing"),
+        orjson.dumps(_decision(amount=12.5)): ("amount", "extra_forbidden"),
+        orjson.dumps(_decision(risk_score=1.5)): ("risk_score", "less_than_equal"),
+    }
+    for raw, (field, kind) in refused.items():
+        reasons = check_decision_record(raw)
+        assert isinstance(reasons, list) and (reasons[0].field, reasons[0].type) == (field, kind), (raw, reasons)
+    assert check_decision_record(None)[0].type == "missing_value"  # type: ignore[index]
+    for header, field in (
+        (b'{"amount_minor": 12.5}', "pa.context.amount_minor"),  # not integer minor units
+        (b'{"amount_minor": "54.00"}', "pa.context.amount_minor"),
+        (b'{"currency": "XXX"}', "pa.context.currency"),
+        (b"[]", "pa.context"),
+    ):
+        reasons = check_decision_record(valid, header)
+        assert isinstance(reasons, list) and reasons[0].field == field, (header, reasons)
+    assert context_header([("other", b"x"), (CONTEXT_HEADER, b"{}")]) == b"{}"
+    assert context_header({CONTEXT_HEADER.encode(): None}) == b""  # type: ignore[dict-item]
+    assert context_header(None) is None

@@ -174,3 +174,73 @@ def test_a_busy_merchant_sums_from_buckets_exactly(store):
     store.features(_tx(9999, 86400 * 3, card="tok_q", device="dev_q", merchant="m_busy"))
     assert store.client.zcard(key) == 1
     assert not store.client.exists(f"{key}:b")
+
+
+def _recent(n: int, prefix: str, **entities) -> list[dict]:
+    """``n`` transactions over the last ``n`` seconds (wall clock), the given card/device/merchant."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "transaction_id": f"txn_{prefix}{i:08x}",
+            "event_timestamp": now - timedelta(seconds=n - i),
+            "amount_minor": 100 + i,
+            **entities,
+        }
+        for i in range(n)
+    ]
+
+
+def _record_future(path: str, client, prefix: str, tx: dict) -> None:
+    from payments_core.velocity_batch import ENTITY_COLUMNS, BatchRedisVelocity  # noqa: PLC0415
+
+    if path in ("features", "record"):
+        store = RedisVelocityStore(client, prefix=prefix)
+        store.features(tx) if path == "features" else store.record(tx)
+        return
+    batch = BatchRedisVelocity(client, prefix=prefix)
+    args = (
+        [tx["transaction_id"]],
+        [int(tx["event_timestamp"].timestamp() * 1000)],
+        [tx["amount_minor"]],
+        [[tx[c]] for c in ENTITY_COLUMNS],
+    )
+    batch.features_arrays(*args) if path == "batch_features" else batch.record_arrays(*args)
+
+
+@pytest.mark.parametrize("path", ["features", "record", "batch_features", "batch_record", "in_memory"])
+def test_a_future_dated_transaction_leaves_existing_windows_intact(redis_url, path):
+    # A client clock days ahead: recording trims relative to event time, and used to trim everything
+    # older than (event time - largest window - grace): the card's and the merchant's whole history.
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"test:vel:{uuid.uuid4().hex[:8]}"
+    entities = {"card_token_id": "tok_f", "device_fingerprint": "dev_f", "merchant_id": "m_f"}
+    # the merchant with more members than BUCKET_MIN_MEMBERS: its amount buckets are kept up to date too
+    history = _recent(90, "a", **entities)
+    memory = InMemoryVelocityStore()
+    store = RedisVelocityStore(client, prefix=prefix)
+    store.features_batch(history)
+    memory.features_batch(history)
+    probe = {
+        **entities,
+        "transaction_id": "txn_ffffffffffffffff",
+        "amount_minor": 1,
+        "event_timestamp": datetime.now(UTC),
+    }
+    before = store.features(probe, record=False)
+    assert before["card_txn_count_3600s"] == before["merchant_txn_count_300s"] == 90
+    assert before == memory.features(probe, record=False)
+
+    future = {**entities, "transaction_id": "txn_fffffffffffffffe", "amount_minor": 7}
+    future["event_timestamp"] = datetime.now(UTC) + timedelta(days=3)
+    if path == "in_memory":
+        memory.record(future)
+        assert memory.features(probe, record=False) == before
+        return
+    _record_future(path, client, prefix, future)
+    after = store.features(probe, record=False)
+    assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    for entity, value in (("card", "tok_f"), ("device", "dev_f"), ("merchant", "m_f")):
+        assert client.zcard(entity_key(prefix, entity, value)) == 91  # the history and the future one
+    # the merchant's amount buckets still add up to its members (the sums over windows read them)
+    buckets = client.hgetall(entity_key(prefix, "merchant", "m_f") + ":b")
+    assert sum(int(v) for f, v in buckets.items() if f.startswith(b"h")) == sum(t["amount_minor"] for t in history) + 7

@@ -1,5 +1,6 @@
 """Decisions: the live decision stream (list, server-sent events, detail, feed status) and "Try a
-transaction", which forwards a transaction to the scoring API's ``POST /score`` over HTTP."""
+transaction", which forwards a transaction to the scoring API's ``POST /score`` over HTTP. The decisions
+come from the backend (Kafka locally, the decision log through the SQL warehouse on Databricks)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,18 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from payments_core.contract import CURRENCY_EXPONENT, DecisionOutcome
-from payments_core.contract.events import CardNetwork, Currency, MerchantSegment, PaymentSolution, enum_values
+from payments_core.contract.events import (
+    CardNetwork,
+    Currency,
+    MerchantSegment,
+    PaymentSolution,
+    TransactionRequest,
+    enum_values,
+)
 from payments_core.samples import sample_request
 from services.control_plane import audit
-from services.control_plane.decision_feed import DecisionFeed, DecisionFilter
+from services.control_plane.backends import BackendError, DecisionSource
+from services.control_plane.decision_feed import DecisionFilter
 from services.control_plane.deps import DbSession, PageUser, SettingsDep, Viewer
 from services.control_plane.templating import render
 
@@ -30,8 +39,10 @@ MAX_BACKLOG = 500
 SCORE_TIMEOUT_S = 10.0
 
 
-def _feed(request: Request) -> DecisionFeed:
-    return request.app.state.feed
+def _feed(request: Request) -> DecisionSource:
+    """The backend's decisions: the Kafka feed locally, the decision log through the SQL warehouse on
+    Databricks."""
+    return request.app.state.backend.decisions
 
 
 def decision_filter(
@@ -100,8 +111,12 @@ async def stream_decisions(
     feed = _feed(request)
     subscription = feed.subscribe(asyncio.get_running_loop(), filters)  # before the backlog: no gap
     try:
+        try:
+            entries = await asyncio.to_thread(feed.recent, filters, backlog) if backlog else []
+        except BackendError:  # the warehouse did not answer: the status says why, new rows still come
+            entries = []
         yield ServerSentEvent(data=feed.status(), event="status", retry=3000)
-        for entry in reversed(feed.recent(filters, backlog) if backlog else []):
+        for entry in reversed(entries):
             yield ServerSentEvent(data=entry, event="decision", id=entry["decision_id"])
         while not await request.is_disconnected():
             try:
@@ -176,11 +191,13 @@ def decision_detail(transaction_id: str, request: Request, _user: Viewer) -> dic
     """One buffered decision with its transaction's facts (``transaction`` is null until they arrive)."""
     entry = _feed(request).get(transaction_id)
     if entry is None:
-        raise HTTPException(
-            404,
-            f"no decision for {transaction_id} among the last "
-            f"{request.app.state.settings.decision_buffer} the control plane has seen",
+        settings = request.app.state.settings
+        where = (
+            "in the decision log"
+            if settings.backend == "databricks"
+            else f"among the last {settings.decision_buffer} the control plane has seen"
         )
+        raise HTTPException(404, f"no decision for {transaction_id} {where}")
     return entry
 
 
@@ -195,3 +212,54 @@ def _json_or_text(resp: httpx.Response) -> Any:
         return resp.json()
     except ValueError:
         return resp.text[:500]
+
+
+# ------------------------------------------------------------------------------ similar past transactions
+SIMILAR_TIMEOUT_S = 5.0
+SIMILAR_MAX_K = 100  # the scoring API's bound
+
+
+@router.get("/api/decisions/{transaction_id}/similar")
+async def similar_transactions(
+    transaction_id: str,
+    request: Request,
+    settings: SettingsDep,
+    _user: Viewer,
+    k: Annotated[int, Query(ge=1, le=SIMILAR_MAX_K)] = 10,
+):
+    """The past transactions most similar to this decision's transaction, with their outcomes and the
+    mix, from the scoring API: ``POST /similar`` with the transaction's facts when the control plane has
+    them, else ``GET /similar/{id}`` (a transaction in the index). The API's 404/503 pass through."""
+    try:
+        entry = await asyncio.to_thread(_feed(request).get, transaction_id)
+    except BackendError:  # the warehouse did not answer: the index may still know the transaction
+        entry = None
+    facts = (entry or {}).get("transaction")
+    base = settings.scoring_api_url.rstrip("/")
+    headers = {"Accept": "application/json"}
+    if settings.scoring_api_key.get_secret_value():
+        headers["Authorization"] = f"Bearer {settings.scoring_api_key.get_secret_value()}"
+    try:
+        async with httpx.AsyncClient(timeout=SIMILAR_TIMEOUT_S) as client:
+            if facts:
+                # the facts are the transaction event plus display fields: send only the request's fields
+                body = {name: facts[name] for name in TransactionRequest.model_fields if name in facts}
+                resp = await client.post(f"{base}/similar", params={"k": k}, json=body, headers=headers)
+            else:
+                resp = await client.get(f"{base}/similar/{transaction_id}", params={"k": k}, headers=headers)
+    except httpx.HTTPError as exc:
+        raise HTTPException(
+            503, f"the scoring API at {settings.scoring_api_url} is not reachable ({type(exc).__name__}: {exc})"
+        ) from None
+    body = _json_or_text(resp)
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if resp.status_code in (401, 403):
+        raise HTTPException(
+            502,
+            f"the scoring API refused the control plane's API key ({resp.status_code}: {detail}); "
+            "set PA_SCORING_API_KEY to one of its PA_API_KEYS",
+        )
+    if resp.status_code != 200 or not isinstance(body, dict):
+        status = resp.status_code if resp.status_code in (404, 422, 503) else 502
+        raise HTTPException(status, f"similar transactions: the scoring API answered {resp.status_code}: {detail}")
+    return {**body, "looked_up_by": "facts" if facts else "id"}

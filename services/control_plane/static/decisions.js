@@ -10,6 +10,7 @@
   const statusEl = document.getElementById("feed-status");
   const detailPanel = document.getElementById("decision-detail");
   const detailBody = document.getElementById("detail-body");
+  const similarBody = document.getElementById("detail-similar");
   const STATUS_CLASS = { connected: "ok", starting: "warn", error: "bad", stopped: "bad", disabled: "" };
 
   // pending: decisions that arrived while paused, by transaction id (a late join replaces, not adds)
@@ -66,7 +67,11 @@
       while (tbody.rows.length > MAX_ROWS) tbody.lastElementChild.remove();
     }
     row.classList.toggle("selected", d.transaction_id === selectedId);
-    if (d.transaction_id === selectedId) renderDetail(d);
+    if (d.transaction_id === selectedId) {
+      renderDetail(d);
+      // its facts just arrived: look the similar transactions up by them (the index may not hold it yet)
+      if (d.transaction && similarFor.id === d.transaction_id && !similarFor.hadFacts) loadSimilar(d.transaction_id, true);
+    }
   }
 
   function onDecision(d) {
@@ -202,8 +207,11 @@
     selectedId = id;
     tbody.querySelectorAll("tr.selected").forEach(r => r.classList.remove("selected"));
     rowFor(id)?.classList.add("selected");
+    similarBody.innerHTML = "";
     try {
-      renderDetail(await PA.api("GET", `/api/decisions/${encodeURIComponent(id)}`));
+      const d = await PA.api("GET", `/api/decisions/${encodeURIComponent(id)}`);
+      renderDetail(d);
+      loadSimilar(id, !!d.transaction);
     } catch (e) {
       detailBody.innerHTML = `<p class="error">${PA.esc(e.message)}</p>`;
     }
@@ -221,6 +229,57 @@
     else if (ev.key === "ArrowDown") { ev.preventDefault(); row.nextElementSibling?.focus(); }
     else if (ev.key === "ArrowUp") { ev.preventDefault(); row.previousElementSibling?.focus(); }
   });
+
+  // ------------------------------------------------------------------ similar past transactions
+  const SIMILAR_K = 10;
+  let similarFor = { id: null, hadFacts: false };
+
+  function mixFacts(mix) {
+    const top = mix.top_decline_reason
+      ? `<code>${PA.esc(mix.top_decline_reason)}</code> <span class="muted small">(${PA.num(mix.top_decline_reason_count)}
+         of ${PA.num(mix.declines)} declines)</span>`
+      : '<span class="muted">no declines</span>';
+    const fraud = mix.fraud_share == null ? '<span class="muted">no labels</span>' : PA.pct(mix.fraud_share);
+    return factsList([["Approval rate", PA.pct(mix.approval_rate)], ["Most common decline", top], ["Fraud share", fraud]]);
+  }
+
+  // three columns: the detail panel is narrow
+  function similarRows(neighbours) {
+    return neighbours.map(n => `<tr data-similar-id="${PA.esc(n.transaction_id)}">
+      <td><code class="small">${PA.esc(n.transaction_id)}</code>
+        <div class="muted small">${PA.esc(PA.when(n.event_timestamp))} · distance ${PA.num(n.distance, 2)}</div></td>
+      <td class="num">${PA.esc(n.amount ?? "–")} ${PA.esc(n.currency ?? "")}
+        <div class="muted small">${PA.esc(n.merchant_segment ?? "–")} · ${PA.esc(n.card_network ?? "")}
+          · ${PA.esc(n.payment_solution ?? "")} · ${PA.esc(n.geo_country)}</div></td>
+      <td>${n.is_approved ? PA.badge("approved", "ok") : PA.badge("declined", "bad")}
+        ${n.is_fraud ? PA.badge("fraud", "bad") : ""}
+        ${n.decline_reason ? `<div class="small"><code>${PA.esc(n.decline_reason)}</code></div>` : ""}</td></tr>`).join("");
+  }
+
+  function renderSimilar(s) {
+    const table = s.neighbours.length
+      ? `<div class="table-wrap"><table class="data" id="similar-table"><thead><tr>
+          <th scope="col">Transaction</th><th scope="col" class="num">Amount</th><th scope="col">Outcome</th>
+          </tr></thead><tbody>${similarRows(s.neighbours)}</tbody></table></div>`
+      : '<p class="muted">The index holds no other transaction.</p>';
+    similarBody.innerHTML = `<h3>Similar past transactions</h3>
+      <p class="muted small">The ${PA.num(s.neighbours.length)} nearest of ${PA.num(s.index.transactions)} indexed
+        transactions (the models' features: amount, merchant, card, route, risk, time of day).</p>
+      <div id="similar-mix">${mixFacts(s.mix)}</div>${table}`;
+  }
+
+  async function loadSimilar(id, hasFacts) {
+    similarFor = { id, hadFacts: hasFacts };
+    similarBody.innerHTML = '<h3>Similar past transactions</h3><p class="muted">Looking up…</p>';
+    try {
+      const s = await PA.api("GET", `/api/decisions/${encodeURIComponent(id)}/similar?k=${SIMILAR_K}`);
+      if (selectedId === id) renderSimilar(s);
+    } catch (e) {
+      if (selectedId !== id) return;
+      similarBody.innerHTML = `<h3>Similar past transactions</h3>
+        <p class="muted" role="status" id="similar-error">${PA.esc(e.message)}</p>`;
+    }
+  }
 
   // ------------------------------------------------------------------ try a transaction
   const form = document.getElementById("try-form");

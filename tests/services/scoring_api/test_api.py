@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+import uuid
 
 import orjson
 import pytest
@@ -13,7 +15,9 @@ from payments_core.contract.events import DecisionEvent
 from payments_core.rules import Rule, RuleSet, write_ruleset
 from payments_core.rules.model import ruleset_path
 from payments_core.samples import EXAMPLE_REQUEST, sample_request
+from payments_core.velocity import entity_key
 from services.scoring_api.app import create_app
+from services.scoring_api.keyfile import ensure_local_key
 from tests.payments_core.helpers import mlflow_uri, register_all, train_models
 from tests.services.scoring_api.conftest import API_KEY
 
@@ -34,15 +38,55 @@ def test_score_returns_a_full_decision_from_the_registered_models(client):
     assert any(c.kind == "policy" for c in d.reason_codes)
 
 
-def test_rescoring_is_idempotent(client):
-    tx = {**EXAMPLE_REQUEST, "transaction_id": "txn_1de0000000000001"}
+def test_rescoring_the_same_request_replays_the_decision(heuristic_client):
+    client = heuristic_client
+    tx = {**EXAMPLE_REQUEST, "transaction_id": "txn_1de0000000000001", "event_timestamp": "2026-03-14T15:09:26Z"}
     first = client.post("/score", json=tx)
-    again = client.post("/score", json={**tx, "fraud_score": 0.99})  # same id: the stored decision
+    # the same request, the same instant written with another offset: the stored decision
+    again = client.post("/score", json={**tx, "event_timestamp": "2026-03-14T12:09:26-03:00"})
     assert first.status_code == again.status_code == 200
     assert again.content == first.content and again.headers["idempotent-replay"] == "true"
     assert "idempotent-replay" not in first.headers
     got = client.get(f"/decisions/{tx['transaction_id']}")
     assert got.status_code == 200 and got.content == first.content
+
+
+def test_the_same_id_with_a_different_request_is_a_409(make_settings):
+    """Like a payment API's idempotency key: a reused transaction_id must carry the same request."""
+    with TestClient(create_app(make_settings(mlflow_tracking_uri=None)), headers={"X-API-Key": API_KEY}) as client:
+        card = entity_key(client.app.state.velocity.prefix, "card", "tok_409")
+        for change in (
+            {"fraud_score": 0.99},
+            {"amount_minor": 5401},
+            {"merchant_id": "m_other"},
+            {"card_token_id": "t"},
+        ):
+            tx = {**EXAMPLE_REQUEST, "transaction_id": "txn_" + uuid.uuid4().hex[:16], "card_token_id": "tok_409"}
+            first = client.post("/score", json=tx)
+            assert first.status_code == 200
+            before = state_members(client, card)
+            r = client.post("/score", json={**tx, **change})
+            assert r.status_code == 409, (change, r.text)
+            detail = r.json()["detail"]
+            assert tx["transaction_id"] in detail and "different request" in detail and "new transaction_id" in detail
+            assert state_members(client, card) == before  # the conflicting request recorded nothing
+            assert client.get(f"/decisions/{tx['transaction_id']}").content == first.content
+            again = client.post("/score", json=tx)  # the original request still gets its decision
+            assert again.status_code == 200 and again.content == first.content
+            batch = client.post("/score/batch", json={"transactions": [{**tx, **change}]})
+            assert batch.status_code == 409 and tx["transaction_id"] in batch.json()["detail"]
+            twice = {**tx, "transaction_id": "txn_" + uuid.uuid4().hex[:16]}
+            clash = client.post("/score/batch", json={"transactions": [twice, {**twice, **change}]})
+            assert clash.status_code == 409 and twice["transaction_id"] in clash.json()["detail"]
+            assert client.get(f"/decisions/{twice['transaction_id']}").status_code == 404  # nothing decided
+        assert "pa_idempotency_conflicts_total 12.0" in client.get("/metrics").text
+
+
+def state_members(client: TestClient, key: str) -> list[bytes]:
+    import redis  # noqa: PLC0415
+
+    with redis.Redis.from_url(client.app.state.settings.redis_url) as r:
+        return r.zrange(key, 0, -1)
 
 
 def test_velocity_is_recorded_and_used(make_settings):
@@ -65,10 +109,31 @@ def test_velocity_is_recorded_and_used(make_settings):
             d = c.post("/score", json=tx).json()
             outcomes.append("V1" in [r["code"] for r in d["reason_codes"]])
         assert outcomes == [False, False, False, True, True]
-        assert c.get("/ready").json()["rule_set_version"] == rules.full_version
+        body = c.get("/ready").json()  # what decides: the registered models, the published rules file
+        assert body["ready"] is True and body["rule_set_version"] == rules.full_version
+        for kind in ("approval", "risk", "routing", "retry"):
+            assert body["models"][kind] == {
+                "source": "registry",
+                "name": f"payment_analysis_{kind}",
+                "version": "1",
+                "alias": "champion",
+                "registry_version": "1",
+                "reason": None,
+            }
+        assert body["rules"] == {
+            "version": rules.full_version,
+            "source": "file",
+            "path": str(ruleset_path(settings.data_dir)),
+            "error": None,
+        }
+        assert body["consumer"] == {"expected": False, "running": None}
+        assert body["publisher"]["topic"] == f"{settings.topic_prefix}payments.decisions"
+        text = c.get("/metrics").text
+        assert 'pa_model_fallback{kind="approval"} 0.0' in text and "pa_rules_fallback 0.0" in text
 
 
-def test_batch_matches_single_and_dedupes(client):
+def test_batch_matches_single_and_dedupes(heuristic_client):
+    client = heuristic_client
     rng = random.Random(2)
     txs = [_json(sample_request(rng)) for _ in range(20)]
     r = client.post("/score/batch", json={"transactions": txs + [txs[0]]})
@@ -81,7 +146,9 @@ def test_batch_matches_single_and_dedupes(client):
 
 
 def test_batch_limit_names_the_field(make_settings):
-    with TestClient(create_app(make_settings(max_batch=2)), headers={"X-API-Key": API_KEY}) as c:
+    with TestClient(
+        create_app(make_settings(max_batch=2, mlflow_tracking_uri=None)), headers={"X-API-Key": API_KEY}
+    ) as c:
         rng = random.Random(3)
         r = c.post("/score/batch", json={"transactions": [_json(sample_request(rng)) for _ in range(3)]})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "transactions"]
@@ -98,13 +165,15 @@ def test_batch_limit_names_the_field(make_settings):
         ({"event_timestamp": "yesterday"}, "event_timestamp"),
     ],
 )
-def test_invalid_payloads_are_422_naming_the_field(client, change, field):
+def test_invalid_payloads_are_422_naming_the_field(heuristic_client, change, field):
+    client = heuristic_client
     r = client.post("/score", json={**EXAMPLE_REQUEST, **change})
     assert r.status_code == 422
     assert any(e["loc"][-1] == field for e in r.json()["detail"]), r.json()
 
 
-def test_missing_field_and_garbage_bodies(client):
+def test_missing_field_and_garbage_bodies(heuristic_client):
+    client = heuristic_client
     body = {k: v for k, v in EXAMPLE_REQUEST.items() if k != "merchant_id"}
     r = client.post("/score", json=body)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "merchant_id"]
@@ -115,7 +184,9 @@ def test_missing_field_and_garbage_bodies(client):
 
 
 def test_oversized_bodies_are_refused(make_settings):
-    with TestClient(create_app(make_settings(max_body_bytes=4096)), headers={"X-API-Key": API_KEY}) as c:
+    with TestClient(
+        create_app(make_settings(max_body_bytes=4096, mlflow_tracking_uri=None)), headers={"X-API-Key": API_KEY}
+    ) as c:
         big = {**EXAMPLE_REQUEST, "merchant_id": "m" * 5000}
         assert c.post("/score", json=big).status_code == 413
 
@@ -130,19 +201,67 @@ def test_oversized_bodies_are_refused(make_settings):
         assert c.post("/score", json=EXAMPLE_REQUEST).status_code == 200  # the worker is fine
 
 
-def test_auth_401_403_and_dev_mode(make_settings):
-    with TestClient(create_app(make_settings())) as c:
+def test_auth_401_403_in_every_mode(make_settings, tmp_path):
+    with TestClient(create_app(make_settings(mlflow_tracking_uri=None))) as c:
         r = c.post("/score", json=EXAMPLE_REQUEST)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert c.post("/score", json=EXAMPLE_REQUEST, headers={"X-API-Key": "wrong"}).status_code == 403
         assert c.post("/score", json=EXAMPLE_REQUEST, headers={"Authorization": "Bearer wrong"}).status_code == 403
         assert c.get("/decisions/txn_ffffffffffffffff").status_code == 401
+        assert c.post("/score/batch", json={"transactions": [EXAMPLE_REQUEST]}).status_code == 401
         assert c.post("/score", json=EXAMPLE_REQUEST, headers={"X-API-Key": API_KEY}).status_code == 200
-        assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200  # open
-    with TestClient(create_app(make_settings(env="dev", api_keys=""))) as c:
+        assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200  # public by default
+        assert c.get("/docs").status_code == 200 and c.get("/openapi.json").status_code == 200
+    # dev (what `make up` sets) is no exception; without PA_API_KEYS the local key file is created once
+    data_dir = tmp_path / "dev"
+    with TestClient(
+        create_app(make_settings(env="dev", api_keys="", data_dir=data_dir, mlflow_tracking_uri=None))
+    ) as c:
+        assert c.post("/score", json=EXAMPLE_REQUEST).status_code == 401
+        key_file = data_dir / "scoring_api.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        assert len(key) >= 40 and ensure_local_key(data_dir) == (key, False)
+        assert c.post("/score", json=EXAMPLE_REQUEST, headers={"X-API-Key": key}).status_code == 200
+    with TestClient(
+        create_app(make_settings(env="dev", data_dir=data_dir, mlflow_tracking_uri=None))
+    ) as c:  # PA_API_KEYS and the file
+        for k in (API_KEY, key):
+            assert c.post("/score", json=EXAMPLE_REQUEST, headers={"X-API-Key": k}).status_code == 200
+    with pytest.raises(SystemExit, match="PA_AUTH=off is refused with PA_ENV=prod"):
+        create_app(make_settings(auth="off"))
+    with TestClient(create_app(make_settings(env="test", auth="off", mlflow_tracking_uri=None))) as c:  # tests only
         assert c.post("/score", json=EXAMPLE_REQUEST).status_code == 200
-    with pytest.raises(SystemExit, match="PA_API_KEYS"):
-        create_app(make_settings(api_keys=""))
+
+
+def test_rate_limit_per_key_with_retry_after(make_settings):
+    with TestClient(
+        create_app(make_settings(api_keys="key-a,key-b", rate_limit="3/minute", mlflow_tracking_uri=None))
+    ) as c:
+        a, b = {"X-API-Key": "key-a"}, {"Authorization": "Bearer key-b"}
+        assert [c.post("/score", json=EXAMPLE_REQUEST, headers=a).status_code for _ in range(3)] == [200] * 3
+        r = c.post("/score", json=EXAMPLE_REQUEST, headers=a)
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 20
+        assert "rate limit" in r.json()["detail"] and "3/minute" in r.json()["detail"]
+        assert c.get("/decisions/txn_ffffffffffffffff", headers=a).status_code == 429
+        assert c.post("/score", json=EXAMPLE_REQUEST, headers=b).status_code == 200  # per key
+        assert c.get("/health").status_code == 200 and c.get("/ready").status_code == 200  # never limited
+        assert "pa_rate_limited_total 2.0" in c.get("/metrics").text
+    with TestClient(create_app(make_settings(rate_limit="off", mlflow_tracking_uri=None))) as c:
+        assert {
+            c.get("/decisions/txn_ffffffffffffffff", headers={"X-API-Key": API_KEY}).status_code for _ in range(30)
+        } == {404}
+
+
+def test_private_docs_and_metrics(make_settings):
+    with TestClient(create_app(make_settings(private_docs=True, private_metrics=True, mlflow_tracking_uri=None))) as c:
+        for path in ("/docs", "/redoc", "/openapi.json", "/metrics"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"X-API-Key": "wrong"}).status_code == 403, path
+            assert c.get(path, headers={"X-API-Key": API_KEY}).status_code == 200, path
+        spec = c.get("/openapi.json", headers={"X-API-Key": API_KEY}).json()
+        assert "/score" in spec["paths"] and "/docs" not in spec["paths"]
+        assert c.get("/health").status_code == 200 and c.get("/ready").status_code == 200
 
 
 def test_health_ready_metrics(client):
@@ -156,21 +275,52 @@ def test_health_ready_metrics(client):
     assert 'pa_model_version_info{kind="approval",version="1"} 1.0' in text
 
 
-def test_ready_is_503_without_redis(make_settings):
-    with TestClient(create_app(make_settings(redis_url="redis://127.0.0.1:1/0")), headers={"X-API-Key": API_KEY}) as c:
+def test_without_redis_503_and_no_internal_detail_in_the_body(make_settings, caplog):
+    with TestClient(
+        create_app(make_settings(redis_url="redis://127.0.0.1:1/0", mlflow_tracking_uri=None)),
+        headers={"X-API-Key": API_KEY},
+    ) as c:
         r = c.get("/ready")
         assert r.status_code == 503 and r.json()["redis"] is False
-        assert c.post("/score", json=EXAMPLE_REQUEST).status_code == 503
+        for resp in (
+            c.post("/score", json=EXAMPLE_REQUEST),
+            c.post("/score/batch", json={"transactions": [EXAMPLE_REQUEST]}),
+            c.get("/decisions/txn_ffffffffffffffff"),
+        ):
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+            assert resp.json() == {"detail": "decision store unavailable; retry later"}
+            for leak in ("127.0.0.1", ":1", "refused", "Error", "redis://"):
+                assert leak not in resp.text, resp.text
+    assert any("Redis unavailable" in rec.message and rec.levelname == "WARNING" for rec in caplog.records)
 
 
-def test_without_registry_the_heuristic_decides(make_settings):
+def test_without_registry_the_heuristic_decides_and_says_so(make_settings, caplog):
+    caplog.set_level(logging.WARNING, logger="scoring_api")
     with TestClient(create_app(make_settings(mlflow_tracking_uri=None)), headers={"X-API-Key": API_KEY}) as c:
         d = c.post("/score", json=EXAMPLE_REQUEST).json()
         assert d["model_versions"]["approval"] == "heuristic"
-        assert c.get("/ready").json()["models_heuristic"] is True
+        ready = c.get("/ready")
+        assert ready.status_code == 200  # a fallback is reported, it does not stop decisions
+        body = ready.json()
+        assert body["models_heuristic"] is True
+        assert body["models"]["risk"] == {
+            "source": "fallback",
+            "name": None,
+            "version": "heuristic",
+            "alias": None,
+            "registry_version": None,
+            "reason": "no model registry configured (PA_MLFLOW_TRACKING_URI)",
+        }
+        assert body["rules"]["source"] == "starter" and body["rules"]["version"].startswith("starter-")
+        text = c.get("/metrics").text
+        assert 'pa_model_fallback{kind="approval"} 1.0' in text and "pa_rules_fallback 1.0" in text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("model approval: the heuristic fallback decides" in w for w in warnings), warnings
+    assert any("rules: the starter rule set decides" in w for w in warnings), warnings
 
 
-def test_openapi_documents_examples_and_security(client):
+def test_openapi_documents_examples_and_security(heuristic_client):
+    client = heuristic_client
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
     assert "typical" in body["examples"]

@@ -1,4 +1,4 @@
-"""AutoPipeline and the write-behind decision store against a real Redis."""
+"""AutoPipeline and the decision store's script against a real Redis."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
 from services.scoring_api.app import create_app
 from services.scoring_api.pipelining import AutoPipeline, eval_script
-from services.scoring_api.store import DecisionStore, WriteBehindDecisions
+from services.scoring_api.store import EXISTS, OUTBOX_FULL, STORE_LUA, STORED, DecisionStore, fingerprint, pack, unpack
 
 from .conftest import API_KEY
 
@@ -69,20 +69,25 @@ def test_eval_script_reloads_a_flushed_script(redis_url):
     run(main())
 
 
-def test_decisions_written_behind_are_visible_before_and_after_redis_acknowledges(redis_url):
+def test_a_decision_is_stored_with_its_fingerprint_and_outboxed_once(redis_url):
     async def main():
         client = redis.asyncio.Redis.from_url(redis_url)
         store = DecisionStore(client, prefix=f"t{uuid.uuid4().hex[:6]}", ttl_seconds=60)
-        written = WriteBehindDecisions(store, AutoPipeline(client))
-        await client.set(store.key("txn_b"), b"stream-decided")  # first writer wins (NX)
-        written.put("txn_a", b"api-decided")
-        written.put("txn_b", b"api-decided")
-        assert written.local("txn_a") == b"api-decided" and written.unacknowledged == 2
-        await written.pipeline.drain()
-        assert written.unacknowledged == 0 and written.local("txn_a") is None
-        assert await store.get("txn_a") == b"api-decided"
-        assert await store.get("txn_b") == b"stream-decided"
+        script = client.register_script(STORE_LUA)
+        outbox = f"{store.prefix}:outbox:me"
+        fp = fingerprint(dict(EXAMPLE_REQUEST))
+        assert fp == fingerprint({**EXAMPLE_REQUEST, "event_timestamp": EXAMPLE_REQUEST["event_timestamp"]})
+        pipe = AutoPipeline(client)
+        first = await eval_script(pipe, script, [store.key("txn_a"), outbox], [pack(fp, b"{1}"), 60, b"m1", 1, 10])
+        again = await eval_script(pipe, script, [store.key("txn_a"), outbox], [pack(fp, b"{2}"), 60, b"m2", 2, 10])
+        assert first == [STORED] and again[0] == EXISTS and unpack(again[1]) == (fp, b"{1}")
+        assert await client.zrange(outbox, 0, -1) == [b"m1"]  # the loser is not published
+        assert await store.get("txn_a") == b"{1}"  # readers get the decision without the fingerprint
         assert 0 < await client.ttl(store.key("txn_a")) <= 60
+        await client.set(store.key("txn_s"), b"{stream}")  # consumed from the topic: no fingerprint
+        assert unpack(await client.get(store.key("txn_s"))) == (None, b"{stream}")
+        full = await eval_script(pipe, script, [store.key("txn_b"), outbox], [pack(fp, b"{3}"), 60, b"m3", 3, 1])
+        assert full == [OUTBOX_FULL] and await client.get(store.key("txn_b")) is None
         await client.aclose()
 
     run(main())

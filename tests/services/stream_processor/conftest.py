@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -100,6 +101,31 @@ def consume_all(bootstrap: str, topic: str, *, timeout: float = 30.0, expect: in
             done.add(msg.partition())
     consumer.close()
     return out
+
+
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    watch: Any = None,
+    log: Path | None = None,
+    timeout: float = 240.0,
+    every: float = 0.5,
+) -> None:
+    """Poll ``check`` until it holds: the way a test waits for an EVENT (a decision published, a
+    checkpoint file written). ``timeout`` only bounds a failure, it never places a fault. ``watch``: a
+    subprocess or a streaming query that must stay alive meanwhile (its log tail on failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if isinstance(watch, subprocess.Popen):
+            tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+            assert watch.poll() is None, f"exited with {watch.returncode} while waiting for {what}:\n{tail}"
+        elif watch is not None:
+            assert watch.exception() is None, watch.exception()
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
 
 
 def as_json(events: list[dict[str, Any]]) -> list[bytes]:

@@ -3,11 +3,14 @@ and ``parse_array`` gives exactly ``parse_values``' verdicts, reasons and table.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from payments_core.contract.clock import EventClock
 from payments_core.contract.events import TransactionEvent
 from services.stream_processor.columnar import SMALLEST_READ, ColumnarValidator
 from services.stream_processor.parse import COLUMNAR, TX_ARROW_SCHEMA, models_table, parse_array, parse_values
@@ -98,6 +101,13 @@ def _variants() -> list[bytes | None]:
     ):
         out.append(_with(event_timestamp=stamp))
     out += [_with(event_timestamp=1772452800), _with(event_timestamp=1772452800.5)]
+    # ahead of the server clock by more than the allowed skew: refused by the contract, never accepted here
+    ahead = datetime.now(UTC) + timedelta(days=1)
+    out += [
+        _with(event_timestamp="2999-01-01T00:00:00Z"),
+        _with(event_timestamp=ahead.isoformat()),
+        _with(event_timestamp=ahead.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    ]
     out += [
         RAW,
         b"  " + RAW,
@@ -148,8 +158,9 @@ def _pydantic(raw: bytes | None) -> TransactionEvent | None:
 
 def test_the_fast_path_accepts_only_what_the_contract_accepts_with_the_same_values():
     fast = []
+    bound = {"event_timestamp": EventClock.current().latest}  # what parse_array passes: the contract's clock
     for raw in VARIANTS:  # one by one: a record the batch read fails on is not read at all
-        table, accepted, others = COLUMNAR.validate(pa.array([raw], pa.binary()))
+        table, accepted, others = COLUMNAR.validate(pa.array([raw], pa.binary()), latest=bound)
         assert len(accepted) + len(others) == 1 and table.num_rows == len(accepted)
         if len(accepted):
             model = _pydantic(raw)
@@ -168,7 +179,8 @@ def test_parse_array_gives_parse_values_verdicts_reasons_and_table():
     for i, raw in enumerate(VARIANTS):
         values += [valid[i % len(valid)], raw]
     values += valid
-    fast, slow = parse_array(pa.array(values, pa.binary())), parse_values(values)
+    clock = EventClock.current()  # one reading for both (the reasons of a future event time say how far ahead)
+    fast, slow = parse_array(pa.array(values, pa.binary()), clock=clock), parse_values(values, clock=clock)
     assert fast.valid_rows == slow.valid_rows
     assert fast.invalid == slow.invalid
     assert fast.table.schema == TX_ARROW_SCHEMA

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from payments_core.contract.clock import EventClock
 from payments_core.contract.events import TransactionEvent
-from services.stream_processor.parse import TX_ARROW_SCHEMA, DeadLetter, dead_letter, parse_values
+from services.stream_processor.parse import TX_ARROW_SCHEMA, DeadLetter, dead_letter, parse_array, parse_values
 from tests.services.stream_processor.conftest import make_events
 
 VALID = make_events(1, seed=3)[0]
@@ -35,6 +37,8 @@ BAD = [
     (orjson.dumps({**VALID, "merchant_id": 123}), "merchant_id", "string_type"),
     (orjson.dumps({**VALID, "uses_3ds": None}), "uses_3ds", "bool_type"),
     (orjson.dumps({**VALID, "schema_version": 2}), "schema_version", "literal_error"),
+    # a client clock years ahead: would wipe the card's and merchant's velocity windows
+    (orjson.dumps({**VALID, "event_timestamp": "2999-01-01T00:00:00Z"}), "event_timestamp", "event_in_future"),
 ]
 
 
@@ -101,3 +105,26 @@ def test_dead_letter_keeps_the_raw_bytes_and_where_they_came_from():
 def test_empty_and_single_batches(n):
     parsed = parse_values([orjson.dumps(VALID)] * n)
     assert parsed.table.num_rows == n and not parsed.invalid
+
+
+def test_event_times_ahead_of_the_clock_plus_the_skew_are_refused_on_both_paths():
+    now = datetime.now(UTC)
+    stamps = [
+        now - timedelta(days=1),
+        now + timedelta(seconds=250),
+        now + timedelta(seconds=400),
+        now + timedelta(days=1),
+    ]
+    records = [orjson.dumps({**VALID, "event_timestamp": s.isoformat()}) for s in stamps]
+    clock = EventClock(now, 300)
+    # a batch big enough for the columnar path, the four records in it, and the small-batch path
+    filler = [orjson.dumps(e) for e in make_events(300, seed=8)]
+    fast = parse_array(pa.array(filler + records, pa.binary()), clock=clock)
+    slow = parse_values(records, clock=clock)
+    assert sorted(fast.invalid) == [302, 303] and sorted(slow.invalid) == [2, 3]
+    for reasons in [*fast.invalid.values(), *slow.invalid.values()]:
+        assert (reasons[0].field, reasons[0].type) == ("event_timestamp", "event_in_future")
+        assert "ahead of the server clock" in reasons[0].message
+    # a clock one hour later accepts all but the day-ahead one
+    later = EventClock(now + timedelta(hours=1), 300)
+    assert sorted(parse_array(pa.array(filler + records, pa.binary()), clock=later).invalid) == [303]

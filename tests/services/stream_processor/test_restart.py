@@ -3,7 +3,10 @@ the Delta decision log and in Redis (through the scoring API's faust consumer); 
 
 The processor runs as a real subprocess (``python -m services.stream_processor run``) with its own
 checkpoints, warehouse and topics; the whole process group (driver, JVM, Python workers) is killed
-with SIGKILL while micro-batches are in flight."""
+with SIGKILL while a micro-batch is in flight. The kill is placed by events, never by the clock (a fast
+machine once decided everything before the old time-based kill landed): decisions flowing and the
+decision log merging, then a scoring batch held inside Redis (``CLIENT PAUSE ... WRITE``: its velocity
+script cannot run, so the batch cannot finish) with the rest of the transactions produced only then."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from launcher.topics import ensure_topics
 from payments_core.contract.events import DecisionEvent
 from payments_core.contract.topics import DECISIONS, TRANSACTIONS, TRANSACTIONS_DLQ, prefixed
 from services.stream_processor.tables import DECISION_LOG
-from tests.services.stream_processor.conftest import consume_all, make_events, produce
+from tests.services.stream_processor.conftest import consume_all, make_events, produce, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 N_FIRST, N_SECOND = 4000, 2000
@@ -36,6 +39,10 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _log_versions(table: Path) -> int:
     return len(list((table / "_delta_log").glob("*.json"))) if (table / "_delta_log").is_dir() else 0
+
+
+def _decided(bootstrap: str, prefix: str) -> int:
+    return len(consume_all(bootstrap, prefixed(DECISIONS, prefix), timeout=5))
 
 
 def test_kill_9_mid_stream_then_restart_loses_nothing_and_logs_each_transaction_once(
@@ -66,7 +73,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_logs_each_transaction_
     transactions = prefixed(TRANSACTIONS, prefix)
     # The first wave in two halves: the decision-log query starts its own low-priority JVM, 25-80 s
     # after scoring starts depending on the machine, and the processor must still be busy when the
-    # log is up and the kill lands, so the second half is produced only then.
+    # log is up and the kill lands, so the second half is produced only then (and held, see below).
     half = N_FIRST // 2
     produce(
         kafka_bootstrap,
@@ -92,26 +99,40 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_logs_each_transaction_
         stdout=first_log,
         stderr=subprocess.STDOUT,
     )
+    client = redis.Redis.from_url(redis_url)
     try:
-        # wait until the processor is in the middle of it: decisions flowing, the log merging
-        deadline = time.monotonic() + 360
-        decided = 0
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "processor-1.log").read_text()[-4000:]
-            decided = len(consume_all(kafka_bootstrap, prefixed(DECISIONS, prefix), timeout=5))
-            if decided >= 1000 and _log_versions(log_table) >= 2:  # created + at least one merge
-                break
-            time.sleep(0.5)
-        produce(
-            kafka_bootstrap,
-            transactions,
-            [orjson.dumps(e) for e in events[half:N_FIRST]],
-            [e["card_token_id"] for e in events[half:N_FIRST]],
+        # the events that place the kill mid-stream, none of them a race with the clock:
+        # 1. decisions flowing and the decision log merging (its own JVM starts 25-80 s after scoring)
+        wait_until(
+            lambda: _decided(kafka_bootstrap, prefix) >= 1000 and _log_versions(log_table) >= 2,
+            "decisions flowing and the decision log merging",
+            proc,
+            tmp_path / "processor-1.log",
+            timeout=360,
         )
-        decided = len(consume_all(kafka_bootstrap, prefixed(DECISIONS, prefix), timeout=5))
-        assert 1000 <= decided < N_FIRST, f"{decided} decided: not mid-stream"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        # 2. a scoring batch held in flight: Redis pauses writes, so the batch's velocity script (a
+        #    write) waits inside Redis and the batch cannot finish; the second half is produced only
+        #    now, so it cannot have been decided, whatever the speed of the machine
+        client.execute_command("CLIENT", "PAUSE", 120_000, "WRITE")
+        try:
+            produce(
+                kafka_bootstrap,
+                transactions,
+                [orjson.dumps(e) for e in events[half:N_FIRST]],
+                [e["card_token_id"] for e in events[half:N_FIRST]],
+            )
+            wait_until(
+                lambda: any(c["cmd"] == "evalsha" and "b" in c["flags"] for c in client.client_list()),
+                "a scoring batch held in Redis",
+                proc,
+                tmp_path / "processor-1.log",
+            )
+            decided = _decided(kafka_bootstrap, prefix)
+            assert 1000 <= decided < N_FIRST, f"{decided} decided: not mid-stream"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            client.execute_command("CLIENT", "UNPAUSE")
 
         produce(
             kafka_bootstrap,
@@ -138,7 +159,6 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_logs_each_transaction_
         assert not consume_all(kafka_bootstrap, prefixed(TRANSACTIONS_DLQ, prefix), timeout=5)
 
         # Redis, through the scoring API's consumer: one decision per transaction
-        client = redis.Redis.from_url(redis_url)
         keys: set[bytes] = set()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
