@@ -125,7 +125,7 @@ def test_tool_calls_and_requests_are_bounded(reader):
 
 def test_a_slow_or_failing_endpoint_falls_back_to_the_deterministic_answer(reader):
     def slow(request: dict):
-        time.sleep(1.5)
+        time.sleep(5)  # far beyond the 0.3 s timeout; the bound below leaves room for a loaded machine
         return {"content": "too late"}
 
     with chat_stub(slow) as stub:
@@ -133,7 +133,7 @@ def test_a_slow_or_failing_endpoint_falls_back_to_the_deterministic_answer(reade
         result = Orchestrator(reader, llm=client(stub, timeout_s=0.3)).run(
             RunRequest("specialist", agent="smart_routing")
         )
-        assert time.monotonic() - started < 1.4
+        assert time.monotonic() - started < 4
     assert result.planner == "rules" and result.recommendations
     assert any("no answer from" in n and "within 0.3 s" in n for n in result.notes)
     assert result.answer.startswith("Smart routing analysis.")
