@@ -593,10 +593,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=5)  # bounded: shutdown never hangs on a lost Redis reply
         try:  # flush the producer; what Kafka has not acknowledged stays in the outbox
-            await app.state.publisher.stop()
+            await asyncio.wait_for(app.state.publisher.stop(), timeout=30)
         except Exception as exc:
             log.warning("decision publisher did not stop cleanly: %s", describe(exc))
         with contextlib.suppress(Exception):

@@ -34,7 +34,6 @@ a ``DecisionEvent`` of the contract.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
@@ -164,8 +163,8 @@ class DecisionPublisher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # asyncio.wait, not await: a sweep stuck on a Redis reply that never comes must not hold the stop
+            await asyncio.wait({self._task}, timeout=5)
         remaining = await asyncio.to_thread(self.producer.flush, FLUSH_TIMEOUT_S)
         self._stopping.set()
         if self._thread is not None:
