@@ -103,7 +103,27 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-class DecisionFeed:
+class Subscribers:
+    """Live subscriptions of a decision source (the Kafka feed, the SQL warehouse poller): both hold
+    ``_lock``, ``_subscribers`` and ``_counts``."""
+
+    _lock: threading.Lock
+    _subscribers: set[Subscription]
+    _counts: dict[str, int]
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop, decision_filter: DecisionFilter) -> Subscription:
+        subscription = Subscription(loop, decision_filter)
+        with self._lock:
+            self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscribers.discard(subscription)
+            self._counts["dropped_for_subscribers"] += subscription.dropped
+
+
+class DecisionFeed(Subscribers):
     def __init__(self, settings: ControlPlaneSettings, group_id: str | None = None):
         self.settings = settings
         self.decisions_topic = prefixed(DECISIONS, settings.topic_prefix)
@@ -206,16 +226,6 @@ class DecisionFeed:
         }
 
     # ------------------------------------------------------------------------------------ fan-out
-    def subscribe(self, loop: asyncio.AbstractEventLoop, decision_filter: DecisionFilter) -> Subscription:
-        subscription = Subscription(loop, decision_filter)
-        with self._lock:
-            self._subscribers.add(subscription)
-        return subscription
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        with self._lock:
-            self._subscribers.discard(subscription)
-            self._counts["dropped_for_subscribers"] += subscription.dropped
 
     def _publish(self, entry: dict[str, Any]) -> None:
         with self._lock:

@@ -11,7 +11,6 @@ seen (keyset on ``logged_at``, ``transaction_id``) and pushes them to the subscr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -33,7 +32,7 @@ from pydantic import ValidationError
 
 from payments_core.contract import DecisionEvent, from_minor_units
 from services.control_plane.backends import BackendError, BackendUnavailable, NotConfigured
-from services.control_plane.decision_feed import DecisionFilter, Subscription
+from services.control_plane.decision_feed import DecisionFilter, Subscribers, Subscription
 from services.control_plane.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:
@@ -204,7 +203,7 @@ def decision_entry(row: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-class WarehouseDecisions:
+class WarehouseDecisions(Subscribers):
     """The decisions view's source on Databricks (the ``DecisionSource`` protocol)."""
 
     def __init__(self, workspace: Workspace, settings: ControlPlaneSettings):
@@ -301,16 +300,6 @@ class WarehouseDecisions:
         }
 
     # ------------------------------------------------------------------------------ the stream
-    def subscribe(self, loop: asyncio.AbstractEventLoop, decision_filter: DecisionFilter) -> Subscription:
-        subscription = Subscription(loop, decision_filter)
-        with self._lock:
-            self._subscribers.add(subscription)
-        return subscription
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        with self._lock:
-            self._subscribers.discard(subscription)
-            self._counts["dropped_for_subscribers"] += subscription.dropped
 
     def start(self) -> None:
         if self._thread is not None:
