@@ -35,6 +35,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _pa_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(("PA_", "DATABRICKS_"))}
+
+
+_ENVIRONMENT_AT_START = _pa_environment()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_settings() -> Iterator[None]:
+    """Settings come from the environment, so a test (or a fixture of any scope) that leaves a
+    ``PA_``/``DATABRICKS_`` variable behind changes what every later test runs on: fail where it happens
+    and put the environment back. Use ``monkeypatch.setenv`` or pass an explicit mapping instead."""
+    yield
+    leaked = _pa_environment()
+    if leaked != _ENVIRONMENT_AT_START:
+        changed = sorted(set(leaked.items()) ^ set(_ENVIRONMENT_AT_START.items()))
+        for name in {k for k, _ in changed}:
+            os.environ.pop(name, None)
+            if name in _ENVIRONMENT_AT_START:
+                os.environ[name] = _ENVIRONMENT_AT_START[name]
+        pytest.fail(f"the environment was changed and not restored: {sorted({k for k, _ in changed})}")
+
+
 @pytest.fixture(scope="session")
 def platform_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("platform")

@@ -18,7 +18,7 @@ import argparse
 import os
 import runpy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 SecretReader = Callable[[str, str], str]
@@ -78,16 +78,20 @@ def databricks_secret(scope: str, key: str) -> str:
     return WorkspaceClient().dbutils.secrets.get(scope=scope, key=key)
 
 
-def prepare(argv: list[str], read_secret: SecretReader = databricks_secret) -> tuple[str, list[str]]:
-    """Apply the environment of ``argv``; return the module and its command line."""
+def prepare(
+    argv: list[str],
+    read_secret: SecretReader = databricks_secret,
+    environ: MutableMapping[str, str] = os.environ,
+) -> tuple[str, list[str]]:
+    """Apply the environment of ``argv`` to ``environ``; return the module and its command line."""
     ns = build_parser().parse_args(argv)
     secrets = _pairs(ns.secret_env, "--secret-env")
     if secrets and not ns.secret_scope:
         raise SystemExit("run_module.py: --secret-env needs --secret-scope")
     for name, value in _pairs(ns.env, "--env"):
-        os.environ[name] = value
+        environ[name] = value
     for name, key in secrets:
-        os.environ[name] = read_secret(ns.secret_scope, key)
+        environ[name] = read_secret(ns.secret_scope, key)
     return ns.module, without_empty_options(ns.args)
 
 

@@ -115,7 +115,9 @@ def parsed() -> dict[str, tuple[str, list[str], dict]]:
     prepared = {}
     for name, file, params in TASKS:
         assert file == str(RUN_MODULE), f"{name}: tasks start through run_module.py, not {file}"
-        prepared[name] = run_module.prepare(params, read_secret=lambda scope, key: "{}")
+        # a scratch environment: the tasks' --env (catalog, schema, volume paths) must not leak into
+        # this process, where later tests read settings from os.environ
+        prepared[name] = run_module.prepare(params, read_secret=lambda scope, key: "{}", environ={})
     for i, (module, args, _) in enumerate(REFUSALS):
         prepared[f"refusal-{i}"] = (module, args)
     out = subprocess.run(
@@ -173,34 +175,31 @@ def test_run_module_applies_environment_and_secrets() -> None:
         read.append((scope, key))
         return '{"security.protocol": "SASL_SSL"}'
 
-    saved = {k: os.environ.get(k) for k in ("PA_TEST_ENV", "PA_TEST_SECRET")}
-    try:
-        module, args = run_module.prepare(
-            [
-                "--env",
-                "PA_TEST_ENV=a=b",
-                "--secret-scope",
-                "s",
-                "--secret-env",
-                "PA_TEST_SECRET=k",
-                "mod",
-                "--x",
-                "",
-                "--y=",
-                "--z",
-                "1",
-            ],
-            read_secret=secret,
-        )
-        assert (module, args) == ("mod", ["--z", "1"])
-        assert os.environ["PA_TEST_ENV"] == "a=b"
-        assert os.environ["PA_TEST_SECRET"] == '{"security.protocol": "SASL_SSL"}'
-        assert read == [("s", "k")]
-        with pytest.raises(SystemExit, match="needs --secret-scope"):
-            run_module.prepare(["--secret-env", "A=k", "mod"], read_secret=secret)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    environ: dict[str, str] = {}
+    module, args = run_module.prepare(
+        [
+            "--env",
+            "PA_TEST_ENV=a=b",
+            "--secret-scope",
+            "s",
+            "--secret-env",
+            "PA_TEST_SECRET=k",
+            "mod",
+            "--x",
+            "",
+            "--y=",
+            "--z",
+            "1",
+        ],
+        read_secret=secret,
+        environ=environ,
+    )
+    assert (module, args) == ("mod", ["--z", "1"])
+    assert environ == {"PA_TEST_ENV": "a=b", "PA_TEST_SECRET": '{"security.protocol": "SASL_SSL"}'}
+    assert read == [("s", "k")]
+    assert "PA_TEST_ENV" not in os.environ
+    with pytest.raises(SystemExit, match="needs --secret-scope"):
+        run_module.prepare(["--secret-env", "A=k", "mod"], read_secret=secret, environ=environ)
 
 
 def test_run_module_runs_a_module_from_the_repository_root(tmp_path: Path) -> None:
