@@ -78,6 +78,9 @@ class Step:
     params: tuple[Param, ...] = ()
     result_flag: str | None = None  # the step writes a JSON result to the path given with this flag
     first_run: bool = False  # part of the first-run sequence
+    # the module the step's bundle job runs when it differs from the local one (a Databricks service
+    # does the work there, e.g. Vector Search instead of the local index)
+    databricks_module: str | None = None
 
     def resolve(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults completed with the given values, each checked; unknown names are refused."""
@@ -200,6 +203,15 @@ STEPS: tuple[Step, ...] = (
             Param("candidate_rules", "Candidate rule set file", "text", None, "--candidate-rules", hidden=True),
         ),
         result_flag="--result-json",
+    ),
+    Step(
+        "similar_index",
+        "Similar-transaction index",
+        "spark.jobs.similar_index",
+        (),
+        "Index silver transactions for similar-past-transaction lookups (incremental; the ETL step also "
+        "updates it after each run). On Databricks: the Vector Search index over transaction_summaries",
+        databricks_module="spark.jobs.vector_search_index",
     ),
 )
 

@@ -5,6 +5,10 @@
     python -m spark.jobs.etl --continuous --interval 30 [--gold-every 4]
     python -m spark.jobs.etl --print-command    # the spark-pipelines command line, to run it by hand
 
+A one-shot update then updates the similar-transaction index from the new silver rows
+(``spark.jobs.similar_index``, incremental; ``--no-similar-index`` to skip), so lookups see what the ETL
+just loaded. A failed index update is reported and fails the run; the tables stay updated.
+
 The definition files (``spark/pipelines/payment_etl``) are Spark Declarative Pipelines sources, the
 format a Lakeflow pipeline on Databricks runs too; this job runs them locally.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -33,6 +38,7 @@ class EtlJobSettings:
     interval_s: float = 30.0
     driver_memory: str = "2g"
     gold_every: int = 1
+    similar_index: bool = True
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> tuple[EtlJobSettings, argparse.Namespace]:
@@ -55,6 +61,12 @@ class EtlJobSettings:
         )
         p.add_argument("--driver-memory", default=os.environ.get("PA_SPARK_DRIVER_MEMORY", "2g"))
         p.add_argument("--print-command", action="store_true", help="print the spark-pipelines command and exit")
+        p.add_argument(
+            "--no-similar-index",
+            dest="similar_index",
+            action="store_false",
+            help="one-shot update: do not update the similar-transaction index afterwards",
+        )
         args = p.parse_args(argv)
         kafka = KafkaSource(
             bootstrap=args.kafka_bootstrap or kafka_bootstrap_default(),
@@ -70,6 +82,7 @@ class EtlJobSettings:
             args.interval,
             args.driver_memory,
             args.gold_every,
+            args.similar_index,
         ), args
 
 
@@ -89,7 +102,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if settings.continuous:
         return pipeline.run_continuously(settings.interval_s, gold_every=settings.gold_every)
-    return pipeline.run_once(full_refresh=settings.full_refresh)
+    code = pipeline.run_once(full_refresh=settings.full_refresh)
+    if code == 0 and settings.similar_index:
+        code = update_similar_index(settings.lakehouse)
+    return code
+
+
+def update_similar_index(lakehouse: Lakehouse) -> int:
+    """The incremental index update, in its own process: its Spark session reads silver as committed."""
+    argv = [sys.executable, "-m", "spark.jobs.similar_index", "--catalog", lakehouse.catalog]
+    argv += ["--schema", lakehouse.schema]
+    if lakehouse.warehouse_dir is not None:
+        argv += ["--warehouse-dir", str(lakehouse.warehouse_dir)]
+    return subprocess.run(argv, check=False).returncode
 
 
 if __name__ == "__main__":

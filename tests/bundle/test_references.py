@@ -36,7 +36,16 @@ KNOWN_FIELDS = {
     "bundle.name",
     "bundle.target",
 }
-JOB_STEPS = ("backfill", "gold_views", "bootstrap", "train", "backtest", "simulator", "stream_processor")
+JOB_STEPS = (
+    "backfill",
+    "gold_views",
+    "bootstrap",
+    "train",
+    "backtest",
+    "similar_index",
+    "simulator",
+    "stream_processor",
+)
 RULES_DIR = "/Volumes/${var.catalog}/${resources.schemas.lakehouse.name}/${resources.volumes.rules.name}/rules"
 
 
@@ -259,7 +268,7 @@ def test_each_step_job_takes_the_steps_parameters(step_id: str) -> None:
     declared = {p["name"]: p["default"] for p in job.get("parameters", [])}
     assert declared == {p.name: "" if p.default is None else str(p.default) for p in step.params}
     task_args = job["tasks"][0]["spark_python_task"]["parameters"]
-    assert step.module in task_args
+    assert (step.databricks_module or step.module) in task_args
     for p in step.params:
         i = task_args.index(p.flag)
         assert task_args[i + 1] == f"{{{{job.parameters.{p.name}}}}}"

@@ -11,7 +11,7 @@ from payments_core.contract.events import TransactionRequest
 from payments_core.similarity import SimilarIndex, vector_of_request
 from spark.common.tables import Lakehouse
 from spark.etl import silver
-from spark.jobs import similar_index
+from spark.jobs import etl, similar_index
 from tests.spark.factories import T0, bronze_frame, event
 
 REASONS = ("INSUFFICIENT_FUNDS", "DO_NOT_HONOR", "EXPIRED_CARD")
@@ -110,3 +110,19 @@ def test_builds_the_index_from_silver_then_adds_only_new_rows(spark, tmp_path):
     assert (rebuilt.from_scratch, rebuilt.read, rebuilt.indexed) == (True, 20, 20)
     assert SimilarIndex.open(path).row_of(third[-1]["transaction_id"]) is not None
     assert SimilarIndex.open(path).row_of(first[0]["transaction_id"]) is None
+
+
+def test_a_one_shot_etl_run_then_updates_the_index(spark, tmp_path, monkeypatch):
+    """What ``python -m spark.jobs.etl`` runs after a successful update: the job, in its own process,
+    on the same lakehouse, writing where the scoring API reads (``PA_DATA_DIR``)."""
+    lh = Lakehouse(catalog="c", schema="after_etl", warehouse_dir=tmp_path / "wh")
+    rows = _events(100, 12)
+    lh.write(silver.silver_transactions(bronze_frame(spark, rows, start=T0)), "silver_transactions")
+    monkeypatch.setenv("PA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PA_SIMILAR_INDEX_PATH", raising=False)
+
+    assert etl.update_similar_index(lh) == 0
+    index = SimilarIndex.open(tmp_path / "data" / "similar" / "index.usearch")
+    assert len(index) == 12 and index.row_of(rows[-1]["transaction_id"]) is not None
+    assert etl.EtlJobSettings.from_args([])[0].similar_index
+    assert not etl.EtlJobSettings.from_args(["--no-similar-index"])[0].similar_index
