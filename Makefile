@@ -89,7 +89,7 @@ dashboards: install-python ## Regenerate the 12 Lakeview files (dashboards/*.lvd
 
 bench: bench-simulator bench-score bench-stream bench-etl bench-train bench-dashboards ## All benchmarks (one at a time)
 
-bench-%: install ## One benchmark: simulator, score, stream, etl, train, dashboards -> bench/results/<area>.json
+bench-%: install ## One benchmark: simulator, score, stream, etl, train, dashboards, similar, soak -> bench/results/<area>.json
 	$(PY) -m bench.$* $(BENCH_ARGS)
 
 clean: down ## Remove local data (topics, tables, models); keeps caches

@@ -38,19 +38,13 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, overload
 
+import orjson
 import pandas as pd
 
 from payments_core.batch import decide_frame
-from payments_core.contract.events import (
-    DecisionEvent,
-    DecisionOutcome,
-    PaymentSolution,
-    ReasonCode,
-    RetryAdvice,
-    TransactionRequest,
-)
+from payments_core.contract.events import SCHEMA_VERSION, DecisionEvent, RetryAdvice, TransactionRequest
 from payments_core.features import VELOCITY_FEATURES, derive_one
 from payments_core.model_features import MODEL_FEATURES, feature_vector
 from payments_core.models import MODEL_KINDS, ModelBundle, ModelSource
@@ -213,12 +207,33 @@ class DecisionEngine:
         started: float | None = None,
     ) -> DecisionEvent:
         """``decide`` of ``TransactionRequest.model_dump()`` output (the caller validated it already)."""
+        return DecisionEvent(**self._decide_fields(tx, velocity, source, started))
+
+    def decide_json(
+        self,
+        tx: dict[str, Any],
+        velocity: Mapping[str, Any] | None = None,
+        *,
+        source: Source = "api",
+        started: float | None = None,
+    ) -> tuple[str, bytes]:
+        """(outcome, the decision's JSON) for ``decide_dumped``'s arguments: the same bytes as
+        ``DecisionEvent``'s own serialiser gives for ``decide_dumped``'s event (tests hold them
+        equal), without building the pydantic model (the scoring API's hot path)."""
+        fields = self._decide_fields(tx, velocity, source, started)
+        return fields["outcome"], orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+
+    def _decide_fields(
+        self, tx: dict[str, Any], velocity: Mapping[str, Any] | None, source: Source, started: float | None
+    ) -> dict[str, Any]:
+        """One decision as the fields of a ``DecisionEvent``, in its field order, as plain values
+        (nested models as dicts)."""
         started = time.perf_counter() if started is None else started
         st = self._state
         vel = {name: (velocity.get(name) or 0) if velocity else 0 for name in VELOCITY_FEATURES}
         derived = derive_one(tx)
         X = feature_vector(tx, derived, vel)[None, :]
-        s = st.score(X)
+        s = st.score_one(X)
         approval, risk = s.approval[0], s.risk[0]
         row = {**tx, **derived, **vel, "approval_probability": approval, "risk_score": risk}
         fired: list[CompiledRule] = []
@@ -238,40 +253,49 @@ class DecisionEngine:
             challenger_outcome = verdict(
                 st.policy, st.risk_decline, s.challenger_approval[0], s.challenger_risk[0], authenticated, fired
             )[0]
-        return DecisionEvent(
-            decision_id=decision_id(tx["transaction_id"], st.rule_set_version, st.versions_json),
-            transaction_id=tx["transaction_id"],
-            # the policy works on plain strings (shared with the vectorised path); the event validates them
-            outcome=cast("DecisionOutcome", outcome),
-            approval_probability=approval,
-            risk_score=risk,
-            recommended_route=cast("PaymentSolution", route),
-            retry=retry,
-            reason_codes=self._reasons(st, s, fired, outcome, cause, code),
-            shadow_reason_codes=[
-                ReasonCode(code=c.rule.id, kind="rule", detail=f"shadow: {c.rule.name} -> {c.rule.action}")
+        transaction_id = tx["transaction_id"]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "decision_id": decision_id(transaction_id, st.rule_set_version, st.versions_json),
+            "transaction_id": transaction_id,
+            # the policy works on plain strings (shared with the vectorised path); DecisionEvent validates them
+            "outcome": outcome,
+            "approval_probability": approval,
+            "risk_score": risk,
+            "recommended_route": route,
+            "retry": None
+            if retry is None
+            else {
+                "should_retry": retry.should_retry,
+                "retry_after_seconds": retry.retry_after_seconds,
+                "max_attempts": retry.max_attempts,
+            },
+            "reason_codes": self._reasons(st, s, fired, outcome, cause, code),
+            "shadow_reason_codes": [
+                {"code": c.rule.id, "kind": "rule", "detail": f"shadow: {c.rule.name} -> {c.rule.action}"}
                 for c in shadow
             ],
-            challenger_outcome=cast("DecisionOutcome | None", challenger_outcome),
-            rule_set_version=st.rule_set_version,
-            model_versions=st.model_versions,
-            latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
-            decided_at=datetime.now(UTC),
-            source=source,
-        )
+            "challenger_outcome": challenger_outcome,
+            "rule_set_version": st.rule_set_version,
+            "model_versions": st.model_versions,
+            "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+            "decided_at": datetime.now(UTC),
+            "source": source,
+        }
 
     @staticmethod
     def _reasons(
         st: EngineSnapshot, s: Scores, fired: list[CompiledRule], outcome: str, cause: str, code: str
-    ) -> list[ReasonCode]:
-        """Fired rules, the policy code that decided, and the top factors of the model that drove it."""
-        reasons = [ReasonCode(code=c.rule.id, kind="rule", detail=f"{c.rule.name} -> {c.rule.action}") for c in fired]
+    ) -> list[dict[str, str]]:
+        """Fired rules, the policy code that decided, and the top factors of the model that drove it
+        (``ReasonCode`` fields)."""
+        reasons = [{"code": c.rule.id, "kind": "rule", "detail": f"{c.rule.name} -> {c.rule.action}"} for c in fired]
         reasons.append(
-            ReasonCode(
-                code=code,
-                kind="policy",
-                detail=f"outcome {outcome}; approval {s.approval[0]:.3f}, risk {s.risk[0]:.3f}",
-            )
+            {
+                "code": code,
+                "kind": "policy",
+                "detail": f"outcome {outcome}; approval {s.approval[0]:.3f}, risk {s.risk[0]:.3f}",
+            }
         )
         if explains_with_risk(outcome, cause):
             which, contrib, direction = "risk", s.risk_contrib, 1.0
@@ -280,7 +304,7 @@ class DecisionEngine:
         if contrib is not None:
             model = st.bundle.champions[which]
             reasons += [
-                ReasonCode(code=MODEL_FEATURES[i], kind="model_factor", detail=f"{model.kind} {contrib[0][i]:+.3f}")
+                {"code": MODEL_FEATURES[i], "kind": "model_factor", "detail": f"{model.kind} {contrib[0][i]:+.3f}"}
                 for i in top_factors(contrib[0], direction, st.policy.top_factors)
             ]
         return reasons

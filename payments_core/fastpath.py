@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
     out = np.empty(len(z), dtype=np.float64)
     for i, v in enumerate(z.tolist()):
         out[i] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
@@ -53,7 +53,7 @@ class LinearModel(FastModel):
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         contrib = (X.astype(np.float64) - self.centre) * self.weights
         logit = contrib.sum(axis=1) + self.intercept
-        return _sigmoid(logit), contrib
+        return sigmoid(logit), contrib
 
 
 class TreeEnsemble(FastModel):
@@ -124,7 +124,7 @@ class TreeEnsemble(FastModel):
         total = leaf_values.sum(axis=1)
         if self.mode == "mean":
             return total / self.n_trees, contrib / self.n_trees
-        return _sigmoid(total + self.base), contrib
+        return sigmoid(total + self.base), contrib
 
 
 def _tree_depth(left: np.ndarray, right: np.ndarray, leaf: np.ndarray) -> int:

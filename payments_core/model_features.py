@@ -136,6 +136,26 @@ def _onehot_index(field: str, value: Any) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------ one row
+# Where each input lands in the vector, worked out once (the one-row path runs per request).
+_SCORE_AT = 1
+_BOOL_AT = _SCORE_AT + len(SCORE_FEATURES)
+_INT_AT = _BOOL_AT + len(BOOL_FEATURES)
+_VEL_AT = _INT_AT + len(INT_FEATURES)
+_TX_SCORES = tuple((_SCORE_AT + j, n) for j, n in enumerate(SCORE_FEATURES) if n != "composite_risk_score")
+_COMPOSITE_AT = _SCORE_AT + SCORE_FEATURES.index("composite_risk_score")
+_TX_BOOLS = tuple((_BOOL_AT + j, n) for j, n in enumerate(BOOL_FEATURES) if n not in _DERIVED_BOOLS)
+_DERIVED_BOOL_AT = tuple((_BOOL_AT + j, n) for j, n in enumerate(BOOL_FEATURES) if n in _DERIVED_BOOLS)
+_TX_INTS = tuple((_INT_AT + j, n, _INT_DEFAULTS[n]) for j, n in enumerate(INT_FEATURES) if n != "hour_of_day")
+_HOUR_AT = _INT_AT + INT_FEATURES.index("hour_of_day")
+_VEL_COUNTS = tuple((_VEL_AT + j, n) for j, n in enumerate(VELOCITY_COUNT_FEATURES))
+_VEL_AMOUNTS = tuple((_VEL_AT + len(VELOCITY_COUNT_FEATURES) + j, n) for j, n in enumerate(VELOCITY_AMOUNT_FEATURES))
+# (field, value -> column, column of a missing value, column of a value outside the vocabulary)
+_ONEHOTS = tuple(
+    (field, table, table.get(None), table.get("other"), field in _DERIVED_CATEGORICALS)
+    for field, table in _ONEHOT_INDEX.items()
+)
+
+
 def feature_vector(
     tx: Mapping[str, Any], derived: Mapping[str, Any] | None = None, velocity: Mapping[str, Any] | None = None
 ) -> np.ndarray:
@@ -150,27 +170,29 @@ def feature_vector(
     velocity = velocity or {}
     values = [0.0] * N_FEATURES
     values[0] = math.log1p(float(derived["amount_major"]))
-    i = 1
-    for name in SCORE_FEATURES:
-        values[i] = float(derived[name] if name == "composite_risk_score" else tx[name])
-        i += 1
-    for name in BOOL_FEATURES:
-        v = derived[name] if name in _DERIVED_BOOLS else tx.get(name, False)
-        values[i] = 1.0 if v else 0.0
-        i += 1
-    for name in INT_FEATURES:
-        v = derived[name] if name == "hour_of_day" else tx.get(name, _INT_DEFAULTS[name])
-        values[i] = float(v)
-        i += 1
-    for name in VELOCITY_COUNT_FEATURES:
-        values[i] = float(velocity.get(name) or 0)
-        i += 1
-    for name in VELOCITY_AMOUNT_FEATURES:
-        values[i] = math.log1p(float(velocity.get(name) or 0))
-        i += 1
-    for field in CATEGORICAL_VOCABULARIES:
-        value = derived[field] if field in _DERIVED_CATEGORICALS else tx.get(field)
-        idx = _onehot_index(field, value)
+    for i, name in _TX_SCORES:
+        values[i] = float(tx[name])
+    values[_COMPOSITE_AT] = float(derived["composite_risk_score"])
+    get = tx.get
+    for i, name in _TX_BOOLS:
+        if get(name, False):
+            values[i] = 1.0
+    for i, name in _DERIVED_BOOL_AT:
+        if derived[name]:
+            values[i] = 1.0
+    for i, name, default in _TX_INTS:
+        values[i] = float(get(name, default))
+    values[_HOUR_AT] = float(derived["hour_of_day"])
+    vel = velocity.get
+    for i, name in _VEL_COUNTS:
+        values[i] = float(vel(name) or 0)
+    for i, name in _VEL_AMOUNTS:
+        values[i] = math.log1p(float(vel(name) or 0))
+    for field, table, missing, other, from_derived in _ONEHOTS:
+        value = derived[field] if from_derived else get(field)
+        # as _onehot_index: None and NaN are the missing value, anything else not in the table "other"
+        missing_value = value is None or (isinstance(value, float) and math.isnan(value))
+        idx = missing if missing_value else table.get(value, other)
         if idx is not None:
             values[idx] = 1.0
     return np.array(values, dtype=np.float32)

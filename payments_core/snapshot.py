@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from payments_core.fastpath import LinearModel, sigmoid
 from payments_core.model_features import ROUTE_COLUMNS, retry_feature_vector
 from payments_core.models import ModelBundle
 from payments_core.policy import ROUTES, CompiledRule, PolicyConfig
 from payments_core.rules.model import RuleSet
 
 ROUTE_FEATURE_COLUMNS = np.array([ROUTE_COLUMNS[r] for r in ROUTES])
+# one row scored by stacked linear champions: rows 0 and 1 approval and risk, then one per route
+_ROUTE_ROWS = np.arange(2, 2 + len(ROUTES))
 SCORE_CHUNK = 2048  # rows per model call in batches: same numbers per row, less memory traffic
 
 
@@ -74,6 +77,9 @@ class EngineSnapshot:
     rule_set_version: str = ""
     model_versions: dict[str, str] = field(default_factory=dict)
     versions_json: str = ""
+    # approval, risk and routing champions stacked (centres, weights, intercepts) when all three are
+    # linear and there is no challenger: ``score_one`` scores one row in one pass (same numbers)
+    stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def build(
@@ -99,7 +105,23 @@ class EngineSnapshot:
             rules.full_version,
             versions,
             json.dumps(dict(versions), sort_keys=True),
+            _stack(bundle),
         )
+
+    def score_one(self, X: np.ndarray) -> Scores:
+        """``score`` of one row (``X``: shape (1, F)), with the same numbers. With linear approval,
+        risk and routing champions, the eight logits (approval, risk, one per route) come from one
+        (8, F) pass: the same float64 operations per element and per row as each model's own
+        ``LinearModel.predict``, so the same bits as ``score`` (and as a row of a batch)."""
+        if self.stacked is None:
+            return self.score(X)
+        centre, weights, intercept = self.stacked
+        X8 = np.repeat(X, 2 + len(ROUTES), axis=0)
+        X8[2:, ROUTE_FEATURE_COLUMNS] = 0.0
+        X8[_ROUTE_ROWS, ROUTE_FEATURE_COLUMNS] = 1.0
+        contrib = (X8.astype(np.float64) - centre) * weights
+        p = round6(sigmoid(contrib.sum(axis=1) + intercept))
+        return Scores(p[:1], p[1:2], contrib[:1], contrib[1:2], np.asarray(p[2:]).reshape(1, len(ROUTES)))
 
     def score(self, X: np.ndarray, want_challenger: bool = True) -> Scores:
         """Approval and risk (with per-feature contributions), every route's routing score, and the
@@ -139,3 +161,18 @@ class EngineSnapshot:
         if not len(X):
             return []
         return round6(self.bundle.champions["retry"].predict(retry_feature_vector(X, decline_reason))[0])
+
+
+def _stack(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    if bundle.challengers:
+        return None
+    models = [bundle.champions[k].fast for k in ("approval", "risk", "routing")]
+    if not all(type(m) is LinearModel for m in models):
+        return None
+    linear = [m for m in models if isinstance(m, LinearModel)]
+    rows = [linear[0], linear[1]] + [linear[2]] * len(ROUTES)
+    return (
+        np.array([m.centre for m in rows], dtype=np.float64),
+        np.array([m.weights for m in rows], dtype=np.float64),
+        np.array([m.intercept for m in rows], dtype=np.float64),
+    )

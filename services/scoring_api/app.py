@@ -1,13 +1,15 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Hot path of ``POST /score``: API key and rate limit (``auth``), pydantic validation of the request
-(FastAPI), ONE Redis command (a Lua script reading the stored decision for idempotency and, for a new
-transaction, computing the velocity features while recording it), the decision core (derived
-features, fast model scorers, compiled rules, policy), ONE more Redis command storing the decision
-with its request fingerprint and putting it in this process's outbox (``store``), the hand-over to
-the Kafka producer (``publisher``: no broker round trip), then the answer. Redis commands of
-concurrent requests share one pipeline per event-loop turn (``AutoPipeline``): one socket write and
-read for all of them. The Redis part of a request has a budget (``PA_REDIS_TIMEOUT_MS``): a stalled
+Hot path of ``POST /score``: API key and rate limit (``auth``: one dependency), pydantic validation
+of the request (FastAPI), ONE Redis command (``lookup``: a Lua script reading the stored decision for
+idempotency and, for a new transaction, computing the velocity features while recording it), the
+decision core straight to JSON (``DecisionEngine.decide_json``: derived features, fast model
+scorers, compiled rules, policy), ONE more Redis command storing the decision with its request
+fingerprint and putting it in this process's outbox (``store``), the hand-over to the Kafka producer
+(``publisher``: no broker round trip), then the answer. Redis commands of concurrent requests share
+one pipeline per event-loop turn (``AutoPipeline``): one socket write and read for all of them; a
+request awaits its command's own future (``_script_within``), with no task of its own. The Redis
+part of a request has a budget (``PA_REDIS_TIMEOUT_MS``): a stalled
 or unreachable Redis is a 503 within it, never a hang, and error bodies never carry internal
 addresses or exception text (those go to the log).
 """
@@ -30,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payments_core.contract.events import DecisionEvent, TransactionRequest
@@ -41,7 +43,7 @@ from payments_core.rules.model import RuleSource, ruleset_path
 from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
 from services.scoring_api import metrics, registry_poll, similar
-from services.scoring_api.auth import Authenticated, KeyOnly, RateLimiter, parse_rate
+from services.scoring_api.auth import Authenticated, KeyOnly, RateLimiter, document_security, parse_rate
 from services.scoring_api.consumer_status import describe, read_status, redact, status_key
 from services.scoring_api.middleware import LimitAndMeasure
 from services.scoring_api.pipelining import AutoPipeline, eval_script
@@ -87,7 +89,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": Problem, "description": "Rate limit of the API key exceeded (header Retry-After)"},
     503: {"model": Problem, "description": "Decision store (Redis) unavailable or too slow (header Retry-After)"},
 }
-UNAVAILABLE = "decision store unavailable; retry later"
+# a timed-out call may still have stored the decision (the outbox publishes it): a retry replays it
+UNAVAILABLE = (
+    "decision store unavailable or too slow; retry with the same transaction_id and body "
+    "(a decision already made is returned, never made twice)"
+)
 _last_unavailable_log = [0.0]
 
 
@@ -150,6 +156,73 @@ _EXAMPLES = {
     },
 }
 
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def _script_within(state: Any, script: Any, keys: list[Any], args: list[Any], deadline: float) -> Any:
+    """A script call through the auto-pipeline (EVALSHA), answered before ``deadline`` (perf_counter)
+    or a 503. The pipeline's own future carries the deadline (a timer), so the call costs no task and
+    no ``wait_for``; a Redis that lost the script (NOSCRIPT) gets it loaded again, within the budget."""
+    pipeline: AutoPipeline = state.pipeline
+    try:
+        future = pipeline.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        timer = asyncio.get_running_loop().call_later(max(deadline - time.perf_counter(), 0.001), _expire, future)
+        try:
+            return await future
+        except NoScriptError:
+            pass
+        except ResponseError as exc:  # replies delivered from a pipeline may be generic errors
+            if "NOSCRIPT" not in str(exc):
+                raise
+        finally:
+            timer.cancel()
+    except (TimeoutError, RedisError, OSError) as exc:
+        raise _unavailable(exc) from None
+    return await _within(eval_script(pipeline, script, keys, args), deadline)
+
+
+async def lookup(state: Any, data: dict[str, Any], deadline: float) -> tuple[str, Any]:
+    """The one Redis command of every ``/score`` request before the decision: the stored decision of
+    the transaction (a replay) or, for a new one, its velocity features while recording it. Returns
+    (decision key, raw reply). ``bench.score``'s same-I/O ceiling makes exactly this call."""
+    key = state.decisions.key(data["transaction_id"])
+    keys, args = state.velocity.lookup_keys_args(key, data)
+    return key, await _script_within(state, state.lookup_script, keys, args, deadline)
+
+
+def tune_gc() -> None:
+    """Call once the process has loaded what it serves with. The heap is large after importing
+    MLflow/sklearn/pandas: keep those objects out of the collector's full passes (long gen-2 pauses
+    show up as p99 latency), and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
+def connect_redis(state: Any, settings: Settings) -> Any:
+    """The Redis client of an API process and what the hot path uses on it (velocity and decision
+    stores, the auto-pipeline, the lookup and store scripts), set on ``state``."""
+    budget = state.redis_budget
+    # requests give up on Redis after PA_REDIS_TIMEOUT_MS (a 503); the sockets' own timeouts only free
+    # the connections of a stalled server
+    client = redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=max(1.0, 4 * budget),
+        socket_connect_timeout=max(0.25, budget),
+        health_check_interval=30,
+    )
+    state.redis = client
+    state.velocity = AsyncRedisVelocityStore(client, prefix=f"{settings.redis_prefix}:vel")
+    state.decisions = DecisionStore(client, settings.redis_prefix, settings.decision_ttl_seconds)
+    state.pipeline = AutoPipeline(client)
+    state.lookup_script = client.register_script(LOOKUP_LUA)
+    state.store_script = client.register_script(STORE_LUA)
+    return client
+
+
 router = APIRouter()  # decisions (API key and rate limit)
 public = APIRouter()  # health, readiness (never behind the key)
 private = APIRouter()  # metrics (behind the key with PA_PRIVATE_METRICS)
@@ -172,24 +245,19 @@ async def score(request: Request, tx: Annotated[TransactionRequest, Body(openapi
     txn = tx.transaction_id
     data = tx.model_dump()
     fp = fingerprint(data)
-    key = state.decisions.key(txn)
-    keys, args = state.velocity.lookup_keys_args(key, data)
-    reply = await _within(eval_script(state.pipeline, state.lookup_script, keys, args), deadline)
+    key, reply = await lookup(state, data, deadline)
     if reply[0]:  # decided before: replay, or 409 for a different request (nothing was recorded)
         return _replay(reply[0], fp, txn)
     velocity = state.velocity.parse(reply[1:])
-    decision = state.engine.decide_dumped(data, velocity, source="api", started=started)
-    plain = _DECISION_JSON.to_json(decision)
+    outcome, plain = state.engine.decide_json(data, velocity, source="api", started=started)
     body = similar.enrich_decision(state, data, plain)  # as is unless PA_SIMILAR_ENRICH
     publisher: DecisionPublisher = state.publisher
     member = member_of(context_of(data), plain)
-    stored = await _within(
-        eval_script(
-            state.pipeline,
-            state.store_script,
-            [key, publisher.outbox_key],
-            [pack(fp, body), state.decisions.ttl, member, int(time.time() * 1000), state.settings.decisions_outbox_max],
-        ),
+    stored = await _script_within(
+        state,
+        state.store_script,
+        [key, publisher.outbox_key],
+        [pack(fp, body), state.decisions.ttl, member, int(time.time() * 1000), state.settings.decisions_outbox_max],
         deadline,
     )
     if stored[0] == OUTBOX_FULL:
@@ -197,7 +265,7 @@ async def score(request: Request, tx: Annotated[TransactionRequest, Body(openapi
     if stored[0] == EXISTS:  # decided concurrently (another request, worker or the stream)
         return _replay(stored[1], fp, txn)
     publisher.publish(txn, member)
-    metrics.DECISIONS.labels(decision.outcome).inc()
+    metrics.decided(outcome)
     return Response(body, media_type=JSON)
 
 
@@ -558,21 +626,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     metrics.show_versions(engine.model_versions, engine.rule_set_version)
     report_fallbacks(app)
-    # requests give up on Redis after PA_REDIS_TIMEOUT_MS (a 503); the sockets' own timeouts only free
-    # the connections of a stalled server
-    budget = app.state.redis_budget
-    client = redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=max(1.0, 4 * budget),
-        socket_connect_timeout=max(0.25, budget),
-        health_check_interval=30,
-    )
-    app.state.redis = client
-    app.state.velocity = AsyncRedisVelocityStore(client, prefix=f"{settings.redis_prefix}:vel")
-    app.state.decisions = DecisionStore(client, settings.redis_prefix, settings.decision_ttl_seconds)
-    app.state.pipeline = AutoPipeline(client)
-    app.state.lookup_script = client.register_script(LOOKUP_LUA)
-    app.state.store_script = client.register_script(STORE_LUA)
+    client = connect_redis(app.state, settings)
     app.state.publisher = DecisionPublisher(settings, client, app.state.pipeline)
     await app.state.publisher.start()
     log.info(
@@ -584,11 +638,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.publisher.topic,
     )
     task = asyncio.create_task(_refresher(app))
-    # the heap is large after importing MLflow/sklearn: keep those objects out of the collector's
-    # full passes (long gen-2 pauses show up as p99 latency)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
+    tune_gc()
     try:
         yield
     finally:
@@ -627,6 +677,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # shows the security schemes); with PA_AUTH=off (dev/test only) no per-request dependency runs at all.
     app.include_router(router, dependencies=[Authenticated] if settings.auth_enabled else [])
     app.include_router(similar.router, dependencies=[Authenticated] if settings.auth_enabled else [])
+    if settings.auth_enabled:
+        document_security(app, [router, similar.router])
     app.include_router(public)
     private_deps = [KeyOnly] if settings.auth_enabled else []
     app.include_router(private, dependencies=private_deps if settings.private_metrics else [])

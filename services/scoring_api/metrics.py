@@ -24,6 +24,17 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 DECISIONS = Counter("pa_decisions_total", "Decisions returned by POST /score, by outcome", ["outcome"])
+_DECIDED: dict[str, Counter] = {}
+
+
+def decided(outcome: str) -> None:
+    """``DECISIONS.labels(outcome).inc()`` with the labelled child looked up once per outcome."""
+    child = _DECIDED.get(outcome)
+    if child is None:
+        child = _DECIDED[outcome] = DECISIONS.labels(outcome)
+    child.inc()
+
+
 REPLAYS = Counter("pa_decision_replays_total", "Idempotent replays (stored decision returned)")
 MODEL_INFO = Gauge(
     "pa_model_version_info", "Model version in use (value 1)", ["kind", "version"], multiprocess_mode="liveall"

@@ -7,7 +7,12 @@ saturation this is what keeps Redis from dominating ``POST /score``; at low load
 makes exactly one round trip.
 
 ``call(*args)`` awaits the reply of one command; ``send(*args)`` queues a command whose reply nobody
-waits for (the decision write-behind), reporting errors to ``on_error``.
+waits for (the decision write-behind), reporting errors to ``on_error``. Replies are Redis's own (as
+``EVALSHA`` returns them: no redis-py response callbacks, so ``SET`` answers ``b"OK"``, not True).
+
+The batch goes out on one connection of the client's pool, packed by hiredis in C, not through
+redis-py's ``Pipeline`` (whose Python packing and bookkeeping cost about as much again per command:
+~39 against ~19 µs of client CPU per velocity call, batches of 16).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+import hiredis
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +62,43 @@ class AutoPipeline:
             task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, batch: list[tuple[tuple[Any, ...], Any]]) -> None:
+        """One pipeline on one connection of the client's pool: the commands packed by hiredis and
+        written at once, the replies read in order and handed to their waiters as they come (an error
+        reply fails its own command only). A connection that fails before any reply (e.g. Redis
+        restarted since it was last used) is replaced and the batch sent once more, as redis-py's
+        own pipeline does; a failure later fails what is left of the batch."""
         self.batches += 1
         self.commands += len(batch)
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for args, _ in batch:
-                pipe.execute_command(*args)
-            replies = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:  # the connection failed: every command of the batch fails
-            replies = [exc] * len(batch)
-        for (_, waiter), reply in zip(batch, replies, strict=True):
-            _deliver(waiter, reply)
+        pool = self.client.connection_pool
+        for attempt in (1, 2):
+            delivered = 0
+            try:
+                conn = await pool.get_connection()
+            except (RedisError, OSError) as exc:
+                _fail(batch, exc)
+                return
+            try:
+                await conn.send_packed_command(_pack(conn, batch))
+                for _, waiter in batch:
+                    try:
+                        reply = await conn.read_response()
+                    except ResponseError as exc:
+                        reply = exc
+                    delivered += 1
+                    _deliver(waiter, reply)
+                return
+            except (RedisError, OSError) as exc:  # the connection failed (timed out, closed, reset)
+                await conn.disconnect(nowait=True)
+                if attempt == 1 and delivered == 0 and isinstance(exc, ConnectionError):
+                    continue
+                _fail(batch[delivered:], exc)
+                return
+            except BaseException:  # cancelled mid-batch: the connection's state is unknown
+                await conn.disconnect(nowait=True)
+                _fail(batch[delivered:], ConnectionError("pipeline cancelled"))
+                raise
+            finally:
+                await pool.release(conn)
 
     async def drain(self) -> None:
         """Wait until everything queued so far is answered (shutdown)."""
@@ -75,6 +107,21 @@ class AutoPipeline:
                 self._flush()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
             await asyncio.sleep(0)
+
+
+def _pack(conn: Any, batch: list[tuple[tuple[Any, ...], Any]]) -> list[bytes]:
+    out = []
+    for args, _ in batch:
+        try:
+            out.append(hiredis.pack_command(args))
+        except TypeError:  # a type hiredis does not pack: redis-py's encoder decides (or refuses)
+            out += conn.pack_command(*args)
+    return out
+
+
+def _fail(batch: list[tuple[tuple[Any, ...], Any]], exc: BaseException) -> None:
+    for _, waiter in batch:
+        _deliver(waiter, exc)
 
 
 def _deliver(waiter: Any, reply: Any) -> None:

@@ -248,6 +248,33 @@ def test_one_row_and_batch_decide_identically_with_every_rule_kind_and_challenge
     assert any(c["kind"] == "model_factor" for d in out for c in d["reason_codes"])
 
 
+@pytest.mark.parametrize("challengers", [False, True])
+def test_decide_json_answers_the_events_own_json(challengers):
+    """The scoring API's hot path (``decide_json``: orjson over plain fields, no pydantic model) gives
+    the bytes ``DecisionEvent``'s own serialiser gives for the same decision as ``decide_dumped``."""
+    models = ModelBundle(
+        {k: heuristic_model(k) for k in MODEL_KINDS},
+        {"risk": constant("risk", 0.3, version="9", composite_risk_score=3.0)} if challengers else {},
+    )
+    extra = Rule(**R("SH", "routing", "fraud_score > 0.3", "route:3ds", 95, shadow=True))
+    engine = DecisionEngine(RuleSet(version="t", rules=[*starter_rule_set().rules, extra]), models)
+    assert (engine.snapshot.stacked is None) == challengers  # both scoring paths of one row
+    rng = random.Random(4)
+    txs = [sample_request(rng, card_token_id=f"tok_{rng.randrange(20)}") for _ in range(400)]
+    velocity = InMemoryVelocityStore().features_batch(txs)
+    outcomes = set()
+    for tx, vel in zip(txs, velocity):
+        data = TransactionRequest(**tx).model_dump()
+        outcome, body = engine.decide_json(data, vel, source="api", started=0.0)
+        event = DecisionEvent.model_validate_json(body)
+        assert event.outcome == outcome and DecisionEvent.__pydantic_serializer__.to_json(event) == body
+        expected = engine.decide_dumped(data, vel, source="api")
+        volatile = {"latency_ms", "decided_at"}
+        assert event.model_dump(exclude=volatile) == expected.model_dump(exclude=volatile)
+        outcomes.add(outcome)
+    assert len(outcomes) == 4
+
+
 def test_batch_accepts_frames_without_optional_columns_and_empty():
     eng = DecisionEngine(starter_rule_set())
     required = {k: v for k, v in EXAMPLE_REQUEST.items() if k not in ("uses_3ds", "is_network_token")}

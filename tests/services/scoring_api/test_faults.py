@@ -226,7 +226,7 @@ def test_a_stalled_redis_is_a_503_within_the_budget_and_recovers_by_itself(make_
                     # the budget is 250 ms; before the fix this took the 5 s socket timeout. The bound
                     # leaves room for a loaded CI machine and still fails the old behaviour.
                     assert r.status_code == 503 and elapsed < 2.5, (r.status_code, elapsed)
-                    assert r.json() == {"detail": "decision store unavailable; retry later"}
+                    assert r.json()["detail"].startswith("decision store unavailable or too slow; retry with the same")
                 started = time.perf_counter()
                 ready = c.get("/ready")
                 assert ready.status_code == 503 and ready.json()["redis"] is False
