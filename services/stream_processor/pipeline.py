@@ -119,6 +119,7 @@ def scoring_config(
         publish=tuple(sorted(settings.worker_producer_options().items())) if publish else None,
         max_event_skew_seconds=settings.max_event_skew_seconds,
         redis_retry_seconds=settings.stream_redis_retry_seconds,
+        coalesce_rows=settings.stream_realtime_coalesce_rows if publish else 0,
     )
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -107,6 +108,9 @@ class ScoringConfig:
     # how long a velocity call is retried while Redis is unreachable (restart, failover) before the
     # task fails (PA_STREAM_REDIS_RETRY_SECONDS)
     redis_retry_seconds: float = 120.0
+    # ``score_publish_udf``: decide the Arrow batches waiting in the worker together, up to this many
+    # rows (0: one by one); PA_STREAM_REALTIME_COALESCE_ROWS
+    coalesce_rows: int = 0
 
 
 class Publisher:
@@ -163,6 +167,7 @@ class Runtime:
     """Per-process decision engine + velocity store, refreshed on a timer."""
 
     def __init__(self, config: ScoringConfig):
+        started = time.perf_counter()
         self.config = config
         if config.mlflow_tracking_uri:
             # This worker process talks to one registry. ``ModelSource.load`` resolves ``models:/``
@@ -188,6 +193,11 @@ class Runtime:
         # in the gap between two micro-batches: per batch, per worker. Objects alive now live as long
         # as the worker: move them out of the collector's reach (later objects are still collected).
         gc.freeze()
+        print(  # noqa: T201 - a Python worker has no logging set up; its stderr is the executor's log
+            f"[score pid={os.getpid()}] runtime ready in {time.perf_counter() - started:.2f}s at {time.time():.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def maybe_refresh(self) -> None:
         if time.monotonic() - self._refreshed >= self.config.refresh_seconds:
@@ -394,7 +404,7 @@ def score_publish_udf(config: ScoringConfig):
         publisher = runtime(config).publisher
         assert publisher is not None  # config.publish is set (checked above)
         rows = 0
-        for cols in batches:
+        for cols in coalesce_batches(batches, config.coalesce_rows):
             out = process_arrays(config, *cols)
             publisher.publish(out)
             rows += len(out)
@@ -410,6 +420,66 @@ def score_publish_udf(config: ScoringConfig):
         "return": typing.Iterator[pa.Array],
     }
     return arrow_udf(score, returnType=_struct_type()).asNondeterministic()  # type: ignore[call-overload]
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def coalesce_batches(batches: Iterator[tuple[pa.Array, ...]], max_rows: int) -> Iterator[tuple[pa.Array, ...]]:
+    """The input batches, each joined with the ones that arrived while the previous was being decided
+    (up to ``max_rows`` rows; 0: as they come).
+
+    Real-time mode needs small Arrow batches (Spark hands one to Python only when it is full), but a
+    small batch costs about as much to decide as a few hundred rows (one velocity script call, one
+    Python call per stage). A thread takes the batches off the socket as they come; the scorer takes
+    everything that is waiting. At low load that is one small batch, decided at once; once behind
+    (a start-up, a pause) the groups grow, and so does the throughput, until it has caught up."""
+    if max_rows <= 0:
+        yield from batches
+        return
+    waiting: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            for cols in batches:
+                waiting.put(cols)
+        except BaseException as exc:  # handed to the scorer's thread, which fails the task
+            waiting.put(_Failed(exc))
+        waiting.put(_END)
+
+    reader = threading.Thread(target=read, name="score-input", daemon=True)
+    reader.start()
+    ended = False
+    while not ended:
+        group: list[tuple[pa.Array, ...]] = []
+        rows = 0
+        item = waiting.get()
+        while True:
+            if item is _END:
+                ended = True
+                break
+            if isinstance(item, _Failed):
+                raise item.error
+            group.append(item)
+            rows += len(item[0])
+            if rows >= max_rows:
+                break
+            try:
+                item = waiting.get_nowait()
+            except queue.Empty:
+                break
+        if len(group) == 1:
+            yield group[0]
+        elif group:
+            yield tuple(pa.concat_arrays([cols[i] for cols in group]) for i in range(len(group[0])))
+    reader.join()
 
 
 def score_map_in_arrow(config: ScoringConfig) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:

@@ -76,6 +76,15 @@ class StreamProcessorSettings(CommonSettings):
         "through the sink a decision waits for the end of its batch); sink: Spark's "
         "Kafka sink, as in micro-batch mode (for a runtime that streams UDF results)",
     )
+    stream_realtime_coalesce_rows: int = Field(
+        2000,
+        ge=0,
+        description="Real-time mode, worker publishing: each Python worker decides the Arrow batches "
+        "waiting for it together, up to this many rows (0: one batch at a time). At low load "
+        "that is one small batch, decided at once; behind (a start, a pause), the groups grow "
+        "and so does the throughput. One 4-row batch at a time capped a worker's throughput at "
+        "the per-batch cost (velocity script call, Python calls)",
+    )
     stream_realtime_buffer_bytes: int = Field(
         1024,
         ge=16,
