@@ -11,7 +11,16 @@ from pydantic import Field, SecretStr, field_validator
 from payments_core.settings import CommonSettings
 
 # Steps and services that are Databricks jobs (the etl step is the pipeline: PA_DATABRICKS_PIPELINE_ID).
-DATABRICKS_JOB_STEPS = ("backfill", "gold_views", "bootstrap", "train", "backtest", "simulator", "stream_processor")
+DATABRICKS_JOB_STEPS = (
+    "backfill",
+    "gold_views",
+    "bootstrap",
+    "train",
+    "backtest",
+    "similar_index",
+    "simulator",
+    "stream_processor",
+)
 
 
 def parse_job_ids(text: str) -> dict[str, int]:

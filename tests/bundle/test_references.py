@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dashboards import DASHBOARDS
+from services.control_plane.settings import DATABRICKS_JOB_STEPS
 from services.control_plane.steps import STEPS_BY_ID
 from services.stream_processor.settings import CHECKPOINT_VERSION
 from tests.bundle.bundle_files import (
@@ -198,7 +199,7 @@ def test_the_control_plane_app_gets_the_backend_environment() -> None:
     assert env["PA_AUTH_MODE"]["value"] == "databricks"
     assert env["PA_DATABRICKS_PIPELINE_ID"]["value"] == "${resources.pipelines.payment_etl.id}"
     pairs = dict(entry.split("=", 1) for entry in env["PA_DATABRICKS_JOB_IDS"]["value"].split(","))
-    assert tuple(pairs) == JOB_STEPS
+    assert tuple(pairs) == JOB_STEPS == DATABRICKS_JOB_STEPS  # the ids the app accepts, every one given
     assert all(job_id == f"${{resources.jobs.{step}.id}}" for step, job_id in pairs.items())
     assert set(pairs) - {"etl"} <= set(RESOURCES["jobs"])
     assert env["PA_DATABRICKS_WAREHOUSE_ID"]["value_from"] == "sql-warehouse"
