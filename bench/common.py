@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -36,3 +37,17 @@ def print_table(title: str, rows: list[tuple[str, Any]]) -> None:
         shown = f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
         print(f"{name:<{width}}  {shown:>20}")
     print()
+
+
+async def offer_open_loop(queue: asyncio.Queue, rate: float, total: int, t0: float) -> None:
+    """Put the scheduled send time ``t0 + i/rate`` of each of ``total`` requests on ``queue`` when it
+    is due (open loop: the workers measure latency from it, so queueing counts)."""
+    i = 0
+    while i < total:
+        now = time.perf_counter()
+        while i < total and t0 + i / rate <= now:
+            queue.put_nowait(t0 + i / rate)
+            i += 1
+        # until the next request is due, at least 1 ms: uvloop rounds timers to whole milliseconds,
+        # so shorter sleeps return at once and the loop would spin (~0.45 of a core)
+        await asyncio.sleep(max(0.001, t0 + i / rate - time.perf_counter()))

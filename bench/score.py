@@ -58,7 +58,7 @@ import uvloop
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from bench.common import print_table, write_results
+from bench.common import offer_open_loop, print_table, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
@@ -240,13 +240,7 @@ def _load(
         await asyncio.sleep(0.2)  # connections up
         total = int(rate * duration)
         t0 = time.perf_counter()
-        i = 0
-        while i < total:
-            now = time.perf_counter()
-            while i < total and t0 + i / rate <= now:
-                queue.put_nowait(t0 + i / rate)
-                i += 1
-            await asyncio.sleep(max(0.0, min(0.0005, t0 + i / rate - time.perf_counter())))
+        await offer_open_loop(queue, rate, total, t0)
         for _ in workers:
             queue.put_nowait(None)
         await asyncio.gather(*workers)

@@ -47,7 +47,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from bench.common import print_table, write_results
+from bench.common import offer_open_loop, print_table, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
@@ -238,13 +238,7 @@ def open_loop_load(port: int, rate: float, duration: float, connections: int, ta
         queue: asyncio.Queue = asyncio.Queue()
         workers = [asyncio.create_task(worker(queue)) for _ in range(connections)]
         await asyncio.sleep(0.2)
-        total, t0, i = int(rate * duration), time.perf_counter(), 0
-        while i < total:
-            now = time.perf_counter()
-            while i < total and t0 + i / rate <= now:
-                queue.put_nowait(t0 + i / rate)
-                i += 1
-            await asyncio.sleep(max(0.0, min(0.0005, t0 + i / rate - time.perf_counter())))
+        await offer_open_loop(queue, rate, int(rate * duration), time.perf_counter())
         for _ in workers:
             queue.put_nowait(None)
         await asyncio.gather(*workers)

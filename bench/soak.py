@@ -74,7 +74,7 @@ import uvloop
 from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
-from bench.common import print_table, write_results
+from bench.common import offer_open_loop, print_table, write_results
 from bench.score import BENCH_KEY, PLACEHOLDER, register_models, wait_http
 from bench.stream import Platform
 from launcher import local
@@ -222,15 +222,7 @@ def score_load(
         await asyncio.sleep(0.2)  # connections up
         total = int(rate * duration)
         t0 = time.perf_counter()
-        i = 0
-        while i < total:
-            now = time.perf_counter()
-            while i < total and t0 + i / rate <= now:
-                queue.put_nowait(t0 + i / rate)
-                i += 1
-            # until the next request is due, at least 1 ms: uvloop rounds timers to whole
-            # milliseconds, so shorter sleeps return at once and the loop would spin (~0.45 of a core)
-            await asyncio.sleep(max(0.001, t0 + i / rate - time.perf_counter()))
+        await offer_open_loop(queue, rate, total, t0)
         for _ in workers:
             queue.put_nowait(None)
         await asyncio.gather(*workers)

@@ -37,16 +37,8 @@ KNOWN_FIELDS = {
     "bundle.name",
     "bundle.target",
 }
-JOB_STEPS = (
-    "backfill",
-    "gold_views",
-    "bootstrap",
-    "train",
-    "backtest",
-    "similar_index",
-    "simulator",
-    "stream_processor",
-)
+# the steps the control plane runs as bundle jobs: the bundle must give an id for each
+JOB_STEPS = DATABRICKS_JOB_STEPS
 RULES_DIR = "/Volumes/${var.catalog}/${resources.schemas.lakehouse.name}/${resources.volumes.rules.name}/rules"
 
 
@@ -199,7 +191,7 @@ def test_the_control_plane_app_gets_the_backend_environment() -> None:
     assert env["PA_AUTH_MODE"]["value"] == "databricks"
     assert env["PA_DATABRICKS_PIPELINE_ID"]["value"] == "${resources.pipelines.payment_etl.id}"
     pairs = dict(entry.split("=", 1) for entry in env["PA_DATABRICKS_JOB_IDS"]["value"].split(","))
-    assert tuple(pairs) == JOB_STEPS == DATABRICKS_JOB_STEPS  # the ids the app accepts, every one given
+    assert tuple(pairs) == JOB_STEPS  # the ids the app accepts, every one given
     assert all(job_id == f"${{resources.jobs.{step}.id}}" for step, job_id in pairs.items())
     assert set(pairs) - {"etl"} <= set(RESOURCES["jobs"])
     assert env["PA_DATABRICKS_WAREHOUSE_ID"]["value_from"] == "sql-warehouse"
