@@ -76,8 +76,9 @@ PLACEHOLDER = b"txn_PLACEHOLDER00000"[:20]  # 20 bytes, like txn_ + 16 hex
 
 # ------------------------------------------------------------------------------------------ bare app
 def bare_app():
-    """uvicorn factory: validates the same request model, no work (ceiling of the HTTP stack)."""
-    from services.scoring_api.app import tune_gc  # noqa: PLC0415
+    """uvicorn factory: validates the same request model the same way (``read_transaction``), no work
+    (ceiling of the HTTP stack)."""
+    from services.scoring_api.app import read_transaction, tune_gc  # noqa: PLC0415
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,7 +89,8 @@ def bare_app():
     body = orjson.dumps({"outcome": "approve"})
 
     @app.post("/score")
-    async def score(tx: TransactionRequest) -> Response:
+    async def score(request: Request) -> Response:
+        await read_transaction(request)
         return Response(body, media_type="application/json")
 
     @app.get("/health")
@@ -100,13 +102,14 @@ def bare_app():
 
 def same_io_app():
     """uvicorn factory: the SAME-I/O ceiling. Its ``POST /score`` validates the same
-    ``TransactionRequest`` and makes the same Redis call ``/score`` makes for every request (the
+    ``TransactionRequest`` the same way (``read_transaction``) and makes the same Redis call ``/score``
+    makes for every request (the
     decision lookup + velocity script, ``services.scoring_api.app.lookup``: same script, same keys and
     arguments, same client, auto-pipeline and budget), then returns a constant. No API key, decision
     core, decision write, outbox or Kafka: what every design of the endpoint needs, and nothing else.
     Settings (Redis URL and key prefix) from the same PA_* variables as the API."""
     # imported here: the load generator process never needs the API's modules
-    from services.scoring_api.app import connect_redis, lookup, tune_gc  # noqa: PLC0415
+    from services.scoring_api.app import connect_redis, lookup, read_transaction, tune_gc  # noqa: PLC0415
     from services.scoring_api.settings import Settings  # noqa: PLC0415
 
     settings = Settings()
@@ -125,8 +128,9 @@ def same_io_app():
     app.state.redis_budget = settings.redis_timeout_ms / 1000
 
     @app.post("/score")
-    async def score(request: Request, tx: TransactionRequest) -> Response:
+    async def score(request: Request) -> Response:
         state = request.app.state
+        tx = await read_transaction(request)
         await lookup(state, tx.model_dump(), time.perf_counter() + state.redis_budget)
         return Response(body, media_type="application/json")
 
