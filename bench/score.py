@@ -250,7 +250,9 @@ def _load(
         await asyncio.gather(*workers)
         return time.perf_counter() - t0
 
+    cpu0 = time.process_time()
     elapsed = uvloop.run(main())
+    client_cpu_s = time.process_time() - cpu0
     lat = np.array(latencies) * 1000.0
     ok = statuses.get(200, 0)
     return {
@@ -267,6 +269,7 @@ def _load(
         "p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
         "p999_ms": round(float(np.percentile(lat, 99.9)), 3) if len(lat) else None,
         "max_ms": round(float(lat.max()), 3) if len(lat) else None,
+        "load_generator_cpu_s": round(client_cpu_s, 3),
     }
 
 
@@ -388,6 +391,50 @@ def _servers(work: Path, env: dict[str, str], workers: int) -> dict[str, tuple[s
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, bytes, float]]:
+    """pid -> (parent pid, command line, CPU seconds so far: user + system, all threads)."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (int(fields[1]), cmdline, (int(fields[11]) + int(fields[12])) / _TICK)
+    return out
+
+
+def cpu_by_part(roots: dict[str, int], work: Path) -> dict[str, float]:
+    """CPU seconds used so far by each server's process tree (``roots``: name -> pid), and by the
+    Kafka broker and Redis of this run (found by the run's folder in their command lines)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, float] = {}
+    for name, root in roots.items():
+        todo, total = [root], 0.0
+        while todo:
+            pid = todo.pop()
+            total += table.get(pid, (0, b"", 0.0))[2]
+            todo.extend(children.get(pid, ()))
+        out[name] = total
+    folder = str(work).encode()
+    for _, cmdline, cpu in table.values():
+        if folder in cmdline:
+            if cmdline.startswith(b"redis-server"):
+                out["redis"] = out.get("redis", 0.0) + cpu
+            elif b"kafka.Kafka" in cmdline:
+                out["kafka"] = out.get("kafka", 0.0) + cpu
+    return out
+
+
 def cpu_model() -> str | None:
     """The CPU this run measured on (``/proc/cpuinfo``), for the figures' record."""
     try:
@@ -459,9 +506,21 @@ def main() -> None:
             def run(
                 name: str, port: int, mode: str, rate: float, conns: int, duration: float, into: dict[str, Any] = runs
             ) -> dict:
+                server = name.split("_open")[0].split("_saturation")[0].removeprefix("warmup_")
+                roots = {"server": servers[server][0].pid} if server in servers else {}
+                before = cpu_by_part(roots, work)
                 res = pool.submit(
                     _load, port, mode, rate, duration, conns, f"{len(runs) + len(compare):02d}{name[:4]}"
                 ).result()
+                after = cpu_by_part(roots, work)
+                # where the machine's time went, per answered request (server tree: the API with its
+                # threads and helper process; the broker; Redis; the load generator)
+                used = {part: after[part] - before.get(part, 0.0) for part in after}
+                used["load_generator"] = res["load_generator_cpu_s"]
+                if res["requests"]:
+                    res["cpu_us_per_request"] = {
+                        part: round(seconds / res["requests"] * 1e6, 1) for part, seconds in sorted(used.items())
+                    }
                 into[name] = res
                 print(
                     f"{name:<24} rps={res['rps']:>8} p50={res['p50_ms']}ms p99={res['p99_ms']}ms "
@@ -535,6 +594,10 @@ def main() -> None:
         "same_io_ratio_to_bare": ratio(same_io_max, bare_max),
         "p99_ms_at_1000_rps": runs.get("full_open_1000", {}).get("p99_ms"),
         "bare_p99_ms_at_1000_rps": runs.get("bare_open_1000", {}).get("p99_ms"),
+        # machine time per answered request at saturation, by part (where the ratio's gap goes)
+        "cpu_us_per_request_at_saturation": {
+            name: runs[f"{name}_saturation"].get("cpu_us_per_request") for name in SERVERS
+        },
         "fraction_of_saturation": args.fraction,
         "workers": args.workers,
         "models": args.models,
@@ -577,6 +640,9 @@ def main() -> None:
         ("ratio to bare", figures["ratio"] or float("nan")),
         (f"p99 ms at 1000 rps ({args.workers} worker(s))", p99 or float("nan")),
     ]
+    for name in ("full", "same_io"):
+        split = figures["cpu_us_per_request_at_saturation"][name] or {}
+        rows.append((f"CPU us/request at saturation, {name}", ", ".join(f"{k} {v}" for k, v in split.items())))
     if compare:
         cw = figures["compare_workers"]
         rows += [

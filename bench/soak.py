@@ -96,16 +96,37 @@ PARTS = ("scoring_api.consumer",)
 
 
 # ------------------------------------------------------------------------------------------ /score load
+# who pays and where, drawn per request from a population the size of the simulator's defaults
+# (PA_SIMULATOR_CARDHOLDERS, PA_SIMULATOR_MERCHANTS): the templates alone would put all of /score's
+# traffic on ~2,000 cards and 200 merchants, each card then paying ~0.4 times a second for the whole
+# soak, and the velocity windows (24 h for a card) of those few cards would grow all along
+CARDHOLDERS = 200_000
+MERCHANTS = 3_000
+PARTIES = {b"CARD_PLACEHOLDER": b"tok_%07d", b"CH_PLACEHOLDER": b"ch_%07d", b"DEV_PLACEHOLDER": b"dev_%06x"}
+MERCHANT_PLACEHOLDER = b"MER_PLACEHOLDER"
+
+
 def _templates(n: int, seed: int) -> list[bytes]:
-    """Request bodies with the transaction id and the event time left as placeholders."""
+    """Request bodies with the transaction id, the event time, the card (token, cardholder, device)
+    and the merchant left as placeholders."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         tx = sample_request(rng)
         tx["transaction_id"] = PLACEHOLDER.decode()
         tx["event_timestamp"] = TS_PLACEHOLDER.decode().strip('"')
+        tx["card_token_id"], tx["cardholder_id"], tx["device_fingerprint"] = (p.decode() for p in PARTIES)
+        tx["merchant_id"] = MERCHANT_PLACEHOLDER.decode()
         out.append(orjson.dumps(tx))
     return out
+
+
+def _parties(body: bytes, rng: random.Random) -> bytes:
+    """``body`` with a card of the population (its cardholder and device go with it) and a merchant."""
+    card = rng.randrange(CARDHOLDERS)
+    for placeholder, pattern in PARTIES.items():
+        body = body.replace(placeholder, pattern % card)
+    return body.replace(MERCHANT_PLACEHOLDER, b"m_%06d" % rng.randrange(MERCHANTS))
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -126,6 +147,7 @@ def score_load(
     back to back (saturation). Every request is a new transaction id ``txn_<tag><counter>`` with the
     current time as event time. The answered decisions go to ``answers`` (``<id> <outcome>`` lines)."""
     temps = _templates(2000, seed)
+    parties_rng = random.Random(f"{seed}-{tag}")
     prefix = tag.encode()
     assert len(prefix) == 6 and re.fullmatch(rb"[0-9a-f]{6}", prefix), tag
     counter = iter(range(16**10))
@@ -143,6 +165,7 @@ def score_load(
         txn = b"txn_" + prefix + b"%010x" % i
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
         body = temps[i % len(temps)].replace(PLACEHOLDER, txn).replace(TS_PLACEHOLDER, b'"' + now + b'"')
+        body = _parties(body, parties_rng)
         head = (
             b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
             b"X-API-Key: %s\r\nContent-Length: %d\r\n\r\n" % (port, BENCH_KEY.encode(), len(body))

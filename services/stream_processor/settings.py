@@ -85,6 +85,14 @@ class StreamProcessorSettings(CommonSettings):
         "and so does the throughput. One 4-row batch at a time capped a worker's throughput at "
         "the per-batch cost (velocity script call, Python calls)",
     )
+    stream_realtime_linger_ms: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="Real-time mode, worker publishing: linger.ms of each Python worker's Kafka producer, "
+        "how long it gathers decisions into one produce request (a decision waits at most this "
+        "long; longer means fewer requests for the broker on the same cores)",
+    )
     stream_realtime_buffer_bytes: int = Field(
         1024,
         ge=16,
@@ -200,7 +208,11 @@ class StreamProcessorSettings(CommonSettings):
         """Settings of the Python workers' own Kafka producer (real-time mode, ``worker`` publishing):
         the bootstrap servers and ``PA_KAFKA_OPTIONS``, which must then also be valid librdkafka
         settings (e.g. security.protocol, sasl.mechanism, sasl.username/password)."""
-        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_options}
+        return {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "linger.ms": str(self.stream_realtime_linger_ms),
+            **self.kafka_options,
+        }
 
     def kafka_client_options(self) -> dict[str, str]:
         """Options for Spark's Kafka source/sink (``kafka.``-prefixed client settings)."""
