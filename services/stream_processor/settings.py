@@ -86,12 +86,13 @@ class StreamProcessorSettings(CommonSettings):
         "the per-batch cost (velocity script call, Python calls)",
     )
     stream_realtime_linger_ms: int = Field(
-        1,
+        20,
         ge=0,
         le=1000,
         description="Real-time mode, worker publishing: linger.ms of each Python worker's Kafka producer, "
         "how long it gathers decisions into one produce request (a decision waits at most this "
-        "long; longer means fewer requests for the broker on the same cores)",
+        "long; longer means fewer requests for the broker on the same cores: at 2,084 tx/s on 2 "
+        "cores p99 294 ms with 1, 175 ms with 20)",
     )
     stream_realtime_buffer_bytes: int = Field(
         1024,
