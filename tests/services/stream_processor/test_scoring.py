@@ -79,6 +79,18 @@ def test_unity_catalog_model_names_come_from_the_typed_settings(monkeypatch):
     assert scoring_config(StreamProcessorSettings(_env_file=None)).uc_catalog is None
 
 
+def test_the_real_time_workers_producers_linger_as_configured(monkeypatch):
+    """PA_STREAM_REALTIME_LINGER_MS reaches the workers' own producer; PA_KAFKA_OPTIONS still wins."""
+    publish = dict(scoring_config(StreamProcessorSettings(_env_file=None), publish=True).publish or ())
+    assert publish["linger.ms"] == "20"
+    monkeypatch.setenv("PA_STREAM_REALTIME_LINGER_MS", "5")
+    assert dict(scoring_config(StreamProcessorSettings(_env_file=None), publish=True).publish or ())["linger.ms"] == "5"
+    monkeypatch.setenv("PA_KAFKA_OPTIONS", '{"linger.ms": "0"}')
+    assert dict(scoring_config(StreamProcessorSettings(_env_file=None), publish=True).publish or ())["linger.ms"] == "0"
+    monkeypatch.delenv("PA_STREAM_REALTIME_LINGER_MS")
+    monkeypatch.delenv("PA_KAFKA_OPTIONS")
+
+
 def _decisions(out: pa.StructArray) -> list[dict]:
     rows = [orjson.loads(r["value"]) for r in out.to_pylist() if r["topic"] == CONFIG.decisions_topic]
     for d in rows:
