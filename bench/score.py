@@ -410,9 +410,10 @@ def _proc_table() -> dict[int, tuple[int, bytes, float]]:
     return out
 
 
-def cpu_by_part(roots: dict[str, int], work: Path) -> dict[str, float]:
+def cpu_by_part(roots: dict[str, int], work: Path, redis_url: str) -> dict[str, float]:
     """CPU seconds used so far by each server's process tree (``roots``: name -> pid), and by the
-    Kafka broker and Redis of this run (found by the run's folder in their command lines)."""
+    Kafka broker (found by the run's folder in its command line) and Redis (by its address: Redis
+    rewrites its command line to ``redis-server host:port``) of this run."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
@@ -426,12 +427,12 @@ def cpu_by_part(roots: dict[str, int], work: Path) -> dict[str, float]:
             todo.extend(children.get(pid, ()))
         out[name] = total
     folder = str(work).encode()
+    redis_address = redis_url.split("//", 1)[-1].split("/", 1)[0].encode()
     for _, cmdline, cpu in table.values():
-        if folder in cmdline:
-            if cmdline.startswith(b"redis-server"):
-                out["redis"] = out.get("redis", 0.0) + cpu
-            elif b"kafka.Kafka" in cmdline:
-                out["kafka"] = out.get("kafka", 0.0) + cpu
+        if cmdline.startswith(b"redis-server") and redis_address in cmdline:
+            out["redis"] = out.get("redis", 0.0) + cpu
+        elif folder in cmdline and b"kafka.Kafka" in cmdline:
+            out["kafka"] = out.get("kafka", 0.0) + cpu
     return out
 
 
@@ -508,11 +509,11 @@ def main() -> None:
             ) -> dict:
                 server = name.split("_open")[0].split("_saturation")[0].removeprefix("warmup_")
                 roots = {"server": servers[server][0].pid} if server in servers else {}
-                before = cpu_by_part(roots, work)
+                before = cpu_by_part(roots, work, redis_url)
                 res = pool.submit(
                     _load, port, mode, rate, duration, conns, f"{len(runs) + len(compare):02d}{name[:4]}"
                 ).result()
-                after = cpu_by_part(roots, work)
+                after = cpu_by_part(roots, work, redis_url)
                 # where the machine's time went, per answered request (server tree: the API with its
                 # threads and helper process; the broker; Redis; the load generator)
                 used = {part: after[part] - before.get(part, 0.0) for part in after}
