@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,34 @@ async def offer_open_loop(queue: asyncio.Queue, rate: float, total: int, t0: flo
         # until the next request is due, at least 1 ms: uvloop rounds timers to whole milliseconds,
         # so shorter sleeps return at once and the loop would spin (~0.45 of a core)
         await asyncio.sleep(max(0.001, t0 + i / rate - time.perf_counter()))
+
+
+async def drive_load(
+    mode: str,
+    rate: float,
+    duration: float,
+    connections: int,
+    open_worker: Callable[[asyncio.Queue], Awaitable[None]],
+    closed_worker: Callable[[float], Awaitable[None]] | None = None,
+    on_start: Callable[[float], None] = lambda t0: None,
+) -> float:
+    """Run ``connections`` workers for ``duration`` seconds; returns the seconds it took. 'closed':
+    ``closed_worker(stop_at)`` each, back to back (saturation); 'open': ``open_worker(queue)`` each,
+    fed the scheduled send times of ``rate`` requests a second (``offer_open_loop``) and then ``None``.
+    ``on_start`` gets the start time (``perf_counter``) once the connections are up."""
+    if mode == "closed":
+        assert closed_worker is not None
+        t0 = time.perf_counter()
+        on_start(t0)
+        await asyncio.gather(*(closed_worker(t0 + duration) for _ in range(connections)))
+        return time.perf_counter() - t0
+    queue: asyncio.Queue = asyncio.Queue()
+    workers = [asyncio.create_task(open_worker(queue)) for _ in range(connections)]
+    await asyncio.sleep(0.2)  # connections up
+    t0 = time.perf_counter()
+    on_start(t0)
+    await offer_open_loop(queue, rate, int(rate * duration), t0)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    return time.perf_counter() - t0

@@ -58,7 +58,7 @@ import uvloop
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from bench.common import offer_open_loop, print_table, write_results
+from bench.common import drive_load, print_table, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
@@ -233,25 +233,8 @@ def _load(
             statuses[st] = statuses.get(st, 0) + 1
         writer.close()
 
-    async def main() -> float:
-        if mode == "closed":
-            t0 = time.perf_counter()
-            stop_at = t0 + duration
-            await asyncio.gather(*(closed_worker(stop_at) for _ in range(connections)))
-            return time.perf_counter() - t0
-        queue: asyncio.Queue = asyncio.Queue()
-        workers = [asyncio.create_task(open_worker(queue)) for _ in range(connections)]
-        await asyncio.sleep(0.2)  # connections up
-        total = int(rate * duration)
-        t0 = time.perf_counter()
-        await offer_open_loop(queue, rate, total, t0)
-        for _ in workers:
-            queue.put_nowait(None)
-        await asyncio.gather(*workers)
-        return time.perf_counter() - t0
-
     cpu0 = time.process_time()
-    elapsed = uvloop.run(main())
+    elapsed = uvloop.run(drive_load(mode, rate, duration, connections, open_worker, closed_worker))
     client_cpu_s = time.process_time() - cpu0
     lat = np.array(latencies) * 1000.0
     ok = statuses.get(200, 0)

@@ -47,7 +47,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from bench.common import offer_open_loop, print_table, write_results
+from bench.common import drive_load, print_table, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
@@ -234,16 +234,7 @@ def open_loop_load(port: int, rate: float, duration: float, connections: int, ta
             statuses[status] = statuses.get(status, 0) + 1
         writer.close()
 
-    async def main() -> None:
-        queue: asyncio.Queue = asyncio.Queue()
-        workers = [asyncio.create_task(worker(queue)) for _ in range(connections)]
-        await asyncio.sleep(0.2)
-        await offer_open_loop(queue, rate, int(rate * duration), time.perf_counter())
-        for _ in workers:
-            queue.put_nowait(None)
-        await asyncio.gather(*workers)
-
-    asyncio.run(main())
+    asyncio.run(drive_load("open", rate, duration, connections, worker))
     ms = np.array(latencies) * 1000.0
     return {
         "requests": len(ms),

@@ -74,7 +74,7 @@ import uvloop
 from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
-from bench.common import offer_open_loop, print_table, write_results
+from bench.common import drive_load, print_table, write_results
 from bench.score import BENCH_KEY, PLACEHOLDER, register_models, wait_http
 from bench.stream import Platform
 from launcher import local
@@ -234,24 +234,11 @@ def score_load(
         if conn is not None:
             conn[1].close()
 
-    async def main() -> float:
+    def started(at: float) -> None:  # the per-minute figures count from the load's start
         nonlocal t0
-        if mode == "closed":
-            t0 = time.perf_counter()
-            await asyncio.gather(*(closed_worker(t0 + duration) for _ in range(connections)))
-            return time.perf_counter() - t0
-        queue: asyncio.Queue = asyncio.Queue()
-        workers = [asyncio.create_task(open_worker(queue)) for _ in range(connections)]
-        await asyncio.sleep(0.2)  # connections up
-        total = int(rate * duration)
-        t0 = time.perf_counter()
-        await offer_open_loop(queue, rate, total, t0)
-        for _ in workers:
-            queue.put_nowait(None)
-        await asyncio.gather(*workers)
-        return time.perf_counter() - t0
+        t0 = at
 
-    elapsed = uvloop.run(main())
+    elapsed = uvloop.run(drive_load(mode, rate, duration, connections, open_worker, closed_worker, started))
     Path(answers).write_text("".join(f"{t} {o}\n" for t, o in answered))
     ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
     return {

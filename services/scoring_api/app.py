@@ -1,17 +1,18 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Hot path of ``POST /score``: API key and rate limit (``auth``: one dependency), pydantic validation
-of the request (FastAPI), ONE Redis command (``lookup``: a Lua script reading the stored decision for
-idempotency and, for a new transaction, computing the velocity features while recording it), the
-decision core straight to JSON (``DecisionEngine.decide_json``: derived features, fast model
-scorers, compiled rules, policy), ONE more Redis command storing the decision with its request
-fingerprint and putting it in this process's outbox (``store``), the hand-over to the Kafka producer
-(``publisher``: no broker round trip), then the answer. Redis commands of concurrent requests share
-one pipeline per event-loop turn (``AutoPipeline``): one socket write and read for all of them; a
-request awaits its command's own future (``_script_within``), with no task of its own. The Redis
-part of a request has a budget (``PA_REDIS_TIMEOUT_MS``): a stalled
-or unreachable Redis is a 503 within it, never a hang, and error bodies never carry internal
-addresses or exception text (those go to the log).
+Hot path of ``POST /score``: API key and rate
+limit (``auth``: one dependency), the request parsed and validated in one pass over its bytes
+(``read_transaction``: pydantic-core), ONE Redis command (``lookup``: a Lua script reading the
+stored decision for idempotency and, for a new transaction, computing the velocity features while
+recording it), the decision core straight to JSON (``DecisionEngine.decide_json``: derived features,
+fast model scorers, compiled rules, policy), ONE more Redis command storing the decision with its
+request fingerprint and putting it in this process's outbox (``store``), the hand-over to the Kafka
+producer (``publisher``: no broker round trip), then the answer. Redis commands of concurrent
+requests share one pipeline per event-loop turn (``AutoPipeline``): one socket write and read for
+all of them; a request awaits its command's own future (``_script_within``), with no task of its
+own. The Redis part of a request has a budget (``PA_REDIS_TIMEOUT_MS``): a stalled or unreachable
+Redis is a 503 within it, never a hang, and error bodies never carry internal addresses or exception
+text (those go to the log).
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ class Publisher:
     def __init__(self, conf: dict[str, str]):
         self._failed: list[str] = []
         self._producer = Producer(
-            {"enable.idempotence": True, "acks": "all", "linger.ms": 1, "partitioner": "murmur2_random", **conf}
+            # linger.ms comes with ``conf`` (PA_STREAM_REALTIME_LINGER_MS, ``worker_producer_options``)
+            {"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random", **conf}
         )
 
     def _delivered(self, err, _msg) -> None:
