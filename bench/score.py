@@ -25,7 +25,9 @@ Writes ``bench/results/score.json``: ``max_rps`` (/score saturation), ``ceiling_
 ``ratio_to_same_io`` (= max_rps / ceiling_same_io_rps), ``p99_ms_at_30pct_of_saturation`` (open loop
 at ``--fraction`` 0.3 of THIS run's /score saturation; the same-I/O ceiling at the same rate beside
 it), ``bare_max_rps`` and ``ratio`` (= max_rps / bare_max_rps), ``p99_ms_at_1000_rps`` (a fixed load,
-kept for comparison between runs), every run, and a micro-benchmark of the decision core.
+kept for comparison between runs), ``cpu_us_per_request_at_saturation`` (the machine's CPU per answered
+request by part: server process tree, Kafka broker, Redis, load generator; from ``/proc``), every run,
+and a micro-benchmark of the decision core.
 
 ``--compare-workers 2`` (default) repeats the three saturations and /score at 1,000 rps with two
 workers each and reports them under ``compare_workers``.
