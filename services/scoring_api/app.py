@@ -44,7 +44,14 @@ from payments_core.rules.model import RuleSource, ruleset_path
 from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
 from services.scoring_api import metrics, registry_poll, similar
-from services.scoring_api.auth import Authenticated, KeyOnly, RateLimiter, document_security, parse_rate
+from services.scoring_api.auth import (
+    Authenticated,
+    KeyOnly,
+    RateLimiter,
+    document_security,
+    parse_rate,
+    require_api_key,
+)
 from services.scoring_api.consumer_status import describe, read_status, redact, status_key
 from services.scoring_api.middleware import LimitAndMeasure
 from services.scoring_api.pipelining import AutoPipeline, eval_script
@@ -130,12 +137,13 @@ def _conflict(transaction_ids: list[str]) -> HTTPException:
     )
 
 
-def _replay(value: bytes, fp: bytes, transaction_id: str) -> Response:
+def _replayed(value: bytes, fp: bytes, transaction_id: str) -> bytes:
+    """The stored decision of a replay, or a 409 when it was made for a different request."""
     stored_fp, body = unpack(value)
     if stored_fp is not None and stored_fp != fp:
         raise _conflict([transaction_id])
     metrics.REPLAYS.inc()
-    return Response(body, media_type=JSON, headers={"Idempotent-Replay": "true"})
+    return body
 
 
 _EXAMPLES = {
@@ -243,7 +251,7 @@ def transaction_errors(exc: ValidationError) -> RequestValidationError:
 async def read_transaction(request: Request) -> TransactionRequest:
     """The request body parsed and validated in one pass by pydantic-core (``model_validate_json``),
     not ``json.loads`` then model validation of the Python objects: about a tenth of ``/score``'s
-    CPU (docs/performance.md)."""
+    CPU (docs/performance.md). ``decide_one`` validates the same way."""
     try:
         return TransactionRequest.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -283,16 +291,30 @@ _SCORE_ERRORS = {
     "payments.decisions (source api).",
 )
 async def score(request: Request) -> Response:
-    state = request.app.state
+    # served by ``score_asgi`` (below) when the request declares its Content-Length; this route is
+    # the same decision for the rest (e.g. a chunked body) and what the OpenAPI document describes
     started = request.scope.get("state", {}).get("started") or time.perf_counter()
-    tx = await read_transaction(request)
+    body, replayed = await decide_one(request.app.state, await request.body(), started)
+    return Response(body, media_type=JSON, headers=_REPLAY_HEADER if replayed else None)
+
+
+_REPLAY_HEADER = {"Idempotent-Replay": "true"}
+
+
+async def decide_one(state: Any, raw: bytes, started: float) -> tuple[bytes, bool]:
+    """``POST /score`` on the request's bytes: (the decision's JSON, whether it is a replay).
+    Raises the route's errors (422, 409, 503) as FastAPI exceptions."""
+    try:
+        tx = TransactionRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise transaction_errors(exc) from None
     deadline = started + state.redis_budget
     txn = tx.transaction_id
     data = tx.model_dump()
     fp = fingerprint(data)
     key, reply = await lookup(state, data, deadline)
     if reply[0]:  # decided before: replay, or 409 for a different request (nothing was recorded)
-        return _replay(reply[0], fp, txn)
+        return _replayed(reply[0], fp, txn), True
     velocity = state.velocity.parse(reply[1:])
     outcome, plain = state.engine.decide_json(data, velocity, source="api", started=started)
     body = similar.enrich_decision(state, data, plain)  # as is unless PA_SIMILAR_ENRICH
@@ -308,10 +330,54 @@ async def score(request: Request) -> Response:
     if stored[0] == OUTBOX_FULL:
         raise _unavailable(RuntimeError("decision outbox full: payments.decisions unreachable"), "Kafka")
     if stored[0] == EXISTS:  # decided concurrently (another request, worker or the stream)
-        return _replay(stored[1], fp, txn)
+        return _replayed(stored[1], fp, txn), True
     publisher.publish(txn, member)
     metrics.decided(outcome)
-    return Response(body, media_type=JSON)
+    return body, False
+
+
+_JSON_HEADERS = [(b"content-type", JSON.encode())]
+_REPLAY_RAW = [(b"idempotent-replay", b"true")]
+
+
+def _exception_handler(app: FastAPI, exc: Exception) -> Any:
+    """The handler Starlette's ``ExceptionMiddleware`` would pick for ``exc`` (by status code for an
+    HTTP exception, then by class), or None: unhandled, the outer ``ServerErrorMiddleware`` answers 500."""
+    handlers = app.exception_handlers
+    if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
+        return handlers[exc.status_code]
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
+async def score_asgi(app: FastAPI, scope: dict, receive: Any, send: Any) -> None:
+    """``POST /score`` as a plain ASGI endpoint, called by ``LimitAndMeasure`` (size limit, latency
+    metric) under Starlette's ``ServerErrorMiddleware`` (500): the same API-key dependency, the same
+    decision (``decide_one``), the same responses, and errors answered by the app's own exception
+    handlers (FastAPI's 422 format, ``Retry-After`` of a 503 ...), without FastAPI's routing, exception
+    and dependency layers (docs/performance.md: ~40 µs of the event loop per request)."""
+    request = Request(scope, receive)
+    state = app.state
+    try:
+        if state.settings.auth_enabled:
+            await require_api_key(request)
+        body, replayed = await decide_one(state, await request.body(), scope["state"]["started"])
+    except Exception as exc:
+        handler = _exception_handler(app, exc)
+        if handler is None:
+            raise
+        response = await handler(request, exc)
+        await response(scope, receive, send)
+        return
+    headers = [(b"content-length", b"%d" % len(body)), *_JSON_HEADERS]
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": _REPLAY_RAW + headers if replayed else headers}
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 @router.post(
@@ -744,7 +810,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        LimitAndMeasure,
+        max_body_bytes=settings.max_body_bytes,
+        endpoints={("POST", "/score"): functools.partial(score_asgi, app)},
+    )
     return app
 
 

@@ -1,4 +1,7 @@
-"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request size limit and latency metric."""
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request size limit and latency metric, and
+the plain ASGI endpoints (``endpoints``: (method, path) -> ASGI callable) it serves itself for a
+request that declares its Content-Length (``POST /score``: ``app.score_asgi``), below its limit and
+inside its measurement like every route."""
 
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ class _TooLarge(Exception):
 
 
 class LimitAndMeasure:
-    def __init__(self, app: Any, max_body_bytes: int):
+    def __init__(self, app: Any, max_body_bytes: int, endpoints: dict[tuple[str, str], Any] | None = None):
         self.app = app
         self.max_body = max_body_bytes
+        self.endpoints = endpoints or {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -51,7 +55,11 @@ class LimitAndMeasure:
                     chunked = True
             if declared and not chunked:
                 # the HTTP server delivers at most Content-Length bytes: nothing to count
-                await self.app(scope, receive, send)
+                endpoint = self.endpoints.get((scope["method"], scope["path"]))
+                if endpoint is not None and not scope.get("root_path"):
+                    await endpoint(scope, receive, send)
+                else:
+                    await self.app(scope, receive, send)
                 return
             seen = 0
             exceeded = False

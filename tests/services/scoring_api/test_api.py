@@ -349,3 +349,53 @@ def test_a_moved_champion_alias_is_picked_up_without_restart(make_settings, tmp_
             time.sleep(0.2)
         r = c.post("/score", json={**EXAMPLE_REQUEST, "transaction_id": "txn_00000000000000bb"})
         assert r.status_code == 200 and r.json()["model_versions"]["approval"] == "2"
+
+
+def _answer(r) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers of an answer (the content-length of a body of the same length kept)."""
+    return r.status_code, r.content, dict(r.headers)
+
+
+def test_the_plain_asgi_score_answers_as_the_fastapi_route(make_settings):
+    """A body with a Content-Length is served by ``score_asgi`` (no FastAPI routing), a chunked one by
+    the FastAPI route: the same decision, headers and errors either way."""
+    with TestClient(create_app(make_settings(mlflow_tracking_uri=None))) as c:
+        key = {"Authorization": f"Bearer {API_KEY}"}
+
+        def both(tx: dict | bytes, headers: dict[str, str]) -> tuple[tuple, tuple]:
+            body = tx if isinstance(tx, bytes) else orjson.dumps(tx)
+            sized = c.post("/score", content=body, headers={**headers, "Content-Type": "application/json"})
+            chunked = c.post("/score", content=iter([body]), headers={**headers, "Content-Type": "application/json"})
+            assert "transfer-encoding" not in sized.request.headers
+            assert chunked.request.headers["transfer-encoding"] == "chunked"
+            return _answer(sized), _answer(chunked)
+
+        # a new decision (by the plain endpoint), then its replay by the route and by the plain endpoint
+        tx = {**EXAMPLE_REQUEST, "transaction_id": f"txn_{uuid.uuid4().hex[:16]}"}
+        first = c.post("/score", content=orjson.dumps(tx), headers=key)
+        assert first.status_code == 200 and "idempotent-replay" not in first.headers
+        assert first.headers["content-type"] == "application/json"
+        assert int(first.headers["content-length"]) == len(first.content)
+        sized, chunked = both(tx, key)
+        assert sized == chunked and sized[0] == 200 and sized[1] == first.content
+        assert sized[2]["idempotent-replay"] == "true"
+        # a new decision by the route, replayed by the plain endpoint
+        tx2 = {**EXAMPLE_REQUEST, "transaction_id": f"txn_{uuid.uuid4().hex[:16]}"}
+        made = c.post("/score", content=iter([orjson.dumps(tx2)]), headers=key)
+        assert made.status_code == 200 and "idempotent-replay" not in made.headers
+        assert c.post("/score", json=tx2, headers=key).content == made.content
+        # errors: the same status, FastAPI's body and headers
+        cases = [
+            ({**tx, "amount_minor": -5}, key, 422),
+            (b"{not json", key, 422),
+            (b"\xff\xfe", key, 422),
+            ({**tx, "amount_minor": tx["amount_minor"] + 1}, key, 409),
+            (tx, {}, 401),
+            (tx, {"X-API-Key": "wrong"}, 403),
+        ]
+        for body, headers, status in cases:
+            sized, chunked = both(body, headers)
+            assert sized == chunked, (status, sized, chunked)
+            assert sized[0] == status
+        assert orjson.loads(both({**tx, "amount_minor": -5}, key)[0][1])["detail"][0]["loc"] == ["body", "amount_minor"]
+        assert both(tx, {})[0][2]["www-authenticate"] == "Bearer"
