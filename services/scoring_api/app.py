@@ -1,9 +1,11 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Hot path of ``POST /score``: API key and rate
-limit (``auth``: one dependency), the request parsed and validated in one pass over its bytes
-(``read_transaction``: pydantic-core), ONE Redis command (``lookup``: a Lua script reading the
-stored decision for idempotency and, for a new transaction, computing the velocity features while
+Hot path of ``POST /score``: a plain ASGI endpoint (``score_asgi``, served by the ``LimitAndMeasure``
+middleware for a body with a Content-Length: no FastAPI routing, exception or dependency layers; the
+FastAPI route ``score`` gives the same answers for the rest and documents it), API key and rate
+limit (``auth.require_api_key``), the request parsed and validated in one pass over its bytes
+(``decide_one``, as ``read_transaction``: pydantic-core), ONE Redis command (``lookup``: a Lua
+script reading the stored decision for idempotency and, for a new transaction, computing the velocity features while
 recording it), the decision core straight to JSON (``DecisionEngine.decide_json``: derived features,
 fast model scorers, compiled rules, policy), ONE more Redis command storing the decision with its
 request fingerprint and putting it in this process's outbox (``store``), the hand-over to the Kafka
