@@ -4,7 +4,7 @@ Hot path of ``POST /score``: a plain ASGI endpoint (``score_asgi``, served by th
 middleware for a body with a Content-Length: no FastAPI routing, exception or dependency layers; the
 FastAPI route ``score`` gives the same answers for the rest and documents it), API key and rate
 limit (``auth.require_api_key``), the request parsed and validated in one pass over its bytes
-(``decide_one``, as ``read_transaction``: pydantic-core), ONE Redis command (``lookup``: a Lua
+(``decide_one`` through ``parse_transaction``: pydantic-core), ONE Redis command (``lookup``: a Lua
 script reading the stored decision for idempotency and, for a new transaction, computing the velocity features while
 recording it), the decision core straight to JSON (``DecisionEngine.decide_json``: derived features,
 fast model scorers, compiled rules, policy), ONE more Redis command storing the decision with its
@@ -250,14 +250,19 @@ def transaction_errors(exc: ValidationError) -> RequestValidationError:
     return RequestValidationError(errors)
 
 
-async def read_transaction(request: Request) -> TransactionRequest:
-    """The request body parsed and validated in one pass by pydantic-core (``model_validate_json``),
+def parse_transaction(raw: bytes) -> TransactionRequest:
+    """A request body parsed and validated in one pass by pydantic-core (``model_validate_json``),
     not ``json.loads`` then model validation of the Python objects: about a tenth of ``/score``'s
-    CPU (docs/performance.md). ``decide_one`` validates the same way."""
+    CPU (docs/performance.md). A refused body is FastAPI's 422."""
     try:
-        return TransactionRequest.model_validate_json(await request.body())
+        return TransactionRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise transaction_errors(exc) from None
+
+
+async def read_transaction(request: Request) -> TransactionRequest:
+    """``parse_transaction`` of the request's body (the bench's ceilings validate through it)."""
+    return parse_transaction(await request.body())
 
 
 # the body is read by ``read_transaction``; OpenAPI still documents it (schema and examples)
@@ -306,10 +311,7 @@ _REPLAY_HEADER = {"Idempotent-Replay": "true"}
 async def decide_one(state: Any, raw: bytes, started: float) -> tuple[bytes, bool]:
     """``POST /score`` on the request's bytes: (the decision's JSON, whether it is a replay).
     Raises the route's errors (422, 409, 503) as FastAPI exceptions."""
-    try:
-        tx = TransactionRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise transaction_errors(exc) from None
+    tx = parse_transaction(raw)
     deadline = started + state.redis_budget
     txn = tx.transaction_id
     data = tx.model_dump()
