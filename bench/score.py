@@ -80,14 +80,14 @@ PLACEHOLDER = b"txn_PLACEHOLDER00000"[:20]  # 20 bytes, like txn_ + 16 hex
 def bare_app():
     """uvicorn factory: validates the same request model the same way (``read_transaction``), no work
     (ceiling of the HTTP stack)."""
-    from services.scoring_api.app import read_transaction, tune_gc  # noqa: PLC0415
+    from services.scoring_api.app import NO_OTEL_BRIDGE, read_transaction, tune_gc  # noqa: PLC0415
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_gc()  # the API's own garbage-collector settings
         yield
 
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=lifespan, telemetry=NO_OTEL_BRIDGE)  # as the API
     body = orjson.dumps({"outcome": "approve"})
 
     @app.post("/score")
@@ -111,7 +111,13 @@ def same_io_app():
     core, decision write, outbox or Kafka: what every design of the endpoint needs, and nothing else.
     Settings (Redis URL and key prefix) from the same PA_* variables as the API."""
     # imported here: the load generator process never needs the API's modules
-    from services.scoring_api.app import connect_redis, lookup, read_transaction, tune_gc  # noqa: PLC0415
+    from services.scoring_api.app import (  # noqa: PLC0415
+        NO_OTEL_BRIDGE,
+        connect_redis,
+        lookup,
+        read_transaction,
+        tune_gc,
+    )
     from services.scoring_api.settings import Settings  # noqa: PLC0415
 
     settings = Settings()
@@ -126,7 +132,7 @@ def same_io_app():
         finally:
             await client.aclose()
 
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=lifespan, telemetry=NO_OTEL_BRIDGE)  # as the API
     app.state.redis_budget = settings.redis_timeout_ms / 1000
 
     @app.post("/score")

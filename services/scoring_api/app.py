@@ -34,6 +34,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -202,6 +203,11 @@ async def lookup(state: Any, data: dict[str, Any], deadline: float) -> tuple[str
     key = state.decisions.key(data["transaction_id"])
     keys, args = state.velocity.lookup_keys_args(key, data)
     return key, await _script_within(state, state.lookup_script, keys, args, deadline)
+
+
+# The API's metrics are Prometheus (/metrics). FastAPI's OpenTelemetry bridge would otherwise look up the
+# three global OTel providers on every request (each an os.environ read) to find that none is set.
+NO_OTEL_BRIDGE: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def tune_gc() -> None:
@@ -765,6 +771,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.warning("decision publisher did not stop cleanly: %s", describe(exc))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(app.state.pipeline.drain(), timeout=5)
+        app.state.pipeline.close()
         await client.aclose()
 
 
@@ -772,6 +779,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check()
     app = FastAPI(
+        telemetry=NO_OTEL_BRIDGE,
         title="payment-analysis scoring API",
         version="1.0.0",
         description="Real-time payment decisions: approve, challenge_3ds, review or decline, with approval "

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 import uuid
 
 import httpx
 import pytest
 import redis.asyncio
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError, ResponseError
+
+from launcher import local
 
 from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
 from services.scoring_api.app import create_app
-from services.scoring_api.pipelining import AutoPipeline, eval_script
+from services.scoring_api.pipelining import AutoPipeline, eval_script, link_params
 from services.scoring_api.store import EXISTS, OUTBOX_FULL, STORE_LUA, STORED, DecisionStore, fingerprint, pack, unpack
 
 from .conftest import API_KEY
@@ -41,6 +46,70 @@ def test_commands_of_one_loop_turn_share_one_pipeline(redis_url):
         await client.aclose()
 
     run(main())
+
+
+def test_the_pipeline_connects_as_the_url_says_user_password_and_database(redis_url):
+    async def main():
+        admin = redis.asyncio.Redis.from_url(redis_url)
+        user, ns = f"pipe{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+        await admin.execute_command("ACL", "SETUSER", user, "on", ">s3cret", "~*", "+@all")
+        base = redis_url.rsplit("/", 1)[0].replace("redis://", f"redis://{user}:s3cret@")
+        pipe = AutoPipeline(redis.asyncio.Redis.from_url(f"{base}/3"))
+        assert pipe.link_in_use  # its own connection, not redis-py's pool
+        assert await pipe.call("SET", f"{ns}:k", "v") == b"OK"
+        assert await pipe.call("ACL", "WHOAMI") == user.encode()
+        assert await admin.get(f"{ns}:k") is None  # database 0
+        assert await redis.asyncio.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3").get(f"{ns}:k") == b"v"
+        wrong = AutoPipeline(redis.asyncio.Redis.from_url(redis_url.replace("redis://", f"redis://{user}:nope@")))
+        with pytest.raises(ResponseError, match="WRONGPASS"):
+            await wrong.call("PING")
+        # TLS or a credential provider: redis-py's own connections, as before
+        assert link_params(redis.asyncio.Redis.from_url("rediss://localhost:6390/0")) is None
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
+
+    run(main())
+
+
+def test_a_killed_connection_fails_what_was_outstanding_and_the_next_command_reconnects(redis_url):
+    async def main():
+        admin = redis.asyncio.Redis.from_url(redis_url)
+        pipe = AutoPipeline(redis.asyncio.Redis.from_url(redis_url))
+        assert await pipe.call("CLIENT", "SETNAME", "pipeline-under-test") == b"OK"
+        blocked = pipe.call("BLPOP", f"{uuid.uuid4().hex}:empty", 10)
+        await asyncio.sleep(0.1)
+        assert await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(blocked, 5)
+        assert await pipe.call("PING") == b"PONG"
+        await pipe.drain()
+        pipe.close()
+        await admin.aclose()
+
+    run(main())
+
+
+def test_a_silent_redis_fails_outstanding_commands_after_the_socket_timeout_then_recovers(tmp_path):
+    with local.redis(tmp_path) as url:
+
+        async def main():
+            client = redis.asyncio.Redis.from_url(url, socket_timeout=0.3)
+            pid = (await client.info("server"))["process_id"]
+            pipe = AutoPipeline(client)
+            assert await pipe.call("PING") == b"PONG"
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.perf_counter()
+                with pytest.raises(ConnectionError, match="did not answer"):
+                    await asyncio.wait_for(pipe.call("PING"), 5)
+                assert time.perf_counter() - started < 2.5
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert await pipe.call("PING") == b"PONG"
+            pipe.close()
+            await client.aclose()
+
+        run(main())
 
 
 def test_eval_script_reloads_a_flushed_script(redis_url):
