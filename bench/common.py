@@ -6,12 +6,39 @@ import asyncio
 import json
 import os
 import platform
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# ------------------------------------------------------------------------------------------ who pays
+# Load generators send request templates; who pays and where is drawn per request from a population
+# the size of the simulator's defaults (PA_SIMULATOR_CARDHOLDERS, PA_SIMULATOR_MERCHANTS). The templates
+# alone would put all the traffic on a few thousand cards: at thousands of requests a second each card
+# would pay several times a second and its velocity windows would hold hundreds of transactions, a
+# state no real card reaches that makes every velocity read and write dearer.
+CARDHOLDERS = 200_000
+MERCHANTS = 3_000
+PARTIES = {b"CARD_PLACEHOLDER": b"tok_%07d", b"CH_PLACEHOLDER": b"ch_%07d", b"DEV_PLACEHOLDER": b"dev_%06x"}
+MERCHANT_PLACEHOLDER = b"MER_PLACEHOLDER"
+
+
+def leave_parties_open(tx: dict[str, Any]) -> dict[str, Any]:
+    """``tx`` with its card (token, cardholder, device) and merchant as placeholders for ``with_parties``."""
+    tx["card_token_id"], tx["cardholder_id"], tx["device_fingerprint"] = (p.decode() for p in PARTIES)
+    tx["merchant_id"] = MERCHANT_PLACEHOLDER.decode()
+    return tx
+
+
+def with_parties(body: bytes, rng: random.Random) -> bytes:
+    """``body`` with a card of the population (its cardholder and device go with it) and a merchant."""
+    card = rng.randrange(CARDHOLDERS)
+    for placeholder, pattern in PARTIES.items():
+        body = body.replace(placeholder, pattern % card)
+    return body.replace(MERCHANT_PLACEHOLDER, b"m_%06d" % rng.randrange(MERCHANTS))
 
 
 def machine() -> dict[str, Any]:

@@ -15,7 +15,8 @@ What runs (all real, throwaway, on free ports):
   - the BARE ceiling (``bare_app``): validates the same request and returns a constant (the HTTP
     stack alone).
 * A load generator in its own process: asyncio + uvloop, keep-alive HTTP/1.1 connections, every
-  request a distinct transaction (no idempotent replays).
+  request a distinct transaction (no idempotent replays), its card and merchant drawn from the
+  simulator's population (200,000 cards, 3,000 merchants: ``bench.common.with_parties``).
   - fixed offered loads (open loop): requests are scheduled at ``t0 + i/rate`` and latency is measured
     from the SCHEDULED time, so queueing when the server falls behind counts (no coordinated
     omission);
@@ -60,7 +61,7 @@ import uvloop
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from bench.common import drive_load, print_table, write_results
+from bench.common import drive_load, leave_parties_open, print_table, with_parties, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
@@ -151,10 +152,12 @@ def same_io_app():
 
 # ------------------------------------------------------------------------------------------ load generator
 def _templates(n: int, seed: int = 42) -> list[bytes]:
+    """Request bodies with the transaction id, the card and the merchant left open (filled per request:
+    ``bench.common.with_parties``)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        tx = sample_request(rng)
+        tx = leave_parties_open(sample_request(rng))
         tx["transaction_id"] = PLACEHOLDER.decode()
         out.append(orjson.dumps(tx, option=orjson.OPT_UTC_Z))
     return out
@@ -193,10 +196,12 @@ def _load(
 
     tag = hashlib.sha256(run_tag.encode()).hexdigest()[:6].encode()  # hex, distinct per run
 
+    parties = random.Random(run_tag)
+
     def next_request() -> bytes:
         i = next(counter)
         txn = b"txn_" + tag + b"%010x" % i
-        return _request_bytes(temps[i % len(temps)], txn, port)
+        return _request_bytes(with_parties(temps[i % len(temps)], parties), txn, port)
 
     latencies: list[float] = []
     statuses: dict[int, int] = {}

@@ -74,7 +74,7 @@ import uvloop
 from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
-from bench.common import drive_load, print_table, write_results
+from bench.common import drive_load, leave_parties_open, print_table, with_parties, write_results
 from bench.score import BENCH_KEY, PLACEHOLDER, register_models, wait_http
 from bench.stream import Platform
 from launcher import local
@@ -96,14 +96,7 @@ PARTS = ("scoring_api.consumer",)
 
 
 # ------------------------------------------------------------------------------------------ /score load
-# who pays and where, drawn per request from a population the size of the simulator's defaults
-# (PA_SIMULATOR_CARDHOLDERS, PA_SIMULATOR_MERCHANTS): the templates alone would put all of /score's
-# traffic on ~2,000 cards and 200 merchants, each card then paying ~0.4 times a second for the whole
-# soak, and the velocity windows (24 h for a card) of those few cards would grow all along
-CARDHOLDERS = 200_000
-MERCHANTS = 3_000
-PARTIES = {b"CARD_PLACEHOLDER": b"tok_%07d", b"CH_PLACEHOLDER": b"ch_%07d", b"DEV_PLACEHOLDER": b"dev_%06x"}
-MERCHANT_PLACEHOLDER = b"MER_PLACEHOLDER"
+# who pays and where: drawn per request from the simulator's population (bench.common.with_parties)
 
 
 def _templates(n: int, seed: int) -> list[bytes]:
@@ -115,18 +108,8 @@ def _templates(n: int, seed: int) -> list[bytes]:
         tx = sample_request(rng)
         tx["transaction_id"] = PLACEHOLDER.decode()
         tx["event_timestamp"] = TS_PLACEHOLDER.decode().strip('"')
-        tx["card_token_id"], tx["cardholder_id"], tx["device_fingerprint"] = (p.decode() for p in PARTIES)
-        tx["merchant_id"] = MERCHANT_PLACEHOLDER.decode()
-        out.append(orjson.dumps(tx))
+        out.append(orjson.dumps(leave_parties_open(tx)))
     return out
-
-
-def _parties(body: bytes, rng: random.Random) -> bytes:
-    """``body`` with a card of the population (its cardholder and device go with it) and a merchant."""
-    card = rng.randrange(CARDHOLDERS)
-    for placeholder, pattern in PARTIES.items():
-        body = body.replace(placeholder, pattern % card)
-    return body.replace(MERCHANT_PLACEHOLDER, b"m_%06d" % rng.randrange(MERCHANTS))
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -165,7 +148,7 @@ def score_load(
         txn = b"txn_" + prefix + b"%010x" % i
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
         body = temps[i % len(temps)].replace(PLACEHOLDER, txn).replace(TS_PLACEHOLDER, b'"' + now + b'"')
-        body = _parties(body, parties_rng)
+        body = with_parties(body, parties_rng)
         head = (
             b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
             b"X-API-Key: %s\r\nContent-Length: %d\r\n\r\n" % (port, BENCH_KEY.encode(), len(body))

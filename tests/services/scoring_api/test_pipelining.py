@@ -14,7 +14,6 @@ import redis.asyncio
 from redis.exceptions import ConnectionError, ResponseError
 
 from launcher import local
-
 from payments_core.samples import EXAMPLE_REQUEST
 from payments_core.velocity import AsyncRedisVelocityStore
 from services.scoring_api.app import create_app
