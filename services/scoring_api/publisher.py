@@ -9,7 +9,9 @@ both the decision key and an entry in this process's outbox (a sorted set
 decision is then handed to an idempotent Kafka producer (confluent-kafka, ``enable.idempotence``,
 ``acks=all``, key = transaction_id, the Java client's murmur2 partitioner like the stream's sink)
 before the response is written: no broker round trip on the response path, only librdkafka's bounded
-in-memory queue. When the broker acknowledges it, the outbox entry is removed.
+in-memory queue. When the broker acknowledges it, the outbox entry is removed: the delivery reports are
+served on the event loop (``producer.poll(0)`` every ``POLL_INTERVAL_S``), not by a thread of their own,
+whose GIL hand-overs, one per report, interrupted the requests in flight.
 
 So a returned decision reaches the topic unless Redis loses it too:
 
@@ -61,6 +63,7 @@ SWEEP_BATCH = 5_000
 FLUSH_TIMEOUT_S = 10.0
 LINGER_MS = 50  # how long librdkafka gathers decisions into one produce request
 QUEUE_MAX_MESSAGES = 100_000  # librdkafka's in-memory queue (produce raises BufferError above it)
+POLL_INTERVAL_S = 0.02  # how often the event loop serves the delivery reports (and librdkafka's errors)
 
 # KEYS: the instances set. ARGV: prefix, own instance id, now (ms), max members.
 # Moves the outbox of every instance whose alive key expired into our own; returns the members moved.
@@ -111,7 +114,8 @@ def split_member(member: bytes) -> tuple[bytes, bytes]:
 
 
 class DecisionPublisher:
-    """One per API process (uvicorn worker): the producer, its poll thread and the outbox sweeper."""
+    """One per API process (uvicorn worker): the producer, its delivery reports (served on the event
+    loop) and the outbox sweeper."""
 
     def __init__(self, settings: Settings, client: Any, pipeline: AutoPipeline):
         self.settings = settings
@@ -131,7 +135,7 @@ class DecisionPublisher:
         self._done: list[tuple[bytes, Any]] = []
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._poller: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
         from confluent_kafka import Producer  # noqa: PLC0415 - the API imports it only when it starts
 
@@ -155,8 +159,7 @@ class DecisionPublisher:
     # ---------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._poll_loop, name="decision-publisher", daemon=True)
-        self._thread.start()
+        self._poller = self._loop.call_later(POLL_INTERVAL_S, self._poll)
         try:
             await asyncio.wait_for(self._register(), timeout=5)
         except Exception as exc:  # Redis down at start: the sweeper registers when it is back
@@ -168,11 +171,12 @@ class DecisionPublisher:
             self._task.cancel()
             # asyncio.wait, not await: a sweep stuck on a Redis reply that never comes must not hold the stop
             await asyncio.wait({self._task}, timeout=5)
-        remaining = await asyncio.to_thread(self.producer.flush, FLUSH_TIMEOUT_S)
         self._stopping.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5)
-        self._dispatch(direct=True)
+        if self._poller is not None:
+            self._poller.cancel()
+        # the reports of the flush come on its thread (``_on_delivery`` only appends), handled here after
+        remaining = await asyncio.to_thread(self.producer.flush, FLUSH_TIMEOUT_S)
+        self._dispatch()
         try:
             await asyncio.wait_for(self.pipeline.drain(), timeout=5)
             left = await asyncio.wait_for(self.client.zcard(self.outbox_key), timeout=2)
@@ -211,10 +215,10 @@ class DecisionPublisher:
             metrics.PUBLISH_ERRORS.inc()
             self._error(f"produce failed: {describe(exc)}")
 
-    def _on_delivery(self, member: bytes, err: Any, msg: Any) -> None:  # librdkafka's thread (poll or flush)
+    def _on_delivery(self, member: bytes, err: Any, msg: Any) -> None:  # in poll (event loop) or flush (a thread)
         self._done.append((member, err))
 
-    def _on_error(self, err: Any) -> None:  # librdkafka's thread
+    def _on_error(self, err: Any) -> None:  # in poll or flush
         self._error(f"Kafka {err.name()}: {redact(err.str())}")
 
     def _error(self, text: str) -> None:
@@ -222,19 +226,21 @@ class DecisionPublisher:
             log.warning("decision publishing: %s", text)
         self.last_error, self.last_error_at = text, time.time()
 
-    def _poll_loop(self) -> None:
-        while not self._stopping.is_set():
-            self.producer.poll(0.1)
+    def _poll(self) -> None:  # on the event loop, every POLL_INTERVAL_S until stop
+        try:
+            self.producer.poll(0)
             self._dispatch()
+        except Exception:  # never let the reports stop being served
+            log.exception("serving Kafka delivery reports failed")
+        finally:
+            if not self._stopping.is_set() and self._loop is not None:
+                self._poller = self._loop.call_later(POLL_INTERVAL_S, self._poll)
 
-    def _dispatch(self, direct: bool = False) -> None:
+    def _dispatch(self) -> None:  # on the event loop
         if not self._done:
             return
         batch, self._done = self._done, []
-        if direct:
-            self._acknowledged(batch)
-        elif self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._acknowledged, batch)
+        self._acknowledged(batch)
 
     def _acknowledged(self, batch: list[tuple[bytes, Any]]) -> None:  # on the event loop
         acked = [member for member, err in batch if err is None]

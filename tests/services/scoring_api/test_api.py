@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 
@@ -399,3 +400,23 @@ def test_the_plain_asgi_score_answers_as_the_fastapi_route(make_settings):
             assert sized[0] == status
         assert orjson.loads(both({**tx, "amount_minor": -5}, key)[0][1])["detail"][0]["loc"] == ["body", "amount_minor"]
         assert both(tx, {})[0][2]["www-authenticate"] == "Bearer"
+
+
+def test_delivery_reports_are_served_on_the_event_loop_while_it_runs(make_settings, redis_url):
+    """The producer's delivery reports are served by the event loop (no thread of their own): the
+    decisions a running API returned leave its outbox once Kafka acknowledged them, before any stop."""
+    import redis  # noqa: PLC0415
+
+    settings = make_settings(mlflow_tracking_uri=None)
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+        publisher = c.app.state.publisher
+        assert not any(t.name == "decision-publisher" for t in threading.enumerate())
+        for _ in range(5):
+            tx = {**EXAMPLE_REQUEST, "transaction_id": f"txn_{uuid.uuid4().hex[:16]}"}
+            assert c.post("/score", json=tx).status_code == 200
+        r = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 20
+        while r.zcard(publisher.outbox_key) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.zcard(publisher.outbox_key) == 0, "Kafka's acknowledgements did not empty the outbox"
+        assert publisher.last_error is None
