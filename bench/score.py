@@ -19,8 +19,7 @@ What runs (all real, throwaway, on free ports):
   simulator's population (200,000 cards, 3,000 merchants: ``bench.common.with_parties``).
   - fixed offered loads (open loop): requests are scheduled at ``t0 + i/rate`` and latency is measured
     from the SCHEDULED time, so queueing when the server falls behind counts (no coordinated
-    omission); each starts once the broker and Redis are idle again (``wait_quiet``, at most 30 s;
-    ``settled_s`` per run);
+    omission);
   - saturation (closed loop): N connections send back to back; rps = completed / duration.
 
 Writes ``bench/results/score.json``: ``max_rps`` (/score saturation), ``ceiling_same_io_rps``,
@@ -433,23 +432,6 @@ def cpu_by_part(roots: dict[str, int], work: Path, redis_url: str) -> dict[str, 
     return out
 
 
-def wait_quiet(work: Path, redis_url: str, *, cores: float = 0.05, timeout: float = 30.0) -> float:
-    """Wait until the Kafka broker and Redis of this run together use at most ``cores`` over a second
-    (at most ``timeout`` seconds); returns the seconds waited. Right after a saturation run the broker
-    spends 2-3 times its usual CPU per record for 20-30 s: that aftermath belongs to the saturation
-    run, not to the open-loop rate measured next."""
-    started = time.monotonic()
-    before = cpu_by_part({}, work, redis_url)
-    while time.monotonic() - started < timeout:
-        time.sleep(1.0)
-        after = cpu_by_part({}, work, redis_url)
-        busy = sum(after.values()) - sum(before.values())
-        if busy <= cores:
-            break
-        before = after
-    return round(time.monotonic() - started, 1)
-
-
 def cpu_model() -> str | None:
     """The CPU this run measured on (``/proc/cpuinfo``), for the figures' record."""
     try:
@@ -523,7 +505,6 @@ def main() -> None:
             ) -> dict:
                 server = name.split("_open")[0].split("_saturation")[0].removeprefix("warmup_")
                 roots = {"server": servers[server][0].pid} if server in servers else {}
-                settled = wait_quiet(work, redis_url) if mode == "open" and not name.startswith("warmup") else 0.0
                 before = cpu_by_part(roots, work, redis_url)
                 res = pool.submit(
                     _load, port, mode, rate, duration, conns, f"{len(runs) + len(compare):02d}{name[:4]}"
@@ -537,7 +518,6 @@ def main() -> None:
                     res["cpu_us_per_request"] = {
                         part: round(seconds / res["requests"] * 1e6, 1) for part, seconds in sorted(used.items())
                     }
-                res["settled_s"] = settled  # waited for the broker and Redis to be idle first
                 into[name] = res
                 print(
                     f"{name:<24} rps={res['rps']:>8} p50={res['p50_ms']}ms p99={res['p99_ms']}ms "
