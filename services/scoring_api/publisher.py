@@ -61,7 +61,7 @@ MESSAGE_TIMEOUT_MS = 30_000  # librdkafka gives a message up after this (then th
 RESEND_AFTER_MS = 45_000  # own outbox entries older than this are sent again
 SWEEP_BATCH = 5_000
 FLUSH_TIMEOUT_S = 10.0
-LINGER_MS = 50  # how long librdkafka gathers decisions into one produce request
+LINGER_MS = 150  # how long librdkafka gathers decisions into one produce request
 QUEUE_MAX_MESSAGES = 100_000  # librdkafka's in-memory queue (produce raises BufferError above it)
 POLL_INTERVAL_S = 0.02  # how often the event loop serves the delivery reports (and librdkafka's errors)
 
@@ -146,7 +146,8 @@ class DecisionPublisher:
                 "enable.idempotence": True,
                 "acks": "all",
                 # no response waits for the broker, so batches can be large: at 5 ms the broker took
-                # ~0.45 core at 750 decisions/s on a 2-core host (p99 of /score 25 ms), at 50 ms ~0.18
+                # ~0.45 core at 750 decisions/s on a 2-core host (p99 of /score 25 ms), at 50 ms ~0.18;
+                # at 150 ms a third of the 50 ms figure at /score's saturation (docs/performance.md)
                 "linger.ms": LINGER_MS,
                 "partitioner": "murmur2_random",  # the Java client's: same partition as the stream's records
                 "queue.buffering.max.messages": QUEUE_MAX_MESSAGES,
