@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import redis as redis_client
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pyspark.sql import functions as F
 from pyspark.sql.functions import arrow_udf
@@ -727,6 +728,12 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds of traffic pre-recorded in the velocity store before a fixed-rate run "
         "(300 = the longest window that scans per call, merchant 5 min: steady state)",
     )
+    ap.add_argument(
+        "--keep-velocity-store",
+        dest="fresh_velocity_store",
+        action="store_false",
+        help="do not empty Redis before each fixed-rate run (the earlier runs' velocity keys stay)",
+    )
     ap.add_argument("--no-decision-log", action="store_true", help="scoring query only (no Delta log query)")
     ap.add_argument(
         "--scoring-only-rates",
@@ -868,6 +875,13 @@ def phase_fixed_rate(
         env["PA_STREAM_DECISION_LOG"] = "false"
     log_on = not scoring_only and plat.env(**env).get("PA_STREAM_DECISION_LOG", "true").lower() != "false"
     log_path = plat.workdir / f"processor-{name}.log"
+    if args.fresh_velocity_store:
+        # Redis holds this run's velocity state only: the earlier runs' keys (each run its own prefix)
+        # would stay until they expire, and trimming and expiring them costs Redis CPU on these
+        # 2 cores during this run: state no deployment at this rate holds.
+        flushed = redis_client.Redis.from_url(plat.redis_url)
+        flushed.flushall()
+        flushed.close()
     started = time.time()
     with plat.process(f"processor-{name}", argv, **env) as proc:
         # The velocity history is written while the processor starts and is probed: written before,

@@ -156,3 +156,15 @@ def test_minute_metrics_add_up_to_the_log_and_alerts_are_judged(scored, spark):
     }
     # events are from March, decided now: the event-to-decision latency alert must fire
     assert alerts.where("alert_type = 'latency' AND active AND transactions >= 50").count() >= 1
+
+
+def test_micro_batch_sources_do_not_wait_the_kafka_clients_500_ms_for_more_data():
+    settings = StreamProcessorSettings(kafka_bootstrap="broker:9092", _env_file=None)
+    options = pipeline.source_client_options(settings)
+    assert options["kafka.fetch.max.wait.ms"] == "20"
+    assert options["kafka.bootstrap.servers"] == "broker:9092"
+    # real-time mode's consumers poll continuously: the client's own default stays
+    assert "kafka.fetch.max.wait.ms" not in pipeline.source_client_options(settings, realtime=True)
+    # the operator's PA_KAFKA_OPTIONS win over the processor's choice
+    tuned = settings.model_copy(update={"kafka_options": {"fetch.max.wait.ms": "100"}})
+    assert pipeline.source_client_options(tuned)["kafka.fetch.max.wait.ms"] == "100"
