@@ -705,8 +705,8 @@ def main(argv: list[str] | None = None) -> None:
         "batch) or a fixed number of seconds to wait",
     )
     ap.add_argument("--ready-ms-realtime", type=float, default=250.0)
-    # idle, a micro-batch of a few probes takes ~1.6 s (addBatch; each of the 2 tasks reads 3 Kafka
-    # partitions in turn), against ~0.2 s under load
+    # idle, a micro-batch of a few probes takes ~0.4 s (median; up to ~0.8 s), ~2 s with the Kafka
+    # client's default 500 ms fetch wait (PA_STREAM_SOURCE_FETCH_MAX_WAIT_MS)
     ap.add_argument("--ready-ms-microbatch", type=float, default=2500.0)
     ap.add_argument("--ready-timeout", type=float, default=180.0, help="seconds of probing before giving up")
     ap.add_argument("--seconds", type=float, default=90.0, help="duration of each fixed-rate run")
