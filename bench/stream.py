@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-import redis as redis_client
+import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pyspark.sql import functions as F
 from pyspark.sql.functions import arrow_udf
@@ -879,9 +879,8 @@ def phase_fixed_rate(
         # Redis holds this run's velocity state only: the earlier runs' keys (each run its own prefix)
         # would stay until they expire, and trimming and expiring them costs Redis CPU on these
         # 2 cores during this run: state no deployment at this rate holds.
-        flushed = redis_client.Redis.from_url(plat.redis_url)
-        flushed.flushall()
-        flushed.close()
+        with redis.Redis.from_url(plat.redis_url) as store:
+            store.flushall()
     started = time.time()
     with plat.process(f"processor-{name}", argv, **env) as proc:
         # The velocity history is written while the processor starts and is probed: written before,

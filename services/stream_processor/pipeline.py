@@ -125,10 +125,8 @@ def scoring_config(
 
 # ------------------------------------------------------------------------------------------ sources
 def source_client_options(settings: StreamProcessorSettings, *, realtime: bool = False) -> dict[str, str]:
-    """The Kafka client options of a source (``kafka.``-prefixed); ``PA_KAFKA_OPTIONS`` wins."""
-    # In micro-batch mode each task reads its partitions in turn, and a read that had what it needed
-    # still waited fetch.max.wait.ms for more. Real-time mode's consumers poll continuously and the
-    # broker answers as data comes.
+    """The Kafka client options of a source (``kafka.``-prefixed); ``PA_KAFKA_OPTIONS`` wins. Micro-batch
+    sources get ``stream_source_fetch_max_wait_ms``; real-time mode's consumers poll continuously."""
     own = {} if realtime else {"kafka.fetch.max.wait.ms": str(settings.stream_source_fetch_max_wait_ms)}
     return {**own, **settings.kafka_client_options()}
 

@@ -127,10 +127,8 @@ class StreamProcessorSettings(CommonSettings):
     stream_source_fetch_max_wait_ms: int = Field(
         20,
         ge=0,
-        description="Micro-batch mode: fetch.max.wait.ms of the Kafka source's consumers. Each task "
-        "reads its partitions in turn, and a read that has what it needs still waited this long "
-        "for more: with the consumer's 500 ms default, a batch of a few transactions took ~2 s "
-        "(median over idle probe rounds), ~0.4 s with 20. PA_KAFKA_OPTIONS wins if it sets it",
+        description="Micro-batch mode: fetch.max.wait.ms of the Kafka source's consumers (the client's "
+        "500 ms default held small batches back; docs/performance.md). PA_KAFKA_OPTIONS wins if it sets it",
     )
     stream_sink_kafka_options: dict[str, str] = Field(
         default_factory=lambda: {"linger.ms": "5", "batch.size": "262144"},
