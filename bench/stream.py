@@ -344,19 +344,29 @@ def wait_for_log_batch(
     bootstrap: str,
     transactions: str,
     per_partition: int,
+    batches: int = 1,
+    burst: int = 0,
     timeout: float = 300.0,
 ) -> float | None:
-    """Seconds until the decision log has finished a (non-empty) batch: its cold first batch done
-    before the load starts. The log's own process starts after the scoring query and reads from the
-    decisions topic's end, so a few probe transactions (to every partition: whole real-time Arrow
-    batches) go out every 5 s until it has. None on timeout."""
+    """Seconds until the decision log has finished ``batches`` (non-empty) batches: its cold first
+    ones done before the load starts. The log's own process starts after the scoring query and reads
+    from the decisions topic's end, so a few probe transactions (to every partition: whole real-time
+    Arrow batches) go out every 5 s until it has; ``burst`` more go out at once first (a batch the
+    size of the load's, so that the log's code for large batches is compiled too). None on timeout."""
     gen = TransactionGenerator(GeneratorConfig(seed=37))
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     parts = sorted(producer.list_topics(transactions, timeout=30).topics[transactions].partitions)
+    if burst:
+        batch = gen.batch(burst)
+        for i, (value, key) in enumerate(zip(batch.json_values(), batch.keys(), strict=True)):
+            producer.produce(transactions, value, key, partition=parts[i % len(parts)])
+            if i % 10_000 == 0:
+                producer.poll(0)
+        producer.flush(30)
     t0 = time.monotonic()
     last = 0.0
     while time.monotonic() - t0 < timeout:
-        if decision_log_batches(log_path):
+        if len(decision_log_batches(log_path)) >= batches:
             return round(time.monotonic() - t0, 1)
         if proc.poll() is not None:
             raise RuntimeError(f"processor exited with {proc.returncode}")
@@ -736,6 +746,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--no-decision-log", action="store_true", help="scoring query only (no Delta log query)")
     ap.add_argument(
+        "--log-warm-decisions",
+        type=int,
+        default=0,
+        help="after the decision log's first batch, this many transactions at once and its batch of "
+        "their decisions finished before the load starts (0: none)",
+    )
+    ap.add_argument(
         "--scoring-only-rates",
         default="half",
         help="fixed offered rates also run without the decision-log query (as with the log on its "
@@ -916,6 +933,16 @@ def phase_fixed_rate(
                 readiness["decision_log_first_batch_s"] = wait_for_log_batch(
                     log_path, proc, plat.bootstrap, topics.transactions, 2 * rows if mode == "realtime" else 4
                 )
+                if args.log_warm_decisions:
+                    readiness["decision_log_warm_s"] = wait_for_log_batch(
+                        log_path,
+                        proc,
+                        plat.bootstrap,
+                        topics.transactions,
+                        2 * rows if mode == "realtime" else 4,
+                        batches=len(decision_log_batches(log_path)) + 1,
+                        burst=int(args.log_warm_decisions),
+                    )
             readiness["ready_s"] = round(time.time() - started, 1)
         else:
             time.sleep(float(args.ready))  # a fixed pause (what the benchmark did before probing)
