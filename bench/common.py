@@ -7,6 +7,8 @@ import json
 import os
 import platform
 import random
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,6 +41,12 @@ def with_parties(body: bytes, rng: random.Random) -> bytes:
     for placeholder, pattern in PARTIES.items():
         body = body.replace(placeholder, pattern % card)
     return body.replace(MERCHANT_PLACEHOLDER, b"m_%06d" % rng.randrange(MERCHANTS))
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``) ends a benchmark as Ctrl-C does: its ``with`` blocks stop the
+    brokers, servers and processors it started instead of leaving them running."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def machine() -> dict[str, Any]:

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from bench.common import print_table, write_results
+from bench.common import exit_on_sigterm, print_table, write_results
 from dashboards import DASHBOARDS
 from launcher.infra import free_port, wait_for_port
 from launcher.local import stop_process
@@ -307,4 +307,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

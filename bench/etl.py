@@ -49,7 +49,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.common import print_table, write_results
+from bench.common import exit_on_sigterm, print_table, write_results
 from launcher import local
 from launcher.topics import ensure_topics
 from payments_core.contract.topics import TRANSACTIONS, prefixed
@@ -343,4 +343,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -61,7 +61,7 @@ import uvloop
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from bench.common import drive_load, leave_parties_open, print_table, with_parties, write_results
+from bench.common import drive_load, exit_on_sigterm, leave_parties_open, print_table, with_parties, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
@@ -660,4 +660,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -47,7 +47,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from bench.common import drive_load, print_table, write_results
+from bench.common import drive_load, exit_on_sigterm, print_table, write_results
 from launcher import local
 from launcher.infra import free_port
 from launcher.local import stop_process
@@ -400,4 +400,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

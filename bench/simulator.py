@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import print_table, write_results
+from bench.common import exit_on_sigterm, print_table, write_results
 from launcher import local
 from launcher.topics import ensure_topics
 from payments_core.contract.topics import TRANSACTIONS, TopicSpec, prefixed
@@ -174,4 +174,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

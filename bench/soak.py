@@ -74,7 +74,7 @@ import uvloop
 from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
-from bench.common import drive_load, leave_parties_open, print_table, with_parties, write_results
+from bench.common import drive_load, exit_on_sigterm, leave_parties_open, print_table, with_parties, write_results
 from bench.score import BENCH_KEY, PLACEHOLDER, register_models, wait_http
 from bench.stream import Platform
 from launcher import local
@@ -919,4 +919,5 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

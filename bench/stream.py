@@ -69,7 +69,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pyspark.sql import functions as F
 from pyspark.sql.functions import arrow_udf
 
-from bench.common import print_table, write_results
+from bench.common import exit_on_sigterm, print_table, write_results
 from launcher import local
 from launcher.topics import ensure_topics
 from payments_core.contract.events import TransactionEvent
@@ -1188,4 +1188,5 @@ def summarize(runs: dict[str, Any], repeat: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from bench.common import print_table, write_results
+from bench.common import exit_on_sigterm, print_table, write_results
 from services.simulator.generator import GeneratorConfig, TransactionGenerator
 from spark.common.session import get_spark
 from spark.common.tables import Lakehouse
@@ -119,4 +119,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,11 +30,22 @@ FINGERPRINT_PREFIX = b"sha256:"
 _FP_LEN = len(FINGERPRINT_PREFIX) + 64
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _in_utc(value: datetime) -> datetime | str:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+00:12: before year 1 in UTC; the same instant, exactly
+        return f"{(value - _EPOCH) // _MICROSECOND}us"
+
+
 def fingerprint(request: dict[str, Any]) -> bytes:
     """Hex SHA-256 of the canonical request (a ``TransactionRequest.model_dump()``; times in UTC, so
     one instant written with two offsets is one request)."""
     canonical = orjson.dumps(
-        {k: v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo else v for k, v in request.items()},
+        {k: _in_utc(v) if isinstance(v, datetime) and v.tzinfo else v for k, v in request.items()},
         option=orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z,
     )
     return hashlib.sha256(canonical).hexdigest().encode()

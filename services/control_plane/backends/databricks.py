@@ -552,13 +552,14 @@ class DatabricksStepRunner(StepRunner):
     def _finish_remote(self, run_id: int, status: str, result: str | None) -> None:
         with self.sessions() as db:
             row = db.get(JobRun, run_id)
+            # the log's last line first: whoever sees the final status then reads the whole log
+            self._append(row.log_path, f"[{_stamp()}] {status}")
             row.status = status
             row.exit_code = EXIT_CODES.get(status)
             row.finished_at = utcnow()
             if result is not None:
                 row.result = result
             db.commit()
-        self._append(self.get(run_id).log_path, f"[{_stamp()}] {status}")
 
     @staticmethod
     def _append(path: str, text: str) -> None:

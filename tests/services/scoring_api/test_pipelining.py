@@ -7,6 +7,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -180,3 +181,14 @@ def test_concurrent_rescoring_returns_one_decision(make_settings, concurrency):
         assert fetched.content == rs[0].content
 
     run(main())
+
+
+def test_the_fingerprint_of_an_instant_before_year_one_in_utc_is_defined_and_offset_free():
+    # 0001-01-01T00:00:00+00:12 is valid for the contract but lies before year 1 in UTC, where
+    # datetime.astimezone overflows (the OpenAPI fuzz test found it as a 500 of /score/batch)
+    plus_12 = datetime(1, 1, 1, tzinfo=timezone(timedelta(minutes=12)))
+    same_instant = datetime(1, 1, 1, 0, 12, tzinfo=timezone(timedelta(minutes=24)))
+    a_minute_later = datetime(1, 1, 1, 0, 1, tzinfo=timezone(timedelta(minutes=12)))
+    fp = fingerprint({**EXAMPLE_REQUEST, "event_timestamp": plus_12})
+    assert fp == fingerprint({**EXAMPLE_REQUEST, "event_timestamp": same_instant})
+    assert fp != fingerprint({**EXAMPLE_REQUEST, "event_timestamp": a_minute_later})
