@@ -353,16 +353,11 @@ def wait_for_log_batch(
     from the decisions topic's end, so a few probe transactions (to every partition: whole real-time
     Arrow batches) go out every 5 s until it has; ``burst`` more go out at once first (a batch the
     size of the load's, so that the log's code for large batches is compiled too). None on timeout."""
-    gen = TransactionGenerator(GeneratorConfig(seed=37))
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    parts = sorted(producer.list_topics(transactions, timeout=30).topics[transactions].partitions)
     if burst:
-        batch = gen.batch(burst)
-        for i, (value, key) in enumerate(zip(batch.json_values(), batch.keys(), strict=True)):
-            producer.produce(transactions, value, key, partition=parts[i % len(parts)])
-            if i % 10_000 == 0:
-                producer.poll(0)
-        producer.flush(30)
+        produce_backlog(bootstrap, transactions, burst, seed=41)
+    gen = TransactionGenerator(GeneratorConfig(seed=37))
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    parts = sorted(producer.list_topics(transactions, timeout=30).topics[transactions].partitions)
     t0 = time.monotonic()
     last = 0.0
     while time.monotonic() - t0 < timeout:
@@ -920,18 +915,19 @@ def phase_fixed_rate(
                 time.sleep(0.5)
             time.sleep(2)
             rows = int(plat.env(**env).get("PA_STREAM_REALTIME_ARROW_BATCH_ROWS", "4"))
+            probes = 2 * rows if mode == "realtime" else 4  # per partition: whole real-time Arrow batches
             readiness = probe_until_ready(
                 plat.bootstrap,
                 topics.transactions,
                 topics.decisions,
                 proc,
-                per_partition=2 * rows if mode == "realtime" else 4,
+                per_partition=probes,
                 max_ms=args.ready_ms_realtime if mode == "realtime" else args.ready_ms_microbatch,
                 timeout=args.ready_timeout,
             )
             if log_on:
                 readiness["decision_log_first_batch_s"] = wait_for_log_batch(
-                    log_path, proc, plat.bootstrap, topics.transactions, 2 * rows if mode == "realtime" else 4
+                    log_path, proc, plat.bootstrap, topics.transactions, probes
                 )
                 if args.log_warm_decisions:
                     readiness["decision_log_warm_s"] = wait_for_log_batch(
@@ -939,9 +935,9 @@ def phase_fixed_rate(
                         proc,
                         plat.bootstrap,
                         topics.transactions,
-                        2 * rows if mode == "realtime" else 4,
+                        probes,
                         batches=len(decision_log_batches(log_path)) + 1,
-                        burst=int(args.log_warm_decisions),
+                        burst=args.log_warm_decisions,
                     )
             readiness["ready_s"] = round(time.time() - started, 1)
         else:
