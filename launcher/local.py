@@ -4,6 +4,7 @@ temporary folder on free ports, stopped on exit."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -42,15 +43,37 @@ def run_server(
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Signal a child, wait up to ``timeout`` seconds, then kill it."""
+    """Signal a child, wait up to ``timeout`` seconds, then kill it.
+
+    A child started in its own session (``start_new_session=True``) is signalled with its whole process
+    group: a wrapper such as ``runuser`` (PostgreSQL as the postgres user) ignores SIGINT and would
+    otherwise be killed after the timeout with the server left running."""
     if proc.poll() is not None:
         return
-    proc.send_signal(sig)
+    group = _own_group(proc)
+    _signal(proc, group, sig)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal(proc, group, signal.SIGKILL)
         proc.wait()
+
+
+def _own_group(proc: subprocess.Popen) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+def _signal(proc: subprocess.Popen, group: bool, sig: int) -> None:
+    try:
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
 
 
 @contextlib.contextmanager
