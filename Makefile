@@ -75,8 +75,11 @@ backfill: install ## History for dashboards/training: make backfill DAYS=7
 	$(PY) -m services.simulator backfill --days $(or $(DAYS),7) $(ARGS)
 
 # --- tests and benchmarks ------------------------------------------------------------------------
+# two xdist workers, each with its own servers and Spark session, whole test files per worker;
+# PYTEST_WORKERS=0 runs in one process
+PYTEST_WORKERS ?= 2
 test: install ## Unit + integration tests against real Kafka, Redis, PostgreSQL, Spark, Delta, MLflow
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 LINT_PATHS := payments_core services spark launcher bench tests dashboards agents
 lint: install-python ## ruff (rules and format) and mypy (targets in pyproject.toml); what CI and pre-commit run

@@ -116,9 +116,13 @@ def spark(warehouse_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def dashboard_lake(spark, tmp_path_factory: pytest.TempPathFactory):
+def dashboard_lake(spark, tmp_path_factory: pytest.TempPathFactory, worker_id: str):
     """Four days of history through silver, gold and the dashboard tables (tests/spark/dashboard_lake.py),
-    built once for the Spark and the browser tests of the dashboards."""
-    from tests.spark.dashboard_lake import build_lake  # noqa: PLC0415 - only sessions that ask for it pay for Spark imports
+    built once for the Spark and the browser tests of the dashboards; under xdist (`make test`) once
+    for the whole run, each worker on its own copy."""
+    from tests.spark import dashboard_lake as lake  # noqa: PLC0415 - only sessions that ask for it pay for Spark imports
 
-    return build_lake(spark, tmp_path_factory.mktemp("dashboard_lake") / "wh")
+    own = tmp_path_factory.mktemp("dashboard_lake") / "wh"
+    if worker_id == "master":  # one process: no other worker to share with
+        return lake.build_lake(spark, own)
+    return lake.build_once(spark, tmp_path_factory.getbasetemp().parent / "dashboard_lake", own)

@@ -4,6 +4,9 @@ through what the ETL writes, the gold views job, then the dashboard tables. Buil
 
 from __future__ import annotations
 
+import fcntl
+import pickle
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from spark.etl import gold_partials, silver
 from spark.jobs import dashboard_tables, gold_views
 from tests.spark.factories import bronze_frame
 
+CATALOG, SCHEMA = "c", "dash"
 START = datetime(2026, 11, 2, tzinfo=UTC)
 EVENTS = 4_000  # about four days at 0.012 events per simulated second
 # no alert fires on calm history; recommendations need enough traffic per route
@@ -30,7 +34,7 @@ def simulated_events() -> list[str]:
 def build_lake(spark, root: Path) -> tuple[Lakehouse, dashboard_tables.DashboardTablesReport]:
     """A lakehouse with what the ETL writes (bronze with a duplicate and a bad record, silver,
     quarantine, dead letters, gold partials), the gold views job run, then the dashboard tables."""
-    lh = Lakehouse(catalog="c", schema="dash", warehouse_dir=root)
+    lh = Lakehouse(catalog=CATALOG, schema=SCHEMA, warehouse_dir=root)
     events = simulated_events()
     # ingested 90 s apart: about four days of ingestion hours too (dashboard 11 filters on them)
     bronze = bronze_frame(spark, [*events, events[0], "not json"], step_s=90)
@@ -42,3 +46,19 @@ def build_lake(spark, root: Path) -> tuple[Lakehouse, dashboard_tables.Dashboard
     views = gold_views.run(spark, lh)
     assert not views.skipped
     return lh, gold_views.refresh_dashboards(spark, lh, views)
+
+
+def build_once(spark, shared: Path, own: Path) -> tuple[Lakehouse, dashboard_tables.DashboardTablesReport]:
+    """Under xdist: the first worker to ask builds the lake in ``shared`` (a folder of the whole run),
+    the others wait for it; every worker then works on its own copy at ``own`` (some tests write to the
+    lake). The lake is deterministic, so a copy is what the worker would have built."""
+    shared.mkdir(parents=True, exist_ok=True)
+    built = shared / "report.pickle"
+    with (shared / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not built.exists():
+            _, report = build_lake(spark, shared / "wh")
+            built.write_bytes(pickle.dumps(report))
+    report = pickle.loads(built.read_bytes())
+    shutil.copytree(shared / "wh", own)
+    return Lakehouse(catalog=CATALOG, schema=SCHEMA, warehouse_dir=own), report
