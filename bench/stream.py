@@ -426,13 +426,7 @@ class Platform:
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(90)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            local.stop_process(proc, signal.SIGINT, timeout=90)  # its whole process group
             log.close()
 
     def tail(self, name: str) -> str:

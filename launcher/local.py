@@ -48,32 +48,22 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
     A child started in its own session (``start_new_session=True``) is signalled with its whole process
     group: a wrapper such as ``runuser`` (PostgreSQL as the postgres user) ignores SIGINT and would
     otherwise be killed after the timeout with the server left running."""
+
+    def send(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signum)
+            else:
+                proc.send_signal(signum)
+
     if proc.poll() is not None:
         return
-    group = _own_group(proc)
-    _signal(proc, group, sig)
+    send(sig)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _signal(proc, group, signal.SIGKILL)
+        send(signal.SIGKILL)
         proc.wait()
-
-
-def _own_group(proc: subprocess.Popen) -> bool:
-    try:
-        return os.getpgid(proc.pid) == proc.pid
-    except ProcessLookupError:
-        return False
-
-
-def _signal(proc: subprocess.Popen, group: bool, sig: int) -> None:
-    try:
-        if group:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
-    except ProcessLookupError:
-        pass
 
 
 @contextlib.contextmanager

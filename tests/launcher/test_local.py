@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,13 +15,11 @@ def _processes_of(folder: Path) -> list[str]:
     return [line for line in found.stdout.splitlines() if "pgrep" not in line]
 
 
-def test_postgres_stops_with_its_wrapper_and_leaves_no_server_behind(tmp_path_factory):
+def test_postgres_stops_with_its_wrapper_and_leaves_no_server_behind(platform_dir: Path):
     # run as root, PostgreSQL runs under `runuser`, which ignores SIGINT (the fast-shutdown signal):
-    # the signal must reach the server itself, not only the wrapper that is killed after the timeout
-    folder = tmp_path_factory.mktemp("local_postgres")
-    for parent in [folder, *folder.parents]:
-        if str(parent).startswith("/tmp") and parent != Path("/tmp"):
-            os.chmod(parent, 0o755)
+    # the signal must reach the server itself, not only the wrapper that is killed after the timeout.
+    # (platform_dir: a folder the postgres user can traverse; the session's own servers use other subfolders)
+    folder = platform_dir / "local_postgres_stop"
     with local.postgres(folder) as url:
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
