@@ -302,10 +302,11 @@ class DecisionEngine:
         else:
             which, contrib, direction = "approval", s.approval_contrib, 1.0 if outcome == "approve" else -1.0
         if contrib is not None:
-            model = st.bundle.champions[which]
+            kind = st.bundle.champions[which].kind
+            row = contrib[0]
             reasons += [
-                {"code": MODEL_FEATURES[i], "kind": "model_factor", "detail": f"{model.kind} {contrib[0][i]:+.3f}"}
-                for i in top_factors(contrib[0], direction, st.policy.top_factors)
+                {"code": MODEL_FEATURES[i], "kind": "model_factor", "detail": f"{kind} {row[i]:+.3f}"}
+                for i in top_factors(row, direction, st.policy.top_factors)
             ]
         return reasons
 

@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 
 
+def sigmoid_one(v: float) -> float:
+    """The logistic function of one logit, without overflow for large negative logits."""
+    return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    out = np.empty(len(z), dtype=np.float64)
-    for i, v in enumerate(z.tolist()):
-        out[i] = 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
-    return out
+    return np.fromiter((sigmoid_one(v) for v in z.tolist()), dtype=np.float64, count=len(z))
 
 
 class FastModel:

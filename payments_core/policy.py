@@ -364,12 +364,14 @@ def explains_with_risk(outcome: str, cause: str) -> bool:
 
 
 def top_factors(contrib: np.ndarray, direction: float, k: int) -> list[int]:
-    """Feature indices of the ``k`` largest ``contrib * direction`` (stable: ties by lower index),
-    while positive."""
-    signed = contrib * direction
+    """Feature indices of the ``k`` largest ``contrib * direction`` (``direction`` +1 or -1; stable:
+    ties by lower index), while positive."""
+    # descending by contrib * direction is ascending by -contrib (+1) or contrib (-1): negation is
+    # exact, so the same order without the product
+    order = np.argsort(-contrib if direction > 0 else contrib, kind="stable")[:k].tolist()
     out = []
-    for i in np.argsort(-signed, kind="stable")[:k].tolist():
-        if signed[i] <= 0:
+    for i in order:
+        if contrib[i] * direction <= 0:
             break
         out.append(i)
     return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from payments_core.fastpath import LinearModel, sigmoid
+from payments_core.fastpath import LinearModel, sigmoid_one
 from payments_core.model_features import ROUTE_COLUMNS, retry_feature_vector
 from payments_core.models import ModelBundle
 from payments_core.policy import ROUTES, CompiledRule, PolicyConfig
@@ -27,6 +27,11 @@ SCORE_CHUNK = 2048  # rows per model call in batches: same numbers per row, less
 def round6(values: np.ndarray) -> list[float]:
     """Scores are reported with 6 decimals; both paths round the same floats the same way."""
     return [round(v * 1e6) / 1e6 for v in values.tolist()]
+
+
+def round6_one(value: float) -> float:
+    """``round6`` of one float."""
+    return round(value * 1e6) / 1e6
 
 
 @dataclass
@@ -79,7 +84,7 @@ class EngineSnapshot:
     versions_json: str = ""
     # approval, risk and routing champions stacked (centres, weights, intercepts) when all three are
     # linear and there is no challenger: ``score_one`` scores one row in one pass (same numbers)
-    stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    stacked: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def build(
@@ -115,13 +120,13 @@ class EngineSnapshot:
         ``LinearModel.predict``, so the same bits as ``score`` (and as a row of a batch)."""
         if self.stacked is None:
             return self.score(X)
-        centre, weights, intercept = self.stacked
-        X8 = np.repeat(X, 2 + len(ROUTES), axis=0)
-        X8[2:, ROUTE_FEATURE_COLUMNS] = 0.0
-        X8[_ROUTE_ROWS, ROUTE_FEATURE_COLUMNS] = 1.0
-        contrib = (X8.astype(np.float64) - centre) * weights
-        p = round6(sigmoid(contrib.sum(axis=1) + intercept))
-        return Scores(p[:1], p[1:2], contrib[:1], contrib[1:2], np.asarray(p[2:]).reshape(1, len(ROUTES)))
+        centre, weights, intercept, route_block = self.stacked
+        # the row broadcast against the eight models' centres and weights; the route rows' route
+        # columns (the one-hot of each route) are the same for every transaction: worked out once
+        contrib = (X.astype(np.float64) - centre) * weights
+        contrib[2:, ROUTE_FEATURE_COLUMNS] = route_block
+        p = [round6_one(sigmoid_one(z)) for z in (contrib.sum(axis=1) + intercept).tolist()]
+        return Scores(p[:1], p[1:2], contrib[:1], contrib[1:2], np.array([p[2:]]))
 
     def score(self, X: np.ndarray, want_challenger: bool = True) -> Scores:
         """Approval and risk (with per-feature contributions), every route's routing score, and the
@@ -163,7 +168,10 @@ class EngineSnapshot:
         return round6(self.bundle.champions["retry"].predict(retry_feature_vector(X, decline_reason))[0])
 
 
-def _stack(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _stack(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(centres, weights, intercepts, route block) of the stacked linear champions, or None. The route
+    block is what the route rows' route columns contribute: ``(onehot - centre) * weight``, each route
+    row with its own route's column at 1 and the others at 0, as ``score`` sets them."""
     if bundle.challengers:
         return None
     models = [bundle.champions[k].fast for k in ("approval", "risk", "routing")]
@@ -171,8 +179,8 @@ def _stack(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
         return None
     linear = [m for m in models if isinstance(m, LinearModel)]
     rows = [linear[0], linear[1]] + [linear[2]] * len(ROUTES)
-    return (
-        np.array([m.centre for m in rows], dtype=np.float64),
-        np.array([m.weights for m in rows], dtype=np.float64),
-        np.array([m.intercept for m in rows], dtype=np.float64),
-    )
+    centre = np.array([m.centre for m in rows], dtype=np.float64)
+    weights = np.array([m.weights for m in rows], dtype=np.float64)
+    onehot = np.eye(len(ROUTES), dtype=np.float32).astype(np.float64)
+    route_block = (onehot - centre[2:, ROUTE_FEATURE_COLUMNS]) * weights[2:, ROUTE_FEATURE_COLUMNS]
+    return centre, weights, np.array([m.intercept for m in rows], dtype=np.float64), route_block
