@@ -132,18 +132,17 @@ class Publisher:
         if err is not None:
             self._failed.append(str(err))
 
-    def publish(self, records: pa.StructArray) -> None:
+    def publish(self, records: DecidedRecords) -> None:
         produce = self._producer.produce
-        topics, keys, values = (records.field(i).to_pylist() for i in range(3))
-        headers = records.field(3).to_pylist()
-        for topic, key, value, hdrs in zip(topics, keys, values, headers, strict=True):
+        rows = zip(records.topics, records.keys, records.values, records.contexts, strict=True)
+        for topic, key, value, context in rows:
             while True:
                 try:
                     produce(
                         topic,
                         value,
                         key,
-                        headers=[(h["key"], h["value"]) for h in hdrs] if hdrs else None,
+                        headers=None if context is None else [(CONTEXT_HEADER, context)],
                         on_delivery=self._delivered,
                     )
                     break
@@ -252,6 +251,33 @@ def runtime(config: ScoringConfig) -> Runtime:
 
 
 # ------------------------------------------------------------------------------------------ the job
+@dataclass
+class DecidedRecords:
+    """The output records of one batch, one per input row in the same order, as plain lists (what a
+    publishing worker hands to its producer; ``as_struct`` for Spark)."""
+
+    topics: list[str]
+    keys: list[bytes]
+    values: list[bytes]
+    contexts: list[bytes | None]  # the ``pa.context`` header of a decision; None on a dead letter
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def as_struct(self) -> pa.StructArray:
+        """The output struct column (``OUTPUT_ARROW``)."""
+        has_header = np.fromiter((c is not None for c in self.contexts), dtype=bool, count=len(self.contexts))
+        return pa.StructArray.from_arrays(
+            [
+                pa.array(self.topics, pa.string()),
+                pa.array(self.keys, pa.binary()),
+                pa.array(self.values, pa.binary()),
+                _headers(has_header, [c for c in self.contexts if c is not None]),
+            ],
+            fields=list(OUTPUT_ARROW),
+        )
+
+
 def process_arrays(
     config: ScoringConfig,
     key: pa.Array,
@@ -264,6 +290,21 @@ def process_arrays(
     now: Callable[[], datetime] | None = None,
 ) -> pa.StructArray:
     """Decide one Arrow batch of raw Kafka records; one output struct per input row, same order."""
+    return decide_records(config, key, value, topic, partition, offset, timestamp, now=now).as_struct()
+
+
+def decide_records(
+    config: ScoringConfig,
+    key: pa.Array,
+    value: pa.Array,
+    topic: pa.Array,
+    partition: pa.Array,
+    offset: pa.Array,
+    timestamp: pa.Array,
+    *,
+    now: Callable[[], datetime] | None = None,
+) -> DecidedRecords:
+    """``process_arrays`` as plain lists, without the Arrow output."""
     rt = runtime(config)
     rt.maybe_refresh()
     t0 = time.perf_counter()
@@ -281,8 +322,7 @@ def process_arrays(
     out_topic: list[str | None] = [None] * n
     out_key: list[bytes | None] = [None] * n
     out_value: list[bytes | None] = [None] * n
-    has_header = np.zeros(n, dtype=bool)
-    header_values: list[bytes] = []
+    out_context: list[bytes | None] = [None] * n
 
     partitions = partition.to_pylist()
     offsets = offset.to_pylist()
@@ -312,14 +352,16 @@ def process_arrays(
                 if feats is not None
                 else [zero] * len(dicts)
             )
+            # the decision's JSON straight from its fields (``decide_json``: the same bytes as the
+            # event's own serialiser), as the scoring API does
+            decide_json = rt.engine.decide_json
             decisions = [
-                rt.engine.decide(m, v, source="stream").model_dump(mode="json")
-                for m, v in zip(parsed.models, vels, strict=True)
+                decide_json(m.model_dump(), v, source="stream")[1] for m, v in zip(parsed.models, vels, strict=True)
             ]
         else:
             velocity = pd.DataFrame(feats, columns=list(VELOCITY_FEATURES)) if feats is not None else None
             assert table is not None  # (as above)
-            decisions = rt.engine.decide_batch(table.to_pandas(), velocity, source="stream")
+            decisions = [orjson.dumps(d) for d in rt.engine.decide_batch(table.to_pandas(), velocity, source="stream")]
         t3 = time.perf_counter()
         dumps = orjson.dumps
         for j, (i, decision, ctx) in enumerate(
@@ -327,13 +369,12 @@ def process_arrays(
         ):
             out_topic[i] = config.decisions_topic
             out_key[i] = tids[j].encode()
-            out_value[i] = dumps(decision)
-            has_header[i] = True
+            out_value[i] = decision
             context = dict(zip(CONTEXT_FIELDS, ctx, strict=True))
             context["event_timestamp_ms"] = ts_ms[j]
             context["source_partition"] = partitions[i]
             context["source_offset"] = offsets[i]
-            header_values.append(dumps(context))
+            out_context[i] = dumps(context)
     if parsed.invalid:
         keys = key.to_pylist()
         topics = topic.to_pylist()
@@ -352,7 +393,6 @@ def process_arrays(
             out_topic[i] = config.dlq_topic
             out_key[i] = dead_letter_key(topics[i], partitions[i], offsets[i])
             out_value[i] = letter.model_dump_json().encode()
-    headers = _headers(has_header, header_values)
     if _PROFILE:
         t4 = time.perf_counter()
         print(  # noqa: T201 - a Python worker has no logging set up; its stderr is the executor's log
@@ -361,9 +401,12 @@ def process_arrays(
             file=sys.stderr,
             flush=True,
         )
-    return pa.StructArray.from_arrays(
-        [pa.array(out_topic, pa.string()), pa.array(out_key, pa.binary()), pa.array(out_value, pa.binary()), headers],
-        fields=list(OUTPUT_ARROW),
+    # every row has its record by now (a decision or a dead letter)
+    return DecidedRecords(
+        typing.cast(list[str], out_topic),
+        typing.cast(list[bytes], out_key),
+        typing.cast(list[bytes], out_value),
+        out_context,
     )
 
 
@@ -406,7 +449,7 @@ def score_publish_udf(config: ScoringConfig):
         assert publisher is not None  # config.publish is set (checked above)
         rows = 0
         for cols in coalesce_batches(batches, config.coalesce_rows):
-            out = process_arrays(config, *cols)
+            out = decide_records(config, *cols)
             publisher.publish(out)
             rows += len(out)
         publisher.flush()
