@@ -19,8 +19,6 @@ from payments_core.policy import ROUTES, CompiledRule, PolicyConfig
 from payments_core.rules.model import RuleSet
 
 ROUTE_FEATURE_COLUMNS = np.array([ROUTE_COLUMNS[r] for r in ROUTES])
-# one row scored by stacked linear champions: rows 0 and 1 approval and risk, then one per route
-_ROUTE_ROWS = np.arange(2, 2 + len(ROUTES))
 SCORE_CHUNK = 2048  # rows per model call in batches: same numbers per row, less memory traffic
 
 
