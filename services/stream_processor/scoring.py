@@ -279,18 +279,11 @@ class DecidedRecords:
 
 
 def process_arrays(
-    config: ScoringConfig,
-    key: pa.Array,
-    value: pa.Array,
-    topic: pa.Array,
-    partition: pa.Array,
-    offset: pa.Array,
-    timestamp: pa.Array,
-    *,
-    now: Callable[[], datetime] | None = None,
+    config: ScoringConfig, *columns: pa.Array, now: Callable[[], datetime] | None = None
 ) -> pa.StructArray:
-    """Decide one Arrow batch of raw Kafka records; one output struct per input row, same order."""
-    return decide_records(config, key, value, topic, partition, offset, timestamp, now=now).as_struct()
+    """Decide one Arrow batch of raw Kafka records (``INPUT_COLUMNS``, in that order); one output
+    struct per input row, same order: ``decide_records`` as Spark's output column."""
+    return decide_records(config, *columns, now=now).as_struct()
 
 
 def decide_records(
@@ -304,7 +297,8 @@ def decide_records(
     *,
     now: Callable[[], datetime] | None = None,
 ) -> DecidedRecords:
-    """``process_arrays`` as plain lists, without the Arrow output."""
+    """Decide one Arrow batch of raw Kafka records; one output record per input row, same order, as
+    plain lists (no Arrow output: what a publishing worker hands to its producer)."""
     rt = runtime(config)
     rt.maybe_refresh()
     t0 = time.perf_counter()
@@ -355,9 +349,8 @@ def decide_records(
             # the decision's JSON straight from its fields (``decide_json``: the same bytes as the
             # event's own serialiser), as the scoring API does
             decide_json = rt.engine.decide_json
-            decisions = [
-                decide_json(m.model_dump(), v, source="stream")[1] for m, v in zip(parsed.models, vels, strict=True)
-            ]
+            # ``dicts``: each model's fields (its ``model_dump()``: flat, frozen, no serialisers)
+            decisions = [decide_json(d, v, source="stream")[1] for d, v in zip(dicts, vels, strict=True)]
         else:
             velocity = pd.DataFrame(feats, columns=list(VELOCITY_FEATURES)) if feats is not None else None
             assert table is not None  # (as above)
