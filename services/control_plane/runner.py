@@ -196,15 +196,16 @@ class StepRunner:
 
     def run_sequence(self, steps: Sequence[tuple[Step, dict[str, Any]]], state_key: str, started_by: str) -> None:
         """Run steps one after another in the background, progress kept in ``app_state[state_key]``;
-        stops at the first failure."""
+        stops at the first failure. The pending state is stored before this returns, so a reader right
+        after the call sees the sequence running, never the previous state."""
+        progress: dict[str, Any] = {
+            "status": "running",
+            "started_at": utcnow().isoformat(),
+            "steps": [{"step": s.id, "title": s.title, "status": "pending", "run_id": None} for s, _ in steps],
+        }
+        self.set_state(state_key, progress)
 
         def go() -> None:
-            progress: dict[str, Any] = {
-                "status": "running",
-                "started_at": utcnow().isoformat(),
-                "steps": [{"step": s.id, "title": s.title, "status": "pending", "run_id": None} for s, _ in steps],
-            }
-            self.set_state(state_key, progress)
             for i, (step, params) in enumerate(steps):
                 done = threading.Event()
                 try:

@@ -414,6 +414,9 @@ def test_a_restarted_control_plane_follows_its_remote_runs_again(stub, jobs, tmp
     jobs["backfill"].hold = True
     with TestClient(create_app(settings), headers=auth) as first:
         assert first.post("/api/first-run").status_code == 202
+        # read right after the 202: the sequence is already recorded as running, its steps pending
+        started = first.get("/api/first-run").json()
+        assert started["status"] == "running" and started["steps"][0]["step"] == "backfill"
         run_id = wait_for(lambda: first.get("/api/first-run").json()["steps"][0]["run_id"], "the backfill run")
         wait_status(first, run_id, "running")
     jobs["backfill"].hold = False  # it finishes on the workspace while no control plane watches
