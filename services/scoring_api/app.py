@@ -51,9 +51,9 @@ from services.scoring_api.auth import (
     Authenticated,
     KeyOnly,
     RateLimiter,
+    admit,
     document_security,
     parse_rate,
-    require_api_key,
 )
 from services.scoring_api.consumer_status import describe, read_status, redact, status_key
 from services.scoring_api.middleware import LimitAndMeasure
@@ -327,9 +327,10 @@ async def decide_one(state: Any, raw: bytes, started: float) -> tuple[bytes, boo
         return _replayed(reply[0], fp, txn), True
     velocity = state.velocity.parse(reply[1:])
     outcome, plain = state.engine.decide_json(data, velocity, source="api", started=started)
-    body = similar.enrich_decision(state, data, plain)  # as is unless PA_SIMILAR_ENRICH
+    body = similar.enrich_decision(state, data, plain) if state.similar_enrich else plain
     publisher: DecisionPublisher = state.publisher
-    member = member_of(context_of(data), plain)
+    context = context_of(data)
+    member = member_of(context, plain)
     stored = await _script_within(
         state,
         state.store_script,
@@ -341,7 +342,7 @@ async def decide_one(state: Any, raw: bytes, started: float) -> tuple[bytes, boo
         raise _unavailable(RuntimeError("decision outbox full: payments.decisions unreachable"), "Kafka")
     if stored[0] == EXISTS:  # decided concurrently (another request, worker or the stream)
         return _replayed(stored[1], fp, txn), True
-    publisher.publish(txn, member)
+    publisher.publish(txn, member, (context, plain))
     metrics.decided(outcome)
     return body, False
 
@@ -374,7 +375,7 @@ async def score_asgi(app: FastAPI, scope: dict, receive: Any, send: Any) -> None
     state = app.state
     try:
         if state.settings.auth_enabled:
-            await require_api_key(request)
+            admit(request)
         body, replayed = await decide_one(state, await request.body(), scope["state"]["started"])
     except Exception as exc:
         handler = _exception_handler(app, exc)
@@ -790,9 +791,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None if settings.private_docs else "/openapi.json",
     )
     app.state.settings = settings
-    app.state.api_keys = tuple(settings.keys)
+    app.state.api_keys = tuple((key, key.encode()) for key in settings.keys)  # (key, its bytes to compare)
     app.state.rate_limiter = RateLimiter(rate) if (rate := parse_rate(settings.rate_limit)) else None
     app.state.redis_budget = settings.redis_timeout_ms / 1000
+    app.state.similar_enrich = settings.similar_enrich  # read per request: one attribute, not two
     app.state.fallbacks = {}
     if not settings.auth_enabled:
         log.warning("scoring_api: API-key auth is OFF (PA_AUTH=off, PA_ENV=%s): anyone can call /score", settings.env)

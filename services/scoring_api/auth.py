@@ -101,8 +101,9 @@ def authenticate(request: Request, presented: str | None) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     found = None
-    for key in request.app.state.api_keys:  # compare with every key: the time does not tell which matched
-        if hmac.compare_digest(presented.encode(), key.encode()):
+    given = presented.encode()
+    for key, expected in request.app.state.api_keys:  # compare with every key: the time does not tell which matched
+        if hmac.compare_digest(given, expected):
             found = key
     if found is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
@@ -113,8 +114,12 @@ async def require_api_key(request: Request) -> None:
     """API key and rate limit of the decision routes: ONE dependency reading the headers itself
     (``presented_key``). Each dependency FastAPI resolves costs several microseconds per request; the
     security schemes are documented in the OpenAPI document by ``document_security`` instead."""
-    if not request.app.state.settings.auth_enabled:
-        return
+    if request.app.state.settings.auth_enabled:
+        admit(request)
+
+
+def admit(request: Request) -> None:
+    """``require_api_key``'s checks when auth is on, called directly by ``/score``'s own endpoint."""
     key = authenticate(request, presented_key(request))
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:

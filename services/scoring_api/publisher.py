@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -47,6 +48,7 @@ from typing import Any
 import orjson
 
 from payments_core.contract.decision_records import CONTEXT_FIELDS, CONTEXT_HEADER
+from payments_core.contract.events import TransactionRequest
 from payments_core.contract.topics import DECISIONS, prefixed
 from services.scoring_api import metrics
 from services.scoring_api.consumer_status import describe, redact
@@ -94,10 +96,17 @@ return members
 """
 
 
+# the context fields a request can carry (outcome fields such as is_approved come after the decision)
+_REQUEST_CONTEXT = tuple(name for name in CONTEXT_FIELDS if name in TransactionRequest.model_fields)
+_CONTEXT_VALUES = operator.itemgetter(*_REQUEST_CONTEXT)
+
+
 def context_of(tx: dict[str, Any]) -> bytes:
     """The ``pa.context`` header of an API decision: the transaction facts the decision log reads
-    (outcome fields unknown before authorisation are left out) and the event time."""
-    ctx: dict[str, Any] = {name: tx[name] for name in CONTEXT_FIELDS if tx.get(name) is not None}
+    (outcome fields unknown before authorisation are left out) and the event time. ``tx`` is a
+    ``TransactionRequest.model_dump()``: every field is there, None when not given."""
+    values = zip(_REQUEST_CONTEXT, _CONTEXT_VALUES(tx), strict=True)
+    ctx: dict[str, Any] = {name: v for name, v in values if v is not None}
     ts = tx.get("event_timestamp")
     if isinstance(ts, datetime):
         ctx["event_timestamp_ms"] = int(ts.timestamp() * 1000)
@@ -198,9 +207,10 @@ class DecisionPublisher:
         await pipe.execute()
 
     # ---------------------------------------------------------------------------------- publishing
-    def publish(self, transaction_id: str, member: bytes) -> None:
-        """Hand one outbox member to the producer (never blocks; a full queue leaves it to the outbox)."""
-        context, decision = split_member(member)
+    def publish(self, transaction_id: str, member: bytes, parts: tuple[bytes, bytes] | None = None) -> None:
+        """Hand one outbox member to the producer (never blocks; a full queue leaves it to the outbox).
+        ``parts``: the member's (context, decision) when the caller has them (``/score`` built it)."""
+        context, decision = parts or split_member(member)
         try:
             self.producer.produce(
                 self.topic,

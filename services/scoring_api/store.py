@@ -54,7 +54,8 @@ _TIME_FIELDS = tuple(name for name, f in TransactionRequest.model_fields.items()
 def fingerprint(request: dict[str, Any]) -> bytes:
     """Hex SHA-256 of the canonical request (a ``TransactionRequest.model_dump()``; times in UTC, so
     one instant written with two offsets is one request)."""
-    aware = [k for k in _TIME_FIELDS if isinstance(v := request.get(k), datetime) and v.tzinfo]
+    # a time already at offset zero is written as the same "Z" instant by orjson: only others are rewritten
+    aware = [k for k in _TIME_FIELDS if isinstance(v := request.get(k), datetime) and v.utcoffset()]
     if aware:
         request = {**request, **{k: _in_utc(request[k]) for k in aware}}
     canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
