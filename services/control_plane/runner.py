@@ -36,6 +36,11 @@ class AlreadyRunning(Exception):
         self.step, self.run_id = step, run_id
 
 
+class SequenceRunning(Exception):
+    def __init__(self, state_key: str):
+        super().__init__(f"the {state_key.replace('_', '-')} sequence is already running")
+
+
 class StepRunner:
     """The local backend's runner; ``backends.databricks.DatabricksStepRunner`` keeps the same rows, logs
     and sequence and replaces the child process by a job run or a pipeline update."""
@@ -197,13 +202,18 @@ class StepRunner:
     def run_sequence(self, steps: Sequence[tuple[Step, dict[str, Any]]], state_key: str, started_by: str) -> None:
         """Run steps one after another in the background, progress kept in ``app_state[state_key]``;
         stops at the first failure. The pending state is stored before this returns, so a reader right
-        after the call sees the sequence running, never the previous state."""
+        after the call sees the sequence running, never the previous state; ``SequenceRunning`` if it
+        already runs (checked and stored under the lock: two concurrent starts never both run)."""
         progress: dict[str, Any] = {
             "status": "running",
             "started_at": utcnow().isoformat(),
             "steps": [{"step": s.id, "title": s.title, "status": "pending", "run_id": None} for s, _ in steps],
         }
-        self.set_state(state_key, progress)
+        with self._lock:
+            current = self.get_state(state_key)
+            if current and current.get("status") == "running":
+                raise SequenceRunning(state_key)
+            self.set_state(state_key, progress)
 
         def go() -> None:
             for i, (step, params) in enumerate(steps):

@@ -166,8 +166,9 @@ def _spawn_decision_log(settings: StreamProcessorSettings) -> subprocess.Popen:
     """The decision-log query as a child process (same arguments, ``--only decision_log``) at a lower
     CPU priority (``spawn_low_priority``)."""
     env = dict(os.environ)
-    # its own local Spark: one task slot per core is plenty for its appends and metrics
-    env.setdefault("PA_SPARK_MASTER", f"local[{os.cpu_count() or 2}]")
+    # its own local Spark, with task slots for half the cores (stream_log_task_slots): the log's
+    # batches then leave the scoring query a core, instead of landing on every core at once
+    env.setdefault("PA_SPARK_MASTER", f"local[{settings.log_task_slots()}]")
     argv = [sys.executable, "-m", "services.stream_processor", *sys.argv[1:], "--only", "decision_log"]
     child = spawn_low_priority(argv, settings.stream_log_nice, env)
     log.info("decision-log process started (pid %d, nice +%d)", child.pid, settings.stream_log_nice)

@@ -17,7 +17,7 @@ from services.control_plane import audit
 from services.control_plane.db import JobRun
 from services.control_plane.deps import Admin, BackendDep, DbSession, PageUser, Viewer
 from services.control_plane.first_run import FIRST_RUN_KEY, first_run_steps
-from services.control_plane.runner import AlreadyRunning
+from services.control_plane.runner import AlreadyRunning, SequenceRunning
 from services.control_plane.steps import StepCatalog
 from services.control_plane.templating import render
 
@@ -162,12 +162,11 @@ def first_run_state(backend: BackendDep, _user: Viewer) -> dict:
 
 @router.post("/api/first-run", status_code=status.HTTP_202_ACCEPTED)
 def start_first_run(request: Request, db: DbSession, backend: BackendDep, user: Admin) -> dict:
-    runner = backend.runner
-    state = runner.get_state(FIRST_RUN_KEY)
-    if state and state.get("status") == "running":
-        raise HTTPException(409, "the first-run sequence is already running")
     settings = request.app.state.settings
-    runner.run_sequence(first_run_steps(_catalog(request), settings), FIRST_RUN_KEY, user.name)
+    try:
+        backend.runner.run_sequence(first_run_steps(_catalog(request), settings), FIRST_RUN_KEY, user.name)
+    except SequenceRunning as exc:
+        raise HTTPException(409, str(exc)) from None
     audit.record(db, user.name, "first_run.start")
     return {"status": "running"}
 

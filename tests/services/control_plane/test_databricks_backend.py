@@ -417,6 +417,8 @@ def test_a_restarted_control_plane_follows_its_remote_runs_again(stub, jobs, tmp
         # read right after the 202: the sequence is already recorded as running, its steps pending
         started = first.get("/api/first-run").json()
         assert started["status"] == "running" and started["steps"][0]["step"] == "backfill"
+        again = first.post("/api/first-run")  # one sequence at a time
+        assert again.status_code == 409 and "already running" in again.json()["detail"]
         run_id = wait_for(lambda: first.get("/api/first-run").json()["steps"][0]["run_id"], "the backfill run")
         wait_status(first, run_id, "running")
     jobs["backfill"].hold = False  # it finishes on the workspace while no control plane watches
