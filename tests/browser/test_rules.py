@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from spark.common.tables import SILVER_TRANSACTIONS, Lakehouse
 from spark.etl import silver
@@ -112,3 +112,33 @@ def test_rule_validate_shadow_backtest_activate_and_score(signed_in: Page, scori
 
 def codes(decision: dict) -> list[str]:
     return [r["code"] for r in decision["reason_codes"]]
+
+
+def test_what_is_typed_before_the_page_has_loaded_is_kept(signed_in: Page):
+    """The form is usable at once: the field list (/api/rules/meta) arriving after the user started
+    typing fills the action suggestions and resets nothing (it used to clear the form)."""
+    page = signed_in
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # answered only once the user has typed
+        held.append(route)
+
+    page.route("**/api/rules/meta", hold)
+    try:
+        page.goto("/rules")
+        form = page.locator("#rule-form")
+        fill(form, id="EARLY_1", name="Typed early", condition="amount_major > 5")
+        expect(form.locator('[name="type"]')).to_have_value("risk")  # the default, as after loading
+        for _ in range(100):
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert held, "the page never asked for /api/rules/meta"
+        with page.expect_response("**/api/rules/meta"):
+            held[0].continue_()
+        expect(page.locator("#action-options option").first).to_be_attached()  # the meta arrived and was used
+        assert form.locator('[name="id"]').input_value() == "EARLY_1"
+        assert form.locator('[name="name"]').input_value() == "Typed early"
+        assert form.locator('[name="condition"]').input_value() == "amount_major > 5"
+    finally:
+        page.unroute("**/api/rules/meta")

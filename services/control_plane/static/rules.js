@@ -410,9 +410,13 @@
   });
 
   // ------------------------------------------------------------------------------ start
+  // what is typed into the form before the page has loaded its field list is kept, not reset
+  let typedEarly = false;
+  form.addEventListener("input", () => { typedEarly = true; }, { once: true });
+  form.addEventListener("change", () => { typedEarly = true; }, { once: true });
   (async () => {
     try { meta = await PA.api("GET", "/api/rules/meta"); } catch (e) { PA.toast(e.message, "bad"); }
-    fillForm(null);
+    if (typedEarly) updateActionOptions(); else fillForm(null);
     await loadDraft().catch(e => PA.toast(e.message, "bad"));
     await loadBacktests(true).catch(e => PA.toast(e.message, "bad"));
     PA.every(15000, () => Promise.all([loadDraft(), loadHistory(), loadBacktests()]));
