@@ -11,7 +11,7 @@ from playwright.sync_api import Locator, Page, Route, expect
 
 from spark.common.tables import SILVER_TRANSACTIONS, Lakehouse
 from spark.etl import silver
-from tests.browser.conftest import BT_MERCHANT, Service, Stack, click_and_confirm, poll_score, score
+from tests.browser.conftest import BT_MERCHANT, SCREENSHOTS, Service, Stack, click_and_confirm, poll_score, score
 from tests.spark.factories import T0, bronze_frame, event
 
 RULE_ID = "BT_BIG"
@@ -81,8 +81,10 @@ def test_rule_validate_shadow_backtest_activate_and_score(signed_in: Page, scori
     expect(error).to_contain_text(re.compile(r"line 1.*column 15", re.I), timeout=10_000)
 
     # a valid rule, in shadow
-    fill(form, condition=CONDITION, shadow=True)
-    expect(error).to_be_empty(timeout=10_000)
+    fill(form, condition=CONDITION)
+    expect(page.locator("#condition-note")).to_contain_text("Valid", timeout=10_000)
+    expect(error).to_be_empty()
+    fill(form, shadow=True)
     page.locator("#rule-save").click()
     draft_row = page.locator(f'#draft-table tr[data-rule-id="{RULE_ID}"]')
     expect(draft_row.locator('.badge:text-is("shadow")')).to_be_visible(timeout=10_000)
@@ -142,3 +144,35 @@ def test_what_is_typed_before_the_page_has_loaded_is_kept(signed_in: Page):
         assert form.locator('[name="condition"]').input_value() == "amount_major > 5"
     finally:
         page.unroute("**/api/rules/meta")
+
+
+def test_the_fields_below_the_condition_stay_put_while_it_is_validated(signed_in: Page):
+    """The condition's error (message, source line, caret) and its "Valid" note take the same room, so a
+    click aimed at Shadow or Active while the check of what was just typed comes back lands where it was
+    aimed (the error's three lines used to collapse to one and move every field below)."""
+    page = signed_in
+    page.goto("/rules")
+    form = page.locator("#rule-form")
+    shadow = form.locator('[name="shadow"]')
+
+    def top() -> float:  # from the document's top, whatever the scroll
+        return shadow.evaluate("el => el.getBoundingClientRect().top + window.scrollY")
+
+    expect(page.locator("#action-options option").first).to_be_attached()  # the page has loaded
+
+    fill(form, condition="amount_major >>= 10")
+    expect(page.locator("#condition-error pre")).to_contain_text("^", timeout=10_000)
+    with_error = top()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "rules-condition-error.png"), full_page=True)  # the end's shows "Valid"
+
+    fill(form, condition="amount_major > 10")
+    expect(page.locator("#condition-note")).to_contain_text("Valid", timeout=10_000)
+    expect(page.locator("#condition-error")).to_be_empty()
+    valid = top()
+
+    page.locator("#rule-cancel").click()  # Clear form: no error, no note
+    expect(form.locator('[name="condition"]')).to_have_value("")
+    empty = top()
+
+    assert empty == with_error == valid, (empty, with_error, valid)
