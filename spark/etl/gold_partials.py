@@ -14,7 +14,7 @@ materialized views over all of silver (OSS materialized views are full recompute
 thousands of partial rows instead of silver's millions.
 
 Plain DataFrame -> DataFrame (``partial_aggregates``), streaming or batch; the sums are computed in
-pandas per partition (``mapInPandas``: stateless, no shuffle, no state store), since a streaming
+Arrow per partition (``mapInArrow``: stateless, no shuffle, no state store), since a streaming
 aggregation could only be appended after a watermark. Rows are never rewritten: a full refresh of
 ``silver_transactions`` must full-refresh ``gold_partials`` too (``--full-refresh`` does both).
 """
@@ -22,9 +22,11 @@ aggregation could only be appended after a watermark. Rows are never rewritten: 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -201,52 +203,60 @@ def _three_significant_digits(x: np.ndarray) -> np.ndarray:
         return np.where(x == 0, 0.0, np.round(x * factor) / factor)
 
 
-def aggregate_pandas(rows: pd.DataFrame) -> pd.DataFrame:
-    """The partial rows of one batch of input rows (``_inputs`` of silver), every grain."""
+def aggregate_arrow(rows: pa.Table) -> pa.Table:
+    """The partial rows of one batch of input rows (``_inputs`` of silver), every grain. Arrow's hash
+    aggregation end to end: no conversion of the rows to Python objects (pandas needed one per string
+    cell, and its group-by hashed them again per grain)."""
+    types = dict(zip(rows.schema.names, rows.schema.types, strict=True))
+    string_type, timestamp_type = types["merchant_id"], types["event_ts_min"]  # as the input carries them
     out = []
     for grain, (dims, measures, row_filter) in GRAINS.items():
-        sub = rows[rows[f"_f_{grain}"].astype(bool)] if row_filter else rows
-        if sub.empty:
+        sub = rows.filter(rows[f"_f_{grain}"]) if row_filter else rows
+        if not sub.num_rows:
             continue
-        agg = {m: ("min" if m.endswith("_min") else "max" if m.endswith("_max") else "sum") for m in measures}
-        g = sub.groupby(list(dims), dropna=False, sort=False).agg(agg).reset_index()
-        g.insert(0, "grain", grain)
-        out.append(g)
-    if not out:
-        return pd.DataFrame(columns=partials_schema().fieldNames())
-    result = pd.concat(out, ignore_index=True)
-    for name in partials_schema().fieldNames():
-        if name not in result.columns:
-            result[name] = None
-    result["aggregated_at"] = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    return result[partials_schema().fieldNames()]
-
-
-def _aggregate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    frames = [b for b in batches if len(b)]
-    if not frames:
-        return
-    rows = pd.concat(frames, ignore_index=True)
-    rows["ingestion_lag_s"] = _three_significant_digits(rows["ingestion_lag_s"].to_numpy(dtype=float))
-    part = aggregate_pandas(rows)
-    yield _typed(part)
-
-
-def _typed(part: pd.DataFrame) -> pd.DataFrame:
-    """Columns of the output schema with nulls (not NaN) where a grain has no such dimension/measure."""
-    for field in partials_schema().fields:
-        col, t = part[field.name], field.dataType
-        if isinstance(t, T.LongType):
-            part[field.name] = (
-                col.astype("Float64").round().astype("Int64") if col.dtype == object else col.astype("Int64")
+        grouped = sub.group_by(list(dims), use_threads=False).aggregate(
+            [(m, *_AGGREGATION[_kind(m)]) for m in measures]
+        )
+        n = grouped.num_rows
+        columns = {"grain": pa.repeat(pa.scalar(grain, string_type), n)}
+        for name in DIMENSIONS:
+            columns[name] = grouped[name] if name in dims else pa.nulls(n, types[name])
+        for name in MEASURES:
+            columns[name] = (
+                grouped[f"{name}_{_kind(name)}"].cast(types[name]) if name in measures else pa.nulls(n, types[name])
             )
-        elif isinstance(t, T.BooleanType):
-            part[field.name] = col.astype("boolean")
-        elif isinstance(t, T.TimestampType):
-            part[field.name] = pd.to_datetime(col)
-        elif not pd.api.types.is_datetime64_any_dtype(col):
-            part[field.name] = col.astype(object).where(col.notna(), None)
-    return part
+        out.append(pa.table(columns))
+    if not out:
+        return pa.table({})
+    result = pa.concat_tables(out)
+    now = pa.scalar(datetime.now(UTC), timestamp_type)
+    return result.append_column("aggregated_at", pa.repeat(now, result.num_rows))
+
+
+def _kind(measure: str) -> str:
+    return "min" if measure.endswith("_min") else "max" if measure.endswith("_max") else "sum"
+
+
+# a sum over no values is 0, as pandas and SQL's COALESCE(SUM(...), 0) give; min/max of nothing stay null
+_AGGREGATION = {
+    "sum": ("sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)),
+    "min": ("min", pc.ScalarAggregateOptions(skip_nulls=True)),
+    "max": ("max", pc.ScalarAggregateOptions(skip_nulls=True)),
+}
+
+
+def _aggregate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    rows = pa.Table.from_batches([b for b in batches if b.num_rows])
+    if not rows.num_rows:
+        return
+    lag = rows["ingestion_lag_s"]
+    rounded = _three_significant_digits(lag.to_numpy(zero_copy_only=False).astype(float))
+    rows = rows.set_column(
+        rows.schema.get_field_index("ingestion_lag_s"),
+        "ingestion_lag_s",
+        pa.array(rounded, lag.type, mask=pc.is_null(lag).to_numpy(zero_copy_only=False)),
+    )
+    yield from aggregate_arrow(rows).combine_chunks().to_batches()
 
 
 def _inputs() -> list[tuple[str, str, T.DataType]]:
@@ -263,8 +273,8 @@ def partial_aggregates(silver: DataFrame) -> DataFrame:
     inputs = _inputs()
     rows = silver.select(*(F.expr(expr).cast(t).alias(name) for name, expr, t in inputs))
     if hasattr(rows, "_cached_schema"):
-        # Spark Connect's mapInPandas asks for the input's columns, i.e. an analysis, which pipeline query
+        # Spark Connect's mapInArrow asks for the input's columns, i.e. an analysis, which pipeline query
         # functions forbid (ATTEMPT_ANALYSIS_IN_PIPELINE_QUERY_FUNCTION); the schema is known statically
         # (pyspark.sql.connect's DataFrame has no public setter for it)
         rows._cached_schema = T.StructType([T.StructField(name, t) for name, _, t in inputs])  # noqa: SLF001
-    return rows.mapInPandas(_aggregate, partials_schema())
+    return rows.mapInArrow(_aggregate, partials_schema())
