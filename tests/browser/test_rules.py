@@ -163,7 +163,6 @@ def test_the_fields_below_the_condition_stay_put_while_it_is_validated(signed_in
     fill(form, condition="amount_major >>= 10")
     expect(page.locator("#condition-error pre")).to_contain_text("^", timeout=10_000)
     with_error = top()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "rules-condition-error.png"), full_page=True)  # the end's shows "Valid"
 
     fill(form, condition="amount_major > 10")
