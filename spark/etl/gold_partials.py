@@ -203,6 +203,18 @@ def _three_significant_digits(x: np.ndarray) -> np.ndarray:
         return np.where(x == 0, 0.0, np.round(x * factor) / factor)
 
 
+# a sum over no values is 0, as pandas and SQL's COALESCE(SUM(...), 0) give; min/max of nothing stay null
+_AGGREGATION = {
+    "sum": ("sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)),
+    "min": ("min", pc.ScalarAggregateOptions(skip_nulls=True)),
+    "max": ("max", pc.ScalarAggregateOptions(skip_nulls=True)),
+}
+
+
+def _kind(measure: str) -> str:
+    return "min" if measure.endswith("_min") else "max" if measure.endswith("_max") else "sum"
+
+
 def aggregate_arrow(rows: pa.Table) -> pa.Table:
     """The partial rows of one batch of input rows (``_inputs`` of silver), every grain. Arrow's hash
     aggregation end to end: no conversion of the rows to Python objects (pandas needed one per string
@@ -231,18 +243,6 @@ def aggregate_arrow(rows: pa.Table) -> pa.Table:
     result = pa.concat_tables(out)
     now = pa.scalar(datetime.now(UTC), timestamp_type)
     return result.append_column("aggregated_at", pa.repeat(now, result.num_rows))
-
-
-def _kind(measure: str) -> str:
-    return "min" if measure.endswith("_min") else "max" if measure.endswith("_max") else "sum"
-
-
-# a sum over no values is 0, as pandas and SQL's COALESCE(SUM(...), 0) give; min/max of nothing stay null
-_AGGREGATION = {
-    "sum": ("sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=0)),
-    "min": ("min", pc.ScalarAggregateOptions(skip_nulls=True)),
-    "max": ("max", pc.ScalarAggregateOptions(skip_nulls=True)),
-}
 
 
 def _aggregate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -1,7 +1,6 @@
 """``MetricsWriter.refresh`` over a log refreshed in several steps, as the decision log does every minute,
 gives the same minute metrics and alerts as one refresh of the whole range: each step reads the
-baseline's earlier minutes from the metrics table (before its own write), the one refresh computes
-them itself."""
+baseline's earlier minutes back from the metrics table, the one refresh computes them itself."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from pyspark.sql import functions as F
 from services.stream_processor.decision_log import decision_rows
 from services.stream_processor.metrics import AlertThresholds, MetricsWriter
 from services.stream_processor.scoring import CONTEXT_HEADER
-from services.stream_processor.tables import DeltaTarget
+from services.stream_processor.tables import ALERTS, DECISION_LOG, METRICS_1M, DeltaTarget
 
 BASE = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 MINUTES, PER_MINUTE = 12, 20
@@ -68,11 +67,11 @@ def log_rows(spark):
 
 
 def _lake(spark, root, log_rows) -> tuple[DeltaTarget, MetricsWriter]:
-    log = DeltaTarget("stream_decision_log", root / "log")
+    log = DeltaTarget(DECISION_LOG, root / "log")
     log.append(log_rows)
     writer = MetricsWriter(
-        DeltaTarget("stream_metrics_1m", root / "metrics"),
-        DeltaTarget("stream_alerts", root / "alerts"),
+        DeltaTarget(METRICS_1M, root / "metrics"),
+        DeltaTarget(ALERTS, root / "alerts"),
         AlertThresholds(min_volume=10),
     )
     writer.ensure(spark)
@@ -96,8 +95,9 @@ def test_refreshing_in_steps_judges_the_alerts_like_one_refresh(spark, tmp_path,
         hi = BASE + timedelta(minutes=last, seconds=50)
         steps.refresh(spark, log_steps, _micros(lo), _micros(hi))
 
-    assert _rows(spark, steps.metrics) == _rows(spark, whole.metrics)
-    assert len(_rows(spark, steps.metrics)) == MINUTES
+    stepped = _rows(spark, steps.metrics)
+    assert stepped == _rows(spark, whole.metrics)
+    assert len(stepped) == MINUTES
     assert _rows(spark, steps.alerts) == _rows(spark, whole.alerts)
 
     # the approval drop of minute 9, judged in the last step, against minutes 0-8 written before it
