@@ -124,7 +124,9 @@ def decide_frame(
     eligible = eligible_route_mask(
         solutions, frame["device_type"].tolist(), frame["is_network_token"].tolist(), frame["has_passkey"].tolist()
     )
-    route = choose_routes(solutions, eligible, s.route_scores, first_fired("route", live, masks, n), compiled)
+    route = choose_routes(
+        solutions, eligible, np.asarray(s.route_scores), first_fired("route", live, masks, n), compiled
+    )
 
     # --- reason codes: fired rules, the policy code, the top factors of the deciding model ------
     fired_rows: list[list[int]] = [[] for _ in range(n)]

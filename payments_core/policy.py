@@ -319,7 +319,7 @@ def eligible_route_mask(
 
 
 def choose_route(
-    tx: Mapping[str, Any], route_scores: np.ndarray, fired: Sequence[CompiledRule]
+    tx: Mapping[str, Any], route_scores: Sequence[float] | np.ndarray, fired: Sequence[CompiledRule]
 ) -> tuple[str, CompiledRule | None]:
     """The first fired routing rule's route, else the eligible route with the highest score (ties:
     the requested route, then ROUTES order)."""

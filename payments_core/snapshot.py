@@ -19,6 +19,7 @@ from payments_core.policy import ROUTES, CompiledRule, PolicyConfig
 from payments_core.rules.model import RuleSet
 
 ROUTE_FEATURE_COLUMNS = np.array([ROUTE_COLUMNS[r] for r in ROUTES])
+_add_rows = np.add.reduce
 SCORE_CHUNK = 2048  # rows per model call in batches: same numbers per row, less memory traffic
 
 
@@ -40,7 +41,7 @@ class Scores:
     risk: list[float]
     approval_contrib: np.ndarray | None
     risk_contrib: np.ndarray | None
-    route_scores: np.ndarray  # (n, len(ROUTES))
+    route_scores: np.ndarray | list[list[float]]  # (n, len(ROUTES)); score_one's one row: a list
     challenger_approval: list[float] | None = None
     challenger_risk: list[float] | None = None
 
@@ -82,7 +83,7 @@ class EngineSnapshot:
     versions_json: str = ""
     # approval, risk and routing champions stacked (centres, weights, intercepts) when all three are
     # linear and there is no challenger: ``score_one`` scores one row in one pass (same numbers)
-    stacked: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    stacked: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def build(
@@ -118,13 +119,17 @@ class EngineSnapshot:
         ``LinearModel.predict``, so the same bits as ``score`` (and as a row of a batch)."""
         if self.stacked is None:
             return self.score(X)
-        centre, weights, intercept, route_block = self.stacked
-        # the row broadcast against the eight models' centres and weights; the route rows' route
-        # columns (the one-hot of each route) are the same for every transaction: worked out once
-        contrib = (X.astype(np.float64) - centre) * weights
-        contrib[2:, ROUTE_FEATURE_COLUMNS] = route_block
-        p = [round6_one(sigmoid_one(z)) for z in (contrib.sum(axis=1) + intercept).tolist()]
-        return Scores(p[:1], p[1:2], contrib[:1], contrib[1:2], np.array([p[2:]]))
+        centre, weights, intercept, route_cells, route_block = self.stacked
+        # the row broadcast against the eight models' centres and weights (float32 -> float64 inside
+        # the subtraction, as astype then subtract); the route rows' route columns (the one-hot of each
+        # route) are the same for every transaction: worked out once, written by flat index
+        contrib = np.subtract(X, centre, dtype=np.float64)
+        np.multiply(contrib, weights, out=contrib)
+        contrib.flat[route_cells] = route_block
+        # np.add.reduce is what ndarray.sum calls (the same pairwise sums), without its Python wrapper
+        p = [round6_one(sigmoid_one(z)) for z in (_add_rows(contrib, axis=1) + intercept).tolist()]
+        # route scores as a plain list: choose_route reads them one by one
+        return Scores(p[:1], p[1:2], contrib[:1], contrib[1:2], [p[2:]])
 
     def score(self, X: np.ndarray, want_challenger: bool = True) -> Scores:
         """Approval and risk (with per-feature contributions), every route's routing score, and the
@@ -166,8 +171,8 @@ class EngineSnapshot:
         return round6(self.bundle.champions["retry"].predict(retry_feature_vector(X, decline_reason))[0])
 
 
-def _stack(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(centres, weights, intercepts, route block) of the stacked linear champions, or None. The route
+def _stack(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(centres, weights, intercepts, route cells, route block) of the stacked linear champions, or None. The route
     block is what the route rows' route columns contribute: ``(onehot - centre) * weight``, each route
     row with its own route's column at 1 and the others at 0, as ``score`` sets them."""
     if bundle.challengers:
@@ -181,4 +186,7 @@ def _stack(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     weights = np.array([m.weights for m in rows], dtype=np.float64)
     onehot = np.eye(len(ROUTES), dtype=np.float32).astype(np.float64)
     route_block = (onehot - centre[2:, ROUTE_FEATURE_COLUMNS]) * weights[2:, ROUTE_FEATURE_COLUMNS]
-    return centre, weights, np.array([m.intercept for m in rows], dtype=np.float64), route_block
+    # the flat positions of contrib[2:, ROUTE_FEATURE_COLUMNS] in an (8, F) C-ordered array, row by row
+    route_cells = (np.arange(2, len(rows))[:, None] * centre.shape[1] + ROUTE_FEATURE_COLUMNS[None, :]).ravel()
+    intercepts = np.array([m.intercept for m in rows], dtype=np.float64)
+    return centre, weights, intercepts, route_cells, route_block.ravel()

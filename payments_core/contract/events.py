@@ -132,6 +132,13 @@ class TransactionRequest(_Model):
         # a future event time would trim the velocity windows of the present (see contract.clock)
         return clock_of(info.context).check(value)
 
+    def field_values(self) -> dict[str, Any]:
+        """``model_dump()``'s dict in a tenth of its time (the scoring API's hot path): the model is
+        frozen and flat (scalar fields only; no extras, no computed fields), so its ``__dict__`` holds
+        exactly those values, in field order. ``tests/payments_core/test_contract.py`` holds the two
+        equal and the fields scalar."""
+        return dict(self.__dict__)
+
 
 class TransactionEvent(TransactionRequest):
     """A transaction with the processor's outcome, as produced to ``payments.transactions``."""

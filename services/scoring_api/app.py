@@ -26,6 +26,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis.asyncio
@@ -169,16 +170,33 @@ _EXAMPLES = {
 }
 
 
+@dataclass(slots=True)
+class ScorePath:
+    """What a ``POST /score`` request reads, resolved once at start-up (``state.score_path``): each
+    attribute read on Starlette's ``State`` is a Python ``__getattr__`` call, and a request made ~15."""
+
+    velocity: AsyncRedisVelocityStore
+    decisions: DecisionStore
+    pipeline: AutoPipeline
+    lookup_script: Any
+    store_script: Any
+    budget: float  # PA_REDIS_TIMEOUT_MS in seconds
+    engine: DecisionEngine | None = None  # set with the publisher, once the lifespan has them
+    publisher: DecisionPublisher | None = None
+    outbox_max: int = 0
+    similar_enrich: bool = False
+
+
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
 
 
-async def _script_within(state: Any, script: Any, keys: list[Any], args: list[Any], deadline: float) -> Any:
+async def _script_within(path: ScorePath, script: Any, keys: list[Any], args: list[Any], deadline: float) -> Any:
     """A script call through the auto-pipeline (EVALSHA), answered before ``deadline`` (perf_counter)
     or a 503. The pipeline's own future carries the deadline (a timer), so the call costs no task and
     no ``wait_for``; a Redis that lost the script (NOSCRIPT) gets it loaded again, within the budget."""
-    pipeline: AutoPipeline = state.pipeline
+    pipeline = path.pipeline
     try:
         future = pipeline.call("EVALSHA", script.sha, len(keys), *keys, *args)
         timer = asyncio.get_running_loop().call_later(max(deadline - time.perf_counter(), 0.001), _expire, future)
@@ -196,13 +214,13 @@ async def _script_within(state: Any, script: Any, keys: list[Any], args: list[An
     return await _within(eval_script(pipeline, script, keys, args), deadline)
 
 
-async def lookup(state: Any, data: dict[str, Any], deadline: float) -> tuple[str, Any]:
+async def lookup(path: ScorePath, data: dict[str, Any], deadline: float) -> tuple[str, Any]:
     """The one Redis command of every ``/score`` request before the decision: the stored decision of
     the transaction (a replay) or, for a new one, its velocity features while recording it. Returns
     (decision key, raw reply). ``bench.score``'s same-I/O ceiling makes exactly this call."""
-    key = state.decisions.key(data["transaction_id"])
-    keys, args = state.velocity.lookup_keys_args(key, data)
-    return key, await _script_within(state, state.lookup_script, keys, args, deadline)
+    key = path.decisions.key(data["transaction_id"])
+    keys, args = path.velocity.lookup_keys_args(key, data)
+    return key, await _script_within(path, path.lookup_script, keys, args, deadline)
 
 
 # The API's metrics are Prometheus (/metrics). FastAPI's OpenTelemetry bridge would otherwise look up the
@@ -221,7 +239,8 @@ def tune_gc() -> None:
 
 def connect_redis(state: Any, settings: Settings) -> Any:
     """The Redis client of an API process and what the hot path uses on it (velocity and decision
-    stores, the auto-pipeline, the lookup and store scripts), set on ``state``."""
+    stores, the auto-pipeline, the lookup and store scripts), set on ``state`` and gathered in
+    ``state.score_path``."""
     budget = state.redis_budget
     # requests give up on Redis after PA_REDIS_TIMEOUT_MS (a 503); the sockets' own timeouts only free
     # the connections of a stalled server
@@ -237,6 +256,16 @@ def connect_redis(state: Any, settings: Settings) -> Any:
     state.pipeline = AutoPipeline(client)
     state.lookup_script = client.register_script(LOOKUP_LUA)
     state.store_script = client.register_script(STORE_LUA)
+    state.score_path = ScorePath(
+        state.velocity,
+        state.decisions,
+        state.pipeline,
+        state.lookup_script,
+        state.store_script,
+        budget,
+        outbox_max=settings.decisions_outbox_max,
+        similar_enrich=settings.similar_enrich,
+    )
     return client
 
 
@@ -317,25 +346,26 @@ _REPLAY_HEADER = {"Idempotent-Replay": "true"}
 async def decide_one(state: Any, raw: bytes, started: float) -> tuple[bytes, bool]:
     """``POST /score`` on the request's bytes: (the decision's JSON, whether it is a replay).
     Raises the route's errors (422, 409, 503) as FastAPI exceptions."""
+    path: ScorePath = state.score_path
     tx = parse_transaction(raw)
-    deadline = started + state.redis_budget
+    deadline = started + path.budget
     txn = tx.transaction_id
-    data = tx.model_dump()
+    data = tx.field_values()
     fp = fingerprint(data)
-    key, reply = await lookup(state, data, deadline)
+    key, reply = await lookup(path, data, deadline)
     if reply[0]:  # decided before: replay, or 409 for a different request (nothing was recorded)
         return _replayed(reply[0], fp, txn), True
-    velocity = state.velocity.parse(reply[1:])
-    outcome, plain = state.engine.decide_json(data, velocity, source="api", started=started)
-    body = similar.enrich_decision(state, data, plain) if state.similar_enrich else plain
-    publisher: DecisionPublisher = state.publisher
+    velocity = path.velocity.parse(reply[1:])
+    outcome, plain = path.engine.decide_json(data, velocity, source="api", started=started)  # type: ignore[union-attr]
+    body = similar.enrich_decision(state, data, plain) if path.similar_enrich else plain
+    publisher: DecisionPublisher = path.publisher  # type: ignore[assignment]
     context = context_of(data)
     member = member_of(context, plain)
     stored = await _script_within(
-        state,
-        state.store_script,
+        path,
+        path.store_script,
         [key, publisher.outbox_key],
-        [pack(fp, body), state.decisions.ttl, member, int(time.time() * 1000), state.settings.decisions_outbox_max],
+        [pack(fp, body), path.decisions.ttl, member, int(time.time() * 1000), path.outbox_max],
         deadline,
     )
     if stored[0] == OUTBOX_FULL:
@@ -420,7 +450,7 @@ async def score_batch(request: Request, batch: BatchRequest) -> Response:
     unique: dict[str, tuple[TransactionRequest, dict[str, Any], bytes]] = {}
     clashes: list[str] = []
     for tx in txs:
-        data = tx.model_dump()
+        data = tx.field_values()
         fp = fingerprint(data)
         seen = unique.setdefault(tx.transaction_id, (tx, data, fp))
         if seen[2] != fp and tx.transaction_id not in clashes:
@@ -751,6 +781,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     client = connect_redis(app.state, settings)
     app.state.publisher = DecisionPublisher(settings, client, app.state.pipeline)
     await app.state.publisher.start()
+    app.state.score_path.engine, app.state.score_path.publisher = engine, app.state.publisher
     log.info(
         "scoring_api ready: rules=%s models=%s auth=%s rate limit=%s decisions -> %s",
         engine.rule_set_version,
@@ -794,7 +825,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = tuple((key, key.encode()) for key in settings.keys)  # (key, its bytes to compare)
     app.state.rate_limiter = RateLimiter(rate) if (rate := parse_rate(settings.rate_limit)) else None
     app.state.redis_budget = settings.redis_timeout_ms / 1000
-    app.state.similar_enrich = settings.similar_enrich  # read per request: one attribute, not two
     app.state.fallbacks = {}
     if not settings.auth_enabled:
         log.warning("scoring_api: API-key auth is OFF (PA_AUTH=off, PA_ENV=%s): anyone can call /score", settings.env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -24,6 +25,7 @@ from payments_core.contract import (
 )
 from payments_core.contract.decision_records import context_header
 from payments_core.contract.serde import DEFAULT_SERDE
+from payments_core.samples import sample_request as simulated
 from payments_core.settings import CommonSettings
 from spark.common.schema import struct_type_for
 
@@ -195,3 +197,24 @@ def test_decision_records_are_checked_against_the_contract_value_and_header():
     assert context_header([("other", b"x"), (CONTEXT_HEADER, b"{}")]) == b"{}"
     assert context_header({CONTEXT_HEADER.encode(): None}) == b""  # type: ignore[dict-item]
     assert context_header(None) is None
+
+
+def test_field_values_is_model_dump_for_every_field_kind():
+    """``TransactionRequest.field_values`` (the scoring API's hot path) reads the model's ``__dict__``:
+    that is ``model_dump()`` only while every field is a scalar (no nested model, list or dict, which
+    model_dump would rebuild) and the model has no computed fields."""
+    scalar = (str, int, float, bool, datetime, type(None))
+    for name, field in TransactionRequest.model_fields.items():
+        kinds = [a for a in (field.annotation, *getattr(field.annotation, "__args__", ())) if isinstance(a, type)]
+        assert not any(issubclass(k, (dict, list, tuple, set)) or hasattr(k, "model_fields") for k in kinds), name
+    assert not TransactionRequest.model_computed_fields
+    rng = random.Random(5)
+    requests = [TransactionRequest(**simulated(rng)) for _ in range(300)]
+    requests.append(TransactionRequest(**sample_request(event_timestamp="2026-11-27T10:00:00+03:00")))
+    requests.append(TransactionRequest.model_validate_json(orjson.dumps(sample_request(is_retry=True, retry_count=2))))
+    for tx in requests:
+        dumped, values = tx.model_dump(), tx.field_values()
+        assert list(values.items()) == list(dumped.items())
+        assert [type(v) for v in values.values()] == [type(v) for v in dumped.values()]
+        assert all(isinstance(v, scalar) for v in values.values())
+        assert values is not tx.field_values()  # a copy: the caller may not change the frozen model
