@@ -138,7 +138,7 @@ def same_io_app():
 
     @app.post("/score")
     async def score(request: Request) -> Response:
-        path = request.app.state.score_path  # the API's own hot-path handles, read once like /score
+        path = request.app.state.redis_path  # the API's own Redis handles, read once like /score
         tx = await read_transaction(request)
         await lookup(path, tx.field_values(), time.perf_counter() + path.budget)
         return Response(body, media_type="application/json")

@@ -19,7 +19,6 @@ from payments_core.policy import ROUTES, CompiledRule, PolicyConfig
 from payments_core.rules.model import RuleSet
 
 ROUTE_FEATURE_COLUMNS = np.array([ROUTE_COLUMNS[r] for r in ROUTES])
-_add_rows = np.add.reduce
 SCORE_CHUNK = 2048  # rows per model call in batches: same numbers per row, less memory traffic
 
 
@@ -81,8 +80,9 @@ class EngineSnapshot:
     rule_set_version: str = ""
     model_versions: dict[str, str] = field(default_factory=dict)
     versions_json: str = ""
-    # approval, risk and routing champions stacked (centres, weights, intercepts) when all three are
-    # linear and there is no challenger: ``score_one`` scores one row in one pass (same numbers)
+    # approval, risk and routing champions stacked (``_stack``: centres, weights, intercepts, route cells
+    # and block) when all three are linear and there is no challenger: ``score_one`` scores one row in
+    # one pass (same numbers)
     stacked: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
@@ -127,7 +127,7 @@ class EngineSnapshot:
         np.multiply(contrib, weights, out=contrib)
         contrib.flat[route_cells] = route_block
         # np.add.reduce is what ndarray.sum calls (the same pairwise sums), without its Python wrapper
-        p = [round6_one(sigmoid_one(z)) for z in (_add_rows(contrib, axis=1) + intercept).tolist()]
+        p = [round6_one(sigmoid_one(z)) for z in (np.add.reduce(contrib, axis=1) + intercept).tolist()]
         # route scores as a plain list: choose_route reads them one by one
         return Scores(p[:1], p[1:2], contrib[:1], contrib[1:2], [p[2:]])
 

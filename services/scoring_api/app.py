@@ -170,10 +170,11 @@ _EXAMPLES = {
 }
 
 
-@dataclass(slots=True)
-class ScorePath:
-    """What a ``POST /score`` request reads, resolved once at start-up (``state.score_path``): each
-    attribute read on Starlette's ``State`` is a Python ``__getattr__`` call, and a request made ~15."""
+@dataclass(slots=True, frozen=True)
+class RedisPath:
+    """The Redis handles of a request's script calls (``connect_redis``: ``state.redis_path``), the
+    same-I/O ceiling's too. Read from one object because each attribute read on Starlette's ``State``
+    is a Python ``__getattr__`` call."""
 
     velocity: AsyncRedisVelocityStore
     decisions: DecisionStore
@@ -181,10 +182,18 @@ class ScorePath:
     lookup_script: Any
     store_script: Any
     budget: float  # PA_REDIS_TIMEOUT_MS in seconds
-    engine: DecisionEngine | None = None  # set with the publisher, once the lifespan has them
-    publisher: DecisionPublisher | None = None
-    outbox_max: int = 0
-    similar_enrich: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class ScorePath:
+    """Everything a ``POST /score`` request reads, resolved once the lifespan has it all
+    (``state.score_path``): a request used to make ~15 ``State`` reads."""
+
+    redis: RedisPath
+    engine: DecisionEngine
+    publisher: DecisionPublisher
+    outbox_max: int  # PA_DECISIONS_OUTBOX_MAX
+    similar_enrich: bool  # PA_SIMILAR_ENRICH
 
 
 def _expire(future: asyncio.Future) -> None:
@@ -192,7 +201,7 @@ def _expire(future: asyncio.Future) -> None:
         future.set_exception(TimeoutError())
 
 
-async def _script_within(path: ScorePath, script: Any, keys: list[Any], args: list[Any], deadline: float) -> Any:
+async def _script_within(path: RedisPath, script: Any, keys: list[Any], args: list[Any], deadline: float) -> Any:
     """A script call through the auto-pipeline (EVALSHA), answered before ``deadline`` (perf_counter)
     or a 503. The pipeline's own future carries the deadline (a timer), so the call costs no task and
     no ``wait_for``; a Redis that lost the script (NOSCRIPT) gets it loaded again, within the budget."""
@@ -214,7 +223,7 @@ async def _script_within(path: ScorePath, script: Any, keys: list[Any], args: li
     return await _within(eval_script(pipeline, script, keys, args), deadline)
 
 
-async def lookup(path: ScorePath, data: dict[str, Any], deadline: float) -> tuple[str, Any]:
+async def lookup(path: RedisPath, data: dict[str, Any], deadline: float) -> tuple[str, Any]:
     """The one Redis command of every ``/score`` request before the decision: the stored decision of
     the transaction (a replay) or, for a new one, its velocity features while recording it. Returns
     (decision key, raw reply). ``bench.score``'s same-I/O ceiling makes exactly this call."""
@@ -240,7 +249,7 @@ def tune_gc() -> None:
 def connect_redis(state: Any, settings: Settings) -> Any:
     """The Redis client of an API process and what the hot path uses on it (velocity and decision
     stores, the auto-pipeline, the lookup and store scripts), set on ``state`` and gathered in
-    ``state.score_path``."""
+    ``state.redis_path``."""
     budget = state.redis_budget
     # requests give up on Redis after PA_REDIS_TIMEOUT_MS (a 503); the sockets' own timeouts only free
     # the connections of a stalled server
@@ -256,15 +265,8 @@ def connect_redis(state: Any, settings: Settings) -> Any:
     state.pipeline = AutoPipeline(client)
     state.lookup_script = client.register_script(LOOKUP_LUA)
     state.store_script = client.register_script(STORE_LUA)
-    state.score_path = ScorePath(
-        state.velocity,
-        state.decisions,
-        state.pipeline,
-        state.lookup_script,
-        state.store_script,
-        budget,
-        outbox_max=settings.decisions_outbox_max,
-        similar_enrich=settings.similar_enrich,
+    state.redis_path = RedisPath(
+        state.velocity, state.decisions, state.pipeline, state.lookup_script, state.store_script, budget
     )
     return client
 
@@ -347,25 +349,26 @@ async def decide_one(state: Any, raw: bytes, started: float) -> tuple[bytes, boo
     """``POST /score`` on the request's bytes: (the decision's JSON, whether it is a replay).
     Raises the route's errors (422, 409, 503) as FastAPI exceptions."""
     path: ScorePath = state.score_path
+    redis_path = path.redis
     tx = parse_transaction(raw)
-    deadline = started + path.budget
+    deadline = started + redis_path.budget
     txn = tx.transaction_id
     data = tx.field_values()
     fp = fingerprint(data)
-    key, reply = await lookup(path, data, deadline)
+    key, reply = await lookup(redis_path, data, deadline)
     if reply[0]:  # decided before: replay, or 409 for a different request (nothing was recorded)
         return _replayed(reply[0], fp, txn), True
-    velocity = path.velocity.parse(reply[1:])
-    outcome, plain = path.engine.decide_json(data, velocity, source="api", started=started)  # type: ignore[union-attr]
+    velocity = redis_path.velocity.parse(reply[1:])
+    outcome, plain = path.engine.decide_json(data, velocity, source="api", started=started)
     body = similar.enrich_decision(state, data, plain) if path.similar_enrich else plain
-    publisher: DecisionPublisher = path.publisher  # type: ignore[assignment]
+    publisher = path.publisher
     context = context_of(data)
     member = member_of(context, plain)
     stored = await _script_within(
-        path,
-        path.store_script,
+        redis_path,
+        redis_path.store_script,
         [key, publisher.outbox_key],
-        [pack(fp, body), path.decisions.ttl, member, int(time.time() * 1000), path.outbox_max],
+        [pack(fp, body), redis_path.decisions.ttl, member, int(time.time() * 1000), path.outbox_max],
         deadline,
     )
     if stored[0] == OUTBOX_FULL:
@@ -781,7 +784,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     client = connect_redis(app.state, settings)
     app.state.publisher = DecisionPublisher(settings, client, app.state.pipeline)
     await app.state.publisher.start()
-    app.state.score_path.engine, app.state.score_path.publisher = engine, app.state.publisher
+    app.state.score_path = ScorePath(
+        app.state.redis_path, engine, app.state.publisher, settings.decisions_outbox_max, settings.similar_enrich
+    )
     log.info(
         "scoring_api ready: rules=%s models=%s auth=%s rate limit=%s decisions -> %s",
         engine.rule_set_version,
